@@ -1,0 +1,46 @@
+"""``wordpaint generate PROMPT -o out.png``: draw a prompt with the bundled (or a given) model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from wordpaint.errors import WordpaintError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("generate", help="generate images from a prompt", description="Generate images from a text prompt.")
+    p.add_argument("prompt", help="what to draw, e.g. 'a red circle to the left of a blue square'")
+    p.add_argument("-o", "--output", default="wordpaint.png", help="PNG path; with --n > 1, -0, -1, ... are added before .png")
+    p.add_argument("--model", default=None, help="pipeline folder, or 'shapes' for the bundled model (default)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 10)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale >= 0 (default: the model's, 3.0)")
+    p.add_argument("--sampler", default=None, help="dpmpp_2m (default), ddim or euler")
+    p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
+    p.add_argument("--n", type=int, default=1, help="number of images")
+    p.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's resolution)")
+    p.set_defaults(func=run)
+
+
+def output_paths(output: str, n: int) -> list[Path]:
+    path = Path(output)
+    if path.suffix.lower() != ".png":
+        raise WordpaintError(f"output must be a .png path, got {output!r}")
+    if n == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{k}{path.suffix}") for k in range(n)]
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = output_paths(args.output, args.n) if isinstance(args.n, int) and args.n >= 1 else None
+    if paths is None:
+        raise WordpaintError(f"--n must be an integer >= 1, got {args.n}")
+    from wordpaint.pipelines.text_to_image import TextToImagePipeline
+
+    pipe = TextToImagePipeline.from_pretrained(args.model)
+    out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
+               seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
+    for k, path in enumerate(paths):
+        out.save(path, k)
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,24 @@
+"""``wordpaint train --recipe NAME --out DIR [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    from wordpaint.training.train import list_recipes
+
+    p = sub.add_parser("train", help="train a model from a recipe", description="Train a model from a named recipe (accelerate; `accelerate launch -m wordpaint.cli.main train ...` for several processes).")
+    p.add_argument("--recipe", required=True, help=f"recipe name ({', '.join(list_recipes())}) or a .json path")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, samples, metrics, pipeline/")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--max-steps", type=int, default=None, help="override the recipe's max_steps")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from wordpaint.training.train import train
+
+    path = train(args.recipe, args.out, resume=args.resume, max_steps=args.max_steps)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,59 @@
+"""Image helpers: tensor <-> PIL, PNG with generation metadata, sample grids."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from wordpaint.io import atomic_path
+
+
+def to_pil(x) -> list[Image.Image]:
+    """(B, 3, H, W) tensor in [-1, 1] -> list of RGB PIL images."""
+    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to("cpu").byte().permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a, "RGB") for a in arr]
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, *, metadata: dict | None = None) -> Path:
+    """Write a PNG atomically; ``metadata`` goes into a ``wordpaint`` text chunk as JSON."""
+    path = Path(path)
+    info = PngImagePlugin.PngInfo()
+    if metadata:
+        info.add_text("wordpaint", json.dumps(metadata, sort_keys=True))
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
+    return path
+
+
+def read_png_metadata(path: str | os.PathLike) -> dict:
+    with Image.open(path) as im:
+        raw = im.text.get("wordpaint") if hasattr(im, "text") else None
+    return json.loads(raw) if raw else {}
+
+
+def make_grid(images: list[Image.Image], *, cols: int, scale: int = 1, pad: int = 2, marks: list[bool | None] | None = None) -> Image.Image:
+    """Tile images into a grid (upscaled by ``scale``, nearest); ``marks`` draws a green (pass) or
+    red (fail) bar under each image."""
+    if not images:
+        raise ValueError("make_grid needs at least one image")
+    w, h = images[0].size
+    w, h = w * scale, h * scale
+    bar = 4 if marks is not None else 0
+    rows = (len(images) + cols - 1) // cols
+    grid = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + bar + pad) + pad), (40, 40, 40))
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        x, y = pad + c * (w + pad), pad + r * (h + bar + pad)
+        grid.paste(im.resize((w, h), Image.NEAREST), (x, y))
+        if marks is not None and marks[i] is not None:
+            colour = (40, 200, 60) if marks[i] else (220, 40, 40)
+            grid.paste(Image.new("RGB", (w, bar), colour), (x, y + h))
+    return grid
+
+
+def pil_to_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))

@@ -1,0 +1,123 @@
+"""Atomic file writes and safe weight loading.
+
+Every file wordpaint writes goes to a temporary name in the same folder and is renamed into
+place, so an interrupted run never leaves half a PNG, JSON or checkpoint behind. Weights are
+safetensors only; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from wordpaint.errors import ModelLoadError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``path``; on success it replaces ``path`` whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_json(path: str | os.PathLike, *, what: str = "file") -> dict:
+    """Read a JSON object, turning a missing or corrupt file into a :class:`ModelLoadError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"missing {what}: {path}")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"corrupt {what} {path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"corrupt {what} {path}: expected a JSON object")
+    return obj
+
+
+def save_safetensors(path: str | os.PathLike, tensors: dict, *, metadata: dict[str, str] | None = None) -> None:
+    """Save a flat ``name -> tensor`` dict as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_safetensors(path: str | os.PathLike) -> dict:
+    """Load a safetensors file, naming the file in the error when it is missing or corrupt."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"missing weights file: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelLoadError(f"corrupt weights file {path}: {e}") from None
+
+
+def load_state_dict_strict(module, state: dict, *, source: str) -> None:
+    """Load ``state`` into ``module`` after checking every name and shape, so a mismatch is a
+    one-line :class:`ModelLoadError` instead of torch's multi-line RuntimeError."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"weights in {source} do not match the model config: "
+            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ModelLoadError(
+                f"weights in {source} do not match the model config: {k} has shape "
+                f"{tuple(state[k].shape)}, the config expects {tuple(v.shape)}"
+            )
+    module.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()})

@@ -1,0 +1,128 @@
+"""Text-conditioned pixel diffusion: diffusers' UNet2DConditionModel cross-attending to frozen
+text-encoder token states, trained with the epsilon objective on a diffusers noise schedule.
+
+Read top to bottom: config -> model (owns its loss) -> denoiser view for the samplers.
+Classifier-free guidance comes from condition dropout, done on captions by the data stream
+(an empty caption is the unconditional input at sampling time too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class DiffusionConfig:
+    """Everything needed to rebuild the network and its noise schedule."""
+
+    resolution: int = 48
+    in_channels: int = 3
+    block_out_channels: tuple[int, ...] = (32, 64, 128, 192)
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    norm_num_groups: int = 16
+    cross_attention_dim: int = 384  # = text encoder hidden size (MiniLM: 384)
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    cond_drop_prob: float = 0.1
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiffusionConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names - {"family", "wordpaint_version"})
+        if unknown:
+            raise ValueError(f"unknown diffusion config keys: {unknown}; expected some of: {sorted(names)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+        return cls(**kw)
+
+
+def make_alphas_cumprod(config: DiffusionConfig) -> torch.Tensor:
+    """(T,) cumulative alphas from diffusers' schedule of the configured name."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule)
+    return sched.alphas_cumprod.float().clone()
+
+
+class DiffusionModel(torch.nn.Module):
+    """``loss = model(batch)`` with batch = {"pixel_values": (B,3,H,W) in [-1,1],
+    "encoder_hidden_states": (B,L,D), "encoder_attention_mask": (B,L) bool}."""
+
+    family = "diffusion"
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+
+        self.config = config
+        self.unet = UNet2DConditionModel(
+            sample_size=config.resolution,
+            in_channels=config.in_channels,
+            out_channels=config.in_channels,
+            block_out_channels=config.block_out_channels,
+            down_block_types=config.down_block_types,
+            up_block_types=config.up_block_types,
+            layers_per_block=config.layers_per_block,
+            attention_head_dim=config.attention_head_dim,
+            norm_num_groups=config.norm_num_groups,
+            cross_attention_dim=config.cross_attention_dim,
+        )
+        ac = make_alphas_cumprod(config)
+        self.register_buffer("alphas_cumprod", ac, persistent=False)
+        # sigma_t = sqrt((1 - abar) / abar): the VE view used by k-diffusion style samplers
+        self.register_buffer("log_sigmas", (((1 - ac) / ac) ** 0.5).log(), persistent=False)
+
+    # -- training ------------------------------------------------------------------------------
+    def forward(self, batch: dict, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Epsilon-prediction MSE at uniformly drawn timesteps."""
+        x0 = batch["pixel_values"]
+        b = x0.shape[0]
+        t = torch.randint(0, self.config.num_train_timesteps, (b,), device=x0.device, generator=generator)
+        noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        abar = self.alphas_cumprod[t].view(b, 1, 1, 1)
+        xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        eps = self.eps(xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"])
+        return F.mse_loss(eps, noise)
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Predicted noise for (B,C,H,W) ``x`` at (continuous) timesteps ``t`` (B,)."""
+        # diffusers turns a bool mask into an additive bias; 1 = attend
+        return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask.to(x.dtype)).sample
+
+    # -- sampling view -------------------------------------------------------------------------
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Continuous timestep for each sigma, by linear interpolation in log sigma."""
+        log_sigma = sigma.clamp(min=1e-10).log()
+        ls = self.log_sigmas
+        idx = torch.searchsorted(ls, log_sigma.reshape(-1)).clamp(1, len(ls) - 1)
+        lo, hi = ls[idx - 1], ls[idx]
+        w = ((log_sigma.reshape(-1) - lo) / (hi - lo)).clamp(0, 1)
+        return (idx - 1 + w).reshape(sigma.shape)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Denoiser D(x; sigma) ~ E[x0 | x] in the VE parametrisation x = x0 + sigma * eps."""
+        s = sigma.reshape(-1, 1, 1, 1)
+        c_in = 1 / (s**2 + 1) ** 0.5
+        t = self.sigma_to_t(sigma.reshape(-1)).expand(x.shape[0])
+        return x - s * self.eps(x * c_in, t, states, mask)
+
+    def sigmas(self, steps: int) -> torch.Tensor:
+        """(steps+1,) decreasing sigmas on "trailing" timesteps (start at the last one), then 0."""
+        T = self.config.num_train_timesteps
+        ts = torch.arange(T, 0, -T / steps).round().long() - 1  # trailing spacing: T-1 ... 
+        sig = self.log_sigmas[ts].exp()
+        return torch.cat([sig, sig.new_zeros(1)])

@@ -1,0 +1,56 @@
+"""Family name -> (config class, model class), with named size presets.
+
+``tiny`` is for tests (channels (4, 8), one layer per block); ``shapes48`` is the bundled model.
+"""
+
+from __future__ import annotations
+
+from wordpaint.errors import check_choice
+from wordpaint.models.diffusion import DiffusionConfig, DiffusionModel
+
+FAMILIES = {"diffusion": (DiffusionConfig, DiffusionModel)}
+
+PRESETS: dict[str, tuple[str, dict]] = {
+    "tiny": (
+        "diffusion",
+        dict(
+            resolution=32,
+            block_out_channels=(4, 8),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=4,
+            norm_num_groups=4,
+        ),
+    ),
+    "shapes48": ("diffusion", dict(resolution=48)),
+}
+
+
+def build_config(*, family: str = "diffusion", preset: str | None = None, **overrides):
+    """A config of ``family``, starting from ``preset`` (if given) with ``overrides`` applied."""
+    check_choice("model family", family, FAMILIES)
+    kw: dict = {}
+    if preset is not None:
+        check_choice("model preset", preset, PRESETS)
+        pfam, kw = PRESETS[preset]
+        if pfam != family:
+            raise ValueError(f"preset {preset!r} belongs to family {pfam!r}, not {family!r}")
+        kw = dict(kw)
+    kw.update(overrides)
+    cls = FAMILIES[family][0]
+    return cls.from_dict(kw) if kw else cls()
+
+
+def build_model(config):
+    """Instantiate the model class registered for ``config``'s type."""
+    for cfg_cls, model_cls in FAMILIES.values():
+        if isinstance(config, cfg_cls):
+            return model_cls(config)
+    raise ValueError(f"no model registered for config type {type(config).__name__}")
+
+
+def family_of(config) -> str:
+    for name, (cfg_cls, _) in FAMILIES.items():
+        if isinstance(config, cfg_cls):
+            return name
+    raise ValueError(f"unregistered config type {type(config).__name__}")

@@ -1,0 +1,243 @@
+"""TextToImagePipeline: prompt -> frozen text encoder -> text-conditioned denoiser -> images.
+
+Folder format (diffusers-style, round-trips exactly with save_pretrained / from_pretrained):
+
+    model_index.json          pipeline class, wordpaint version, component folders, defaults
+    text_encoder/config.json  which local encoder (weights stay in their package)
+    diffusion/config.json     the model config (+ family, wordpaint version)
+    diffusion/model.safetensors
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import wordpaint
+from wordpaint.errors import ModelLoadError, WordpaintError, check_choice
+from wordpaint.images import save_png, to_pil
+from wordpaint.io import atomic_dir, load_safetensors, load_state_dict_strict, read_json, save_safetensors, write_json
+from wordpaint.models.registry import FAMILIES, build_model, family_of
+from wordpaint.sampling.samplers import SAMPLERS
+from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes48"
+BUNDLED_MODELS = {"shapes": BUNDLED_DIR}
+DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0}
+MAX_STEPS = 1000
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class TextToImageOutput:
+    images: list  # PIL images, num_images_per_prompt per prompt, prompt-major
+    metadata: list[dict] = field(default_factory=list)  # per image: prompt, seed, settings
+
+    def save(self, path: str | os.PathLike, index: int = 0) -> Path:
+        """Save image ``index`` as a PNG with its generation metadata."""
+        return save_png(self.images[index], path, metadata=self.metadata[index])
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WordpaintError(f"{name} must be an integer from {lo} to {hi}, got {value!r}")
+    if not lo <= value <= hi:
+        raise WordpaintError(f"{name} must be from {lo} to {hi}, got {value}")
+    return value
+
+
+class TextToImagePipeline:
+    """Text-to-image with a frozen text encoder and a diffusion model (EMA weights)."""
+
+    def __init__(self, *, text_encoder: TextEncoder, model, defaults: dict | None = None):
+        self.text_encoder = text_encoder
+        self.model = model.eval().requires_grad_(False)
+        self.defaults = {**DEFAULTS, **(defaults or {})}
+
+    # -- folder format -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, *, text_encoder: TextEncoder | None = None) -> "TextToImagePipeline":
+        """Load a pipeline folder; no argument (or ``"shapes"``) loads the bundled model."""
+        if path is None or str(path) in BUNDLED_MODELS:
+            path = BUNDLED_MODELS["shapes" if path is None else str(path)]
+            if not (Path(path) / "model_index.json").is_file():
+                raise ModelLoadError(
+                    f"the bundled model is missing from this install ({path}); reinstall wordpaint or pass a model folder"
+                )
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"model folder not found: {path} (give a folder written by save_pretrained or `wordpaint train`, "
+                f"or one of: {', '.join(BUNDLED_MODELS)}); nothing is downloaded"
+            )
+        index = read_json(path / "model_index.json", what="model index")
+        if index.get("_class_name") != cls.__name__:
+            raise ModelLoadError(f"{path}/model_index.json is for {index.get('_class_name')!r}, not {cls.__name__}")
+        if text_encoder is None:
+            te_cfg = read_json(path / "text_encoder" / "config.json", what="text encoder config")
+            text_encoder = TextEncoder(TextEncoderConfig(**{k: te_cfg[k] for k in ("name_or_path", "max_length", "normalize_pooled") if k in te_cfg}))
+        model = load_model(path / index.get("model", "diffusion"))
+        if model.config.cross_attention_dim != text_encoder.dim:
+            raise ModelLoadError(
+                f"model expects text states of width {model.config.cross_attention_dim}, the text encoder gives {text_encoder.dim}"
+            )
+        return cls(text_encoder=text_encoder, model=model, defaults=index.get("defaults"))
+
+    def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+        """Write the pipeline folder atomically (``dtype=torch.float16`` halves the file)."""
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            write_json(tmp / "model_index.json", {
+                "_class_name": type(self).__name__,
+                "wordpaint_version": wordpaint.__version__,
+                "text_encoder": "text_encoder",
+                "model": "diffusion",
+                "defaults": self.defaults,
+            })
+            write_json(tmp / "text_encoder" / "config.json", {**self.text_encoder.to_config_dict(), "wordpaint_version": wordpaint.__version__})
+            save_model(self.model, tmp / "diffusion", dtype=dtype)
+        return path
+
+    # -- generation ----------------------------------------------------------------------------
+    @property
+    def resolution(self) -> int:
+        return self.model.config.resolution
+
+    def _validate(self, prompt, steps, guidance, sampler, n, height, width, seed):
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise WordpaintError(f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r:.60}")
+        for p in prompts:
+            if not isinstance(p, str):
+                raise WordpaintError(f"prompt must be a string, got {type(p).__name__}")
+            if not p.strip():
+                raise WordpaintError("prompt is empty; describe the image, e.g. 'a red circle to the left of a blue square'")
+            self.text_encoder.check_prompt(p)
+        _check_int("num_inference_steps", steps, 1, MAX_STEPS)
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+            raise WordpaintError(f"guidance_scale must be a finite number >= 0, got {guidance!r}")
+        check_choice("sampler", sampler, SAMPLERS)
+        _check_int("num_images_per_prompt", n, 1, 1024)
+        f = self.model.config.downsample_factor
+        for name, v in (("height", height), ("width", width)):
+            _check_int(name, v, f, 4096)
+            if v % f:
+                raise WordpaintError(f"{name} must be a multiple of {f} for this model, got {v} (the model was trained at {self.resolution})")
+        if seed is not None:
+            _check_int("seed", seed, 0, MAX_SEED)
+        return list(prompts)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        sampler: str | None = None,
+        seed: int | None = None,
+        num_images_per_prompt: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        batch_size: int = 16,
+        show_progress: bool = False,
+    ) -> TextToImageOutput:
+        """Generate images. Image k (prompt-major) uses noise from seed + k, so a result does not
+        depend on batch size; ``seed=None`` draws a random seed (recorded in the metadata)."""
+        steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+        guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+        sampler = sampler or self.defaults["sampler"]
+        height, width = height or self.resolution, width or self.resolution
+        prompts = self._validate(prompt, steps, guidance, sampler, num_images_per_prompt, height, width, seed)
+        _check_int("batch_size", batch_size, 1, 4096)
+        if seed is None:
+            seed = random.randrange(2**31)
+        jobs = [p for p in prompts for _ in range(num_images_per_prompt)]
+        sigmas = self.model.sigmas(steps)
+        images, meta = [], []
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            seeds = [seed + start + i for i in range(len(chunk))]
+            x = self.sample_latents(chunk, seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler, height=height, width=width, show_progress=show_progress)
+            images += to_pil(x)
+            meta += [
+                {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
+                 "height": height, "width": width, "wordpaint_version": wordpaint.__version__}
+                for p, s in zip(chunk, seeds)
+            ]
+        return TextToImageOutput(images, meta)
+
+    def sample_latents(self, prompts: list[str], *, seeds: list[int], sigmas: torch.Tensor, guidance_scale: float,
+                       sampler: str, height: int, width: int, show_progress: bool = False) -> torch.Tensor:
+        """The generation loop for one batch: encode, build the guided denoiser, integrate.
+        Returns (B, 3, H, W) in [-1, 1]."""
+        model = self.model
+        cond = self.text_encoder.encode(prompts)
+        b = len(prompts)
+        # per-image generators: image k's noise depends on its seed only
+        noise = torch.stack([torch.randn(3, height, width, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        x = noise * (1 + sigmas[0] ** 2) ** 0.5  # VP prior N(0, 1) seen in the VE view
+        use_uncond = guidance_scale != 1.0
+        if use_uncond:
+            unc = self.text_encoder.encode([""] * b)
+            L = max(cond.hidden_states.shape[1], unc.hidden_states.shape[1])
+            states = torch.cat([_pad(cond.hidden_states, L), _pad(unc.hidden_states, L)])  # (2B, L, D)
+            mask = torch.cat([_pad(cond.attention_mask, L), _pad(unc.attention_mask, L)])
+        else:
+            states, mask = cond.hidden_states, cond.attention_mask
+
+        def denoiser(xs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            if not use_uncond:
+                return model.denoise(xs, sigma, states, mask).clamp(-1, 1)
+            d_c, d_u = model.denoise(torch.cat([xs, xs]), sigma, states, mask).chunk(2)
+            # classifier-free guidance on the denoised estimate; clamp keeps x0 in the data range
+            return (d_u + guidance_scale * (d_c - d_u)).clamp(-1, 1)
+
+        fn = SAMPLERS[sampler]
+        gen = torch.Generator().manual_seed(seeds[0] + 7919)
+        return fn(denoiser, x, sigmas, generator=gen, disable_progress=not show_progress)
+
+
+def _pad(t: torch.Tensor, L: int) -> torch.Tensor:
+    """Right-pad dim 1 of (B, l, ...) to L with zeros / False."""
+    if t.shape[1] == L:
+        return t
+    pad = torch.zeros((t.shape[0], L - t.shape[1], *t.shape[2:]), dtype=t.dtype)
+    return torch.cat([t, pad], dim=1)
+
+
+# -- component files ---------------------------------------------------------------------------
+def save_model(model, folder: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> None:
+    """``config.json`` (config + family + version) and ``model.safetensors`` for one model."""
+    folder = Path(folder)
+    cfg = {"family": family_of(model.config), "wordpaint_version": wordpaint.__version__, **model.config.to_dict()}
+    write_json(folder / "config.json", cfg)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_safetensors(folder / "model.safetensors", state, metadata={"wordpaint_version": wordpaint.__version__, "family": cfg["family"]})
+
+
+def load_config(folder: str | os.PathLike):
+    folder = Path(folder)
+    cfg = read_json(folder / "config.json", what="model config")
+    family = cfg.get("family")
+    if family not in FAMILIES:
+        raise ModelLoadError(f"{folder}/config.json names unknown model family {family!r}; expected one of: {', '.join(FAMILIES)}")
+    try:
+        return FAMILIES[family][0].from_dict(cfg)
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"invalid model config {folder}/config.json: {e}") from None
+
+
+def load_model(folder: str | os.PathLike):
+    """Rebuild a model from its folder, checking every weight's name and shape."""
+    folder = Path(folder)
+    config = load_config(folder)
+    model = build_model(config)
+    state = load_safetensors(folder / "model.safetensors")
+    load_state_dict_strict(model, state, source=str(folder / "model.safetensors"))
+    return model.float().eval()
