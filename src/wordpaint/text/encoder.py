@@ -67,6 +67,7 @@ class TextEncoder(torch.nn.Module):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # the "Loading weights" bar is noise on every start
         self.config = config or TextEncoderConfig()
         path = resolve_encoder_path(self.config.name_or_path)
         try:
@@ -96,16 +97,22 @@ class TextEncoder(torch.nn.Module):
 
     @torch.no_grad()
     def _encode_new(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        tok = self.tokenizer(prompts, padding=True, return_tensors="pt")
-        out = self.model(**tok).last_hidden_state.float()  # (B, L, D)
-        lengths = tok["attention_mask"].sum(1)
-        results = []
-        for i, n in enumerate(lengths.tolist()):
-            h = out[i, :n].clone()  # (n, D) only real tokens
-            pooled = h.mean(0)
-            if self.config.normalize_pooled:
-                pooled = torch.nn.functional.normalize(pooled, dim=0)
-            results.append((h, pooled))
+        """Encode without padding: prompts are grouped by token count, because padding changes
+        BERT's outputs in the last bits and a prompt's encoding must not depend on its batch."""
+        ids = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        groups: dict[int, list[int]] = {}
+        for i, seq in enumerate(ids):
+            groups.setdefault(len(seq), []).append(i)
+        results: list = [None] * len(prompts)
+        for idx in groups.values():
+            batch = torch.tensor([ids[i] for i in idx])  # (b, n), all real tokens
+            out = self.model(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state.float()
+            for j, i in enumerate(idx):
+                h = out[j].clone()  # (n, D)
+                pooled = h.mean(0)
+                if self.config.normalize_pooled:
+                    pooled = torch.nn.functional.normalize(pooled, dim=0)
+                results[i] = (h, pooled)
         return results
 
     def encode(self, prompts: list[str] | str) -> TextEncoding:

@@ -127,7 +127,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     stream = ShapesStream(size=config.resolution, seed=recipe.get("seed", 0), split=recipe.get("data", {}).get("split", "train"),
                           cond_drop_prob=config.cond_drop_prob)
     eval_prompts = subset(load_prompts(), recipe.get("eval", {}).get("prompts_per_task", 4))
-    gen = torch.Generator().manual_seed(recipe.get("seed", 0) * 1_000_003 + step)
+    gen = torch.Generator()
 
     def ema_pipeline() -> TextToImagePipeline:
         return TextToImagePipeline(text_encoder=text_encoder, model=ema.module)
@@ -159,6 +159,8 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
                  "encoder_attention_mask": enc.attention_mask.to(accelerator.device)}
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
+        # timesteps and noise of step k depend on (seed, k) only: resuming repeats nothing
+        gen.manual_seed(recipe.get("seed", 0) * 1_000_003 + step * accelerator.num_processes + accelerator.process_index)
         loss = model(batch, generator=gen)
         if not torch.isfinite(loss):
             raise WordpaintError(f"loss became {loss.item()} at step {step}; lower the learning rate (now {recipe['lr']})")

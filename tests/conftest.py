@@ -1,0 +1,34 @@
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("WORDPAINT_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    from wordpaint.text.encoder import TextEncoder
+
+    return TextEncoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(text_encoder):
+    """A tiny untrained pipeline (channels (4, 8), 32 px)."""
+    from wordpaint.models.registry import build_config, build_model
+    from wordpaint.pipelines.text_to_image import TextToImagePipeline
+
+    torch.manual_seed(0)
+    return TextToImagePipeline(text_encoder=text_encoder, model=build_model(build_config(preset="tiny")),
+                               defaults={"num_inference_steps": 2})
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tiny_pipe, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    tiny_pipe.save_pretrained(path)
+    return path

@@ -1,0 +1,95 @@
+"""CLI commands run in-process through wordpaint.cli.main.main."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wordpaint.cli.main import main
+from wordpaint.images import read_png_metadata
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_writes_png_with_metadata(capsys, tiny_dir, tmp_path):
+    path = tmp_path / "out.png"
+    code, out, err = run(capsys, "generate", "a red circle to the left of a blue square", "-o", str(path), "--model", str(tiny_dir), "--seed", "7")
+    assert code == 0 and f"wrote {path}" in out
+    assert Image.open(path).size == (32, 32)
+    meta = read_png_metadata(path)
+    assert meta["prompt"] == "a red circle to the left of a blue square" and meta["seed"] == 7
+    assert meta["num_inference_steps"] == 2 and meta["sampler"] == "dpmpp_2m"
+    # same seed, same bytes of pixels
+    run(capsys, "generate", "a red circle to the left of a blue square", "-o", str(tmp_path / "again.png"), "--model", str(tiny_dir), "--seed", "7")
+    assert (np.asarray(Image.open(path)) == np.asarray(Image.open(tmp_path / "again.png"))).all()
+
+
+def test_generate_several(capsys, tiny_dir, tmp_path):
+    code, out, _ = run(capsys, "generate", "two stars", "-o", str(tmp_path / "s.png"), "--model", str(tiny_dir), "--n", "2", "--sampler", "ddim")
+    assert code == 0 and (tmp_path / "s-0.png").is_file() and (tmp_path / "s-1.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["generate", "", "--model", "TINY"], "prompt is empty"),
+        (["generate", "a star", "--model", "TINY", "--steps", "0"], "num_inference_steps must be from 1"),
+        (["generate", "a star", "--model", "TINY", "--guidance", "-2"], "guidance_scale must be a finite number >= 0"),
+        (["generate", "a star", "--model", "TINY", "--sampler", "magic"], "unknown sampler 'magic'"),
+        (["generate", "a star", "--model", "TINY", "--size", "33"], "must be a multiple of 2"),
+        (["generate", "a star", "--model", "/nonexistent/model"], "model folder not found"),
+        (["generate", "a star", "--model", "TINY", "-o", "x.jpg"], "output must be a .png"),
+        (["generate", "word " * 100, "--model", "TINY"], "at most 77"),
+        (["train", "--recipe", "nope", "--out", "x"], "unknown recipe 'nope'"),
+        (["eval", "compositional", "--model", "TINY", "--prompts", "/nonexistent.jsonl"], "prompt file not found"),
+        (["data", "export", "shapes", "--n", "0", "--out", "OUT"], "--n must be an integer >= 1"),
+        (["data", "export", "shapes", "--n", "2", "--size", "16", "--out", "OUT"], "canvas size must be an integer from 32 to 512"),
+    ],
+)
+def test_bad_input_exit_2_one_line(capsys, tiny_dir, tmp_path, args, match):
+    args = [str(tiny_dir) if a == "TINY" else str(tmp_path / "o") if a == "OUT" else a for a in args]
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert match in err and err.startswith("wordpaint: error:") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_corrupt_model_folder_exit_2(capsys, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model_index.json").write_text("[")
+    code, _, err = run(capsys, "generate", "a star", "--model", str(tmp_path / "m"))
+    assert code == 2 and "corrupt model index" in err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate"])
+    assert e.value.code == 2
+
+
+def test_data_export_imagefolder(capsys, tmp_path):
+    out = tmp_path / "ds"
+    code, stdout, _ = run(capsys, "data", "export", "shapes", "--n", "12", "--out", str(out), "--size", "32")
+    assert code == 0
+    lines = [json.loads(l) for l in (out / "metadata.jsonl").read_text().splitlines()]
+    assert len(lines) == 12
+    for rec in lines:
+        assert (out / rec["file_name"]).is_file() and rec["text"] == rec["caption"]
+        assert {"background", "objects", "task"} <= set(rec) and rec["objects"][0]["bbox"]
+    assert Image.open(out / lines[0]["file_name"]).size == (32, 32)
+
+
+def test_eval_compositional_writes_report(capsys, tiny_dir, tmp_path):
+    out = tmp_path / "ev"
+    code, stdout, _ = run(capsys, "eval", "compositional", "--model", str(tiny_dir), "--samples-per-prompt", "1",
+                          "--limit-per-task", "1", "--seed", "0", "--out", str(out))
+    assert code == 0 and "overall" in stdout
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["summary"]["per_task"]) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
+    assert len(res["records"]) == 6 and res["settings"]["samples_per_prompt"] == 1
+    assert (out / "results.md").read_text().startswith("### Compositional") and (out / "samples.png").is_file()

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from wordpaint.models.registry import PRESETS, build_config, build_model
+from wordpaint.sampling.samplers import SAMPLERS
+
+
+def test_tiny_preset_is_tiny():
+    m = build_model(build_config(preset="tiny"))
+    assert sum(p.numel() for p in m.parameters()) < 100_000
+    assert set(PRESETS) >= {"tiny", "shapes48"}
+
+
+def test_unknown_preset_and_family():
+    with pytest.raises(ValueError, match="unknown model preset"):
+        build_config(preset="huge")
+    with pytest.raises(ValueError, match="unknown model family"):
+        build_config(family="gan")
+
+
+def test_loss_falls_when_overfitting_one_batch(text_encoder):
+    from wordpaint.data.stream import ShapesStream
+
+    torch.manual_seed(0)
+    model = build_model(build_config(preset="tiny"))
+    images, caps = ShapesStream(size=32, seed=0).batch(0, 8)
+    enc = text_encoder.encode(caps)
+    batch = {"pixel_values": images, "encoder_hidden_states": enc.hidden_states, "encoder_attention_mask": enc.attention_mask}
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator()
+
+    def loss_at(seed):  # the same timesteps and noise each time: a fixed objective
+        return model(batch, generator=gen.manual_seed(seed))
+
+    with torch.no_grad():
+        first = sum(loss_at(s).item() for s in range(4)) / 4
+    for step in range(120):
+        loss = loss_at(step % 4)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        last = sum(loss_at(s).item() for s in range(4)) / 4
+    assert last < 0.6 * first, (first, last)
+
+
+def test_sigmas_and_timestep_mapping():
+    m = build_model(build_config(preset="tiny"))
+    s = m.sigmas(10)
+    assert s.shape == (11,) and s[-1] == 0 and (s[:-1].diff() < 0).all()
+    t = m.sigma_to_t(m.log_sigmas.exp()[[0, 500, 999]])
+    assert torch.allclose(t, torch.tensor([0.0, 500.0, 999.0]), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_samplers_reach_the_data_for_an_exact_denoiser(name):
+    # data = a single point x0: the ideal denoiser returns x0 at any sigma, and every sampler must land on it
+    x0 = torch.linspace(-1, 1, 12).reshape(1, 3, 2, 2)
+    sigmas = torch.tensor([80.0, 10.0, 2.0, 0.5, 0.0])
+    x = x0 + sigmas[0] * torch.randn(1, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    out = SAMPLERS[name](lambda x, s: x0.expand_as(x), x, sigmas, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(out, x0, atol=1e-5)
+
+
+def test_dpmpp_is_more_accurate_than_euler_on_a_gaussian():
+    # data ~ N(0, 1): D(x, s) = x / (1 + s^2), the exact ODE solution maps x_T to x_T / sqrt(1 + s_max^2)
+    den = lambda x, s: x / (1 + s**2)
+    sig = torch.cat([torch.logspace(1, -1, 5), torch.zeros(1)])
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * (1 + sig[0] ** 2) ** 0.5
+    exact = x / (1 + sig[0] ** 2) ** 0.5
+    err = {k: (SAMPLERS[k](den, x.clone(), sig) - exact).abs().mean().item() for k in ("euler", "dpmpp_2m")}
+    assert err["dpmpp_2m"] < err["euler"]

@@ -1,0 +1,127 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from wordpaint import ModelLoadError, TextToImagePipeline, WordpaintError
+
+
+def arrays(out):
+    return [np.asarray(im) for im in out.images]
+
+
+def test_output_shape_and_metadata(tiny_pipe):
+    out = tiny_pipe(["a red star", "two circles"], num_images_per_prompt=2, seed=5)
+    assert len(out.images) == 4 and out.images[0].size == (32, 32) and out.images[0].mode == "RGB"
+    assert [m["seed"] for m in out.metadata] == [5, 6, 7, 8]
+    assert out.metadata[2]["prompt"] == "two circles" and out.metadata[0]["sampler"] == "dpmpp_2m"
+
+
+def test_same_seed_same_image_and_batch_independence(tiny_pipe):
+    a = arrays(tiny_pipe("a star", num_images_per_prompt=3, seed=1))
+    b = arrays(tiny_pipe("a star", num_images_per_prompt=3, seed=1, batch_size=1))
+    c = arrays(tiny_pipe("a star", num_images_per_prompt=3, seed=2))
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert (a[1] == c[0]).all()  # image k uses seed + k
+    assert not (a[0] == c[0]).all()
+
+
+def test_save_load_round_trip_identical_images(tiny_pipe, tiny_dir, text_encoder):
+    loaded = TextToImagePipeline.from_pretrained(tiny_dir, text_encoder=text_encoder)
+    for k, v in tiny_pipe.model.state_dict().items():
+        assert torch.equal(v, loaded.model.state_dict()[k]), k
+    for sampler in ("dpmpp_2m", "ddim", "euler"):
+        a = arrays(tiny_pipe("a blue cross above a red circle", seed=3, sampler=sampler, num_inference_steps=3))
+        b = arrays(loaded("a blue cross above a red circle", seed=3, sampler=sampler, num_inference_steps=3))
+        assert (a[0] == b[0]).all(), sampler
+    index = json.loads((tiny_dir / "model_index.json").read_text())
+    assert index["_class_name"] == "TextToImagePipeline" and index["wordpaint_version"]
+    assert (tiny_dir / "diffusion" / "model.safetensors").is_file() and (tiny_dir / "text_encoder" / "config.json").is_file()
+
+
+def test_fp16_save_halves_the_file_and_still_loads(tiny_pipe, tmp_path, text_encoder):
+    tiny_pipe.save_pretrained(tmp_path / "h", dtype=torch.float16)
+    full = tiny_pipe.save_pretrained(tmp_path / "f")
+    s16 = (tmp_path / "h" / "diffusion" / "model.safetensors").stat().st_size
+    s32 = (full / "diffusion" / "model.safetensors").stat().st_size
+    assert s16 < 0.6 * s32
+    TextToImagePipeline.from_pretrained(tmp_path / "h", text_encoder=text_encoder)("a star", seed=0)
+
+
+def test_guidance_changes_the_image(tiny_pipe):
+    a = arrays(tiny_pipe("a star", seed=0, guidance_scale=0.0))[0]
+    b = arrays(tiny_pipe("a star", seed=0, guidance_scale=5.0))[0]
+    assert not (a == b).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(prompt=""), "prompt is empty"),
+        (dict(prompt="   "), "prompt is empty"),
+        (dict(prompt=None), "prompt must be"),
+        (dict(prompt=42), "prompt must be"),
+        (dict(prompt=[]), "prompt must be"),
+        (dict(prompt=["ok", 3]), "prompt must be a string"),
+        (dict(prompt="a red circle " * 40), "at most 77"),
+        (dict(num_inference_steps=0), "num_inference_steps must be from 1"),
+        (dict(num_inference_steps=2.5), "num_inference_steps must be an integer"),
+        (dict(guidance_scale=-1.0), "guidance_scale must be a finite number >= 0"),
+        (dict(guidance_scale=float("nan")), "guidance_scale"),
+        (dict(sampler="plms"), "unknown sampler 'plms'; expected one of: dpmpp_2m, ddim, euler"),
+        (dict(height=31), "height must be a multiple of 2"),
+        (dict(width=33), "width must be a multiple of 2"),
+        (dict(num_images_per_prompt=0), "num_images_per_prompt"),
+        (dict(seed=-1), "seed must be from 0"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(tiny_pipe, kwargs, match):
+    kw = {"prompt": "a star", **kwargs}
+    with pytest.raises(WordpaintError, match=match) as e:
+        tiny_pipe(kw.pop("prompt"), **kw)
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+
+
+def test_missing_and_corrupt_folders(tmp_path, tiny_dir, text_encoder):
+    import shutil
+
+    with pytest.raises(ModelLoadError, match="model folder not found"):
+        TextToImagePipeline.from_pretrained(tmp_path / "nope", text_encoder=text_encoder)
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dir, bad)
+    (bad / "model_index.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="corrupt model index"):
+        TextToImagePipeline.from_pretrained(bad, text_encoder=text_encoder)
+    shutil.copy(tiny_dir / "model_index.json", bad / "model_index.json")
+    (bad / "diffusion" / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelLoadError, match="corrupt weights file"):
+        TextToImagePipeline.from_pretrained(bad, text_encoder=text_encoder)
+    (bad / "diffusion" / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="missing weights file"):
+        TextToImagePipeline.from_pretrained(bad, text_encoder=text_encoder)
+
+
+def test_weights_with_wrong_shapes(tmp_path, tiny_dir, text_encoder):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "shapes"
+    shutil.copytree(tiny_dir, bad)
+    st = load_file(bad / "diffusion" / "model.safetensors")
+    key = "unet.conv_in.weight"
+    st[key] = torch.zeros(st[key].shape[0] + 1, *st[key].shape[1:])
+    save_file(st, bad / "diffusion" / "model.safetensors")
+    with pytest.raises(ModelLoadError, match=f"{key} has shape"):
+        TextToImagePipeline.from_pretrained(bad, text_encoder=text_encoder)
+    cfg = json.loads((bad / "diffusion" / "config.json").read_text())
+    cfg["block_out_channels"] = [8, 8]
+    cfg["norm_num_groups"] = 4
+    (bad / "diffusion" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="do not match the model config"):
+        TextToImagePipeline.from_pretrained(bad, text_encoder=text_encoder)
+    cfg["family"] = "gan"
+    (bad / "diffusion" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="unknown model family 'gan'"):
+        TextToImagePipeline.from_pretrained(bad, text_encoder=text_encoder)

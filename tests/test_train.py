@@ -1,0 +1,45 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wordpaint.cli.main import main
+from wordpaint.training.train import lr_at, train
+
+
+def test_train_tiny_then_resume_loses_no_step(tmp_path, capsys):
+    # uninterrupted 4 steps vs 2 steps + resume to 4: identical weights, optimizer and EMA
+    full = train("tiny", tmp_path / "full", show_progress=False)
+    train("tiny", tmp_path / "part", max_steps=2, show_progress=False)
+    assert main(["train", "--recipe", "tiny", "--out", str(tmp_path / "part"), "--resume"]) == 0
+    a, b = tmp_path / "full" / "checkpoints" / "step-0000004", tmp_path / "part" / "checkpoints" / "step-0000004"
+    for name in ("model.safetensors", "ema.safetensors"):
+        ta, tb = load_file(a / name), load_file(b / name)
+        assert all(torch.equal(ta[k], tb[k]) for k in ta), name
+    assert (full / "model_index.json").is_file()
+    metrics = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval" in m for m in metrics) and all("loss" in m for m in metrics if "eval" not in m)
+    assert (tmp_path / "full" / "samples" / "step-0000004.png").is_file()
+    # only the last keep_checkpoints survive, and no temporary folders are left behind
+    names = sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir())
+    assert names == ["step-0000002", "step-0000004"]
+
+
+def test_refuses_to_overwrite_without_resume(tmp_path):
+    train("tiny", tmp_path / "r", max_steps=2, show_progress=False)
+    with pytest.raises(ValueError, match="--resume"):
+        train("tiny", tmp_path / "r", show_progress=False)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    train("tiny", tmp_path / "c", max_steps=2, show_progress=False)
+    (tmp_path / "c" / "checkpoints" / "step-0000002" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt weights file"):
+        train("tiny", tmp_path / "c", resume=True, show_progress=False)
+
+
+def test_lr_schedule():
+    r = {"lr": 1.0, "warmup_steps": 10, "max_steps": 110}
+    assert lr_at(0, r) == pytest.approx(0.1) and lr_at(9, r) == pytest.approx(1.0)
+    assert lr_at(60, r) == pytest.approx(0.55) and lr_at(110, r) == pytest.approx(0.1)
