@@ -70,3 +70,20 @@ def test_dpmpp_is_more_accurate_than_euler_on_a_gaussian():
     exact = x / (1 + sig[0] ** 2) ** 0.5
     err = {k: (SAMPLERS[k](den, x.clone(), sig) - exact).abs().mean().item() for k in ("euler", "dpmpp_2m")}
     assert err["dpmpp_2m"] < err["euler"]
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_denoiser_inverts_the_training_target(prediction_type, monkeypatch):
+    # a network that outputs the exact training target must make denoise() return x0 exactly
+    m = build_model(build_config(preset="tiny", prediction_type=prediction_type))
+    x0, noise = torch.rand(2, 3, 8, 8) * 2 - 1, torch.randn(2, 3, 8, 8)
+    sigma = torch.tensor(1.7)
+    abar = 1 / (1 + sigma**2)
+    target = abar.sqrt() * noise - (1 - abar).sqrt() * x0 if prediction_type == "v_prediction" else noise
+    monkeypatch.setattr(m, "net", lambda *a: target)
+    assert torch.allclose(m.denoise(x0 + sigma * noise, sigma, None, None), x0, atol=1e-5)
+
+
+def test_unknown_prediction_type():
+    with pytest.raises(ValueError, match="prediction_type"):
+        build_config(preset="tiny", prediction_type="x0")

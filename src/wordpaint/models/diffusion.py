@@ -29,6 +29,8 @@ class DiffusionConfig:
     cross_attention_dim: int = 384  # = text encoder hidden size (MiniLM: 384)
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "v_prediction"  # or "epsilon"
+    snr_gamma: float | None = 5.0  # min-SNR-gamma loss weighting (Hang et al. 2023); None = plain MSE
     cond_drop_prob: float = 0.1
     extra: dict = field(default_factory=dict)
 
@@ -42,6 +44,8 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
+        if d.get("prediction_type", "v_prediction") not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unknown prediction_type {d['prediction_type']!r}; expected epsilon or v_prediction")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names - {"family", "wordpaint_version"})
         if unknown:
@@ -88,19 +92,28 @@ class DiffusionModel(torch.nn.Module):
 
     # -- training ------------------------------------------------------------------------------
     def forward(self, batch: dict, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Epsilon-prediction MSE at uniformly drawn timesteps."""
+        """MSE on the configured target (epsilon or v) at uniformly drawn timesteps, optionally
+        min-SNR-gamma weighted so that easy low-noise steps do not dominate the gradient."""
         x0 = batch["pixel_values"]
         b = x0.shape[0]
         t = torch.randint(0, self.config.num_train_timesteps, (b,), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
         abar = self.alphas_cumprod[t].view(b, 1, 1, 1)
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        eps = self.eps(xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"])
-        return F.mse_loss(eps, noise)
+        pred = self.net(xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"])
+        v = self.config.prediction_type == "v_prediction"
+        target = abar.sqrt() * noise - (1 - abar).sqrt() * x0 if v else noise
+        per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))  # (B,)
+        if self.config.snr_gamma:
+            snr = (abar / (1 - abar)).view(b)
+            # eps: min(snr, g) / snr; v: min(snr, g) / (snr + 1)  (both = x0-space weight min(snr, g))
+            w = snr.clamp(max=self.config.snr_gamma) / (snr + 1 if v else snr)
+            per_sample = per_sample * w
+        return per_sample.mean()
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Predicted noise for (B,C,H,W) ``x`` at (continuous) timesteps ``t`` (B,)."""
-        # diffusers turns a bool mask into an additive bias; 1 = attend
+    def net(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Raw UNet output (epsilon or v) for (B,C,H,W) ``x`` at (continuous) timesteps ``t`` (B,)."""
+        # diffusers turns the 0/1 mask into an additive bias; 1 = attend
         return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask.to(x.dtype)).sample
 
     # -- sampling view -------------------------------------------------------------------------
@@ -116,9 +129,12 @@ class DiffusionModel(torch.nn.Module):
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Denoiser D(x; sigma) ~ E[x0 | x] in the VE parametrisation x = x0 + sigma * eps."""
         s = sigma.reshape(-1, 1, 1, 1)
-        c_in = 1 / (s**2 + 1) ** 0.5
+        c_in = 1 / (s**2 + 1) ** 0.5  # = sqrt(abar): back to the VP input the UNet was trained on
         t = self.sigma_to_t(sigma.reshape(-1)).expand(x.shape[0])
-        return x - s * self.eps(x * c_in, t, states, mask)
+        out = self.net(x * c_in, t, states, mask)
+        if self.config.prediction_type == "v_prediction":
+            return x * c_in**2 - s * c_in * out  # x0 = sqrt(abar) x_t - sqrt(1 - abar) v
+        return x - s * out
 
     def sigmas(self, steps: int) -> torch.Tensor:
         """(steps+1,) decreasing sigmas on "trailing" timesteps (start at the last one), then 0."""
