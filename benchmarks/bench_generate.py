@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,8 @@ def cold_start(model: str | None, reps: int = 3) -> float:
     times = []
     with tempfile.TemporaryDirectory() as d:
         for i in range(reps):
-            cmd = [sys.executable, "-m", "wordpaint.cli.main", "generate", PROMPT, "-o", f"{d}/x{i}.png"]
+            exe = shutil.which("wordpaint")  # the console script a user runs
+            cmd = ([exe] if exe else [sys.executable, "-m", "wordpaint.cli.main"]) + ["generate", PROMPT, "-o", f"{d}/x{i}.png"]
             if model:
                 cmd += ["--model", model]
             t = time.perf_counter()

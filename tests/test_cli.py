@@ -93,3 +93,14 @@ def test_eval_compositional_writes_report(capsys, tiny_dir, tmp_path):
     assert set(res["summary"]["per_task"]) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
     assert len(res["records"]) == 6 and res["settings"]["samples_per_prompt"] == 1
     assert (out / "results.md").read_text().startswith("### Compositional") and (out / "samples.png").is_file()
+
+
+def test_eval_seeds_do_not_depend_on_batching(tiny_pipe):
+    from wordpaint.eval.compositional import evaluate_compositional
+    from wordpaint.eval.prompts import load_prompts, subset
+
+    prompts = subset(load_prompts(), 1)[:3]
+    _, r1, im1 = evaluate_compositional(tiny_pipe, prompts, samples_per_prompt=2, seed=4, batch_size=2, show_progress=False)
+    _, r2, im2 = evaluate_compositional(tiny_pipe, prompts, samples_per_prompt=2, seed=4, batch_size=6, show_progress=False)
+    assert [r["seed"] for r in r1] == [4, 5, 6, 7, 8, 9] == [r["seed"] for r in r2]
+    assert all((np.asarray(a) == np.asarray(b)).all() for a, b in zip(im1, im2))

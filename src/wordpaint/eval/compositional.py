@@ -58,16 +58,16 @@ def evaluate_compositional(
     bar = tqdm(total=len(prompts) * samples_per_prompt, desc="eval", unit="img", disable=not show_progress)
     for start in range(0, len(prompts), per_batch):
         chunk = prompts[start : start + per_batch]
-        for j, p in enumerate(chunk, start=start):
-            out = pipe(p["prompt"], num_images_per_prompt=samples_per_prompt, seed=seed + j * samples_per_prompt,
-                       num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler,
-                       batch_size=batch_size)
-            for k, (img, meta) in enumerate(zip(out.images, out.metadata)):
-                s = score_image(pil_to_array(img), p["spec"])
-                records.append({"prompt": p["prompt"], "task": p["task"], "held_out": bool(p.get("held_out")),
-                                "seed": meta["seed"], "correct": s["correct"], "detected": s["objects"], "background": s["background"]})
-                images.append(img)
-            bar.update(samples_per_prompt)
+        # image k of prompt j gets seed + j * K + k: the pipeline numbers images from its seed
+        out = pipe([p["prompt"] for p in chunk], num_images_per_prompt=samples_per_prompt, seed=seed + start * samples_per_prompt,
+                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler, batch_size=batch_size)
+        for n, (img, meta) in enumerate(zip(out.images, out.metadata)):
+            p = chunk[n // samples_per_prompt]
+            s = score_image(pil_to_array(img), p["spec"])
+            records.append({"prompt": p["prompt"], "task": p["task"], "held_out": bool(p.get("held_out")),
+                            "seed": meta["seed"], "correct": s["correct"], "detected": s["objects"], "background": s["background"]})
+            images.append(img)
+        bar.update(len(out.images))
     bar.close()
     summary = aggregate(records)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
