@@ -30,7 +30,9 @@ class DiffusionConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"  # or "epsilon"
-    snr_gamma: float | None = 5.0  # min-SNR-gamma loss weighting (Hang et al. 2023); None = plain MSE
+    # min-SNR-gamma weighting (Hang et al. 2023). Off by default: in x0 terms it weights a timestep by
+    # min(snr, gamma), starving the high-noise steps that decide background and layout.
+    snr_gamma: float | None = None
     cond_drop_prob: float = 0.1
     extra: dict = field(default_factory=dict)
 
