@@ -48,6 +48,9 @@ def test_sigmas_and_timestep_mapping():
     m = build_model(build_config(preset="tiny"))
     s = m.sigmas(10)
     assert s.shape == (11,) and s[-1] == 0 and (s[:-1].diff() < 0).all()
+    k = m.sigmas(10, "karras")
+    assert k.shape == (11,) and k[-1] == 0 and (k[:-1].diff() < 0).all() and k[0].item() == pytest.approx(80.0)
+    assert k[-2] == pytest.approx(m.log_sigmas.exp()[0].item())
     t = m.sigma_to_t(m.log_sigmas.exp()[[0, 500, 999]])
     assert torch.allclose(t, torch.tensor([0.0, 500.0, 999.0]), atol=1e-3)
 

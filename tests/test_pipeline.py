@@ -31,9 +31,9 @@ def test_save_load_round_trip_identical_images(tiny_pipe, tiny_dir, text_encoder
     loaded = TextToImagePipeline.from_pretrained(tiny_dir, text_encoder=text_encoder)
     for k, v in tiny_pipe.model.state_dict().items():
         assert torch.equal(v, loaded.model.state_dict()[k]), k
-    for sampler in ("dpmpp_2m", "ddim", "euler"):
-        a = arrays(tiny_pipe("a blue cross above a red circle", seed=3, sampler=sampler, num_inference_steps=3))
-        b = arrays(loaded("a blue cross above a red circle", seed=3, sampler=sampler, num_inference_steps=3))
+    for sampler, sched in (("dpmpp_2m", "trailing"), ("dpmpp_2m", "karras"), ("ddim", "karras"), ("euler", "trailing")):
+        a = arrays(tiny_pipe("a blue cross above a red circle", seed=3, sampler=sampler, sigma_schedule=sched, num_inference_steps=3))
+        b = arrays(loaded("a blue cross above a red circle", seed=3, sampler=sampler, sigma_schedule=sched, num_inference_steps=3))
         assert (a[0] == b[0]).all(), sampler
     index = json.loads((tiny_dir / "model_index.json").read_text())
     assert index["_class_name"] == "TextToImagePipeline" and index["wordpaint_version"]
@@ -70,6 +70,7 @@ def test_guidance_changes_the_image(tiny_pipe):
         (dict(guidance_scale=-1.0), "guidance_scale must be a finite number >= 0"),
         (dict(guidance_scale=float("nan")), "guidance_scale"),
         (dict(sampler="plms"), "unknown sampler 'plms'; expected one of: dpmpp_2m, ddim, euler"),
+        (dict(sigma_schedule="cosine"), "unknown sigma_schedule 'cosine'; expected one of: karras, trailing"),
         (dict(height=31), "height must be a multiple of 2"),
         (dict(width=33), "width must be a multiple of 2"),
         (dict(num_images_per_prompt=0), "num_images_per_prompt"),

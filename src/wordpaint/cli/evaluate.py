@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     c.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     c.add_argument("--guidance", type=float, default=None)
     c.add_argument("--sampler", default=None)
+    c.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras")
     c.add_argument("--limit-per-task", type=int, default=None, help="use only the first N prompts of each task")
     c.add_argument("--out", default="eval-compositional", help="folder for results.json, results.md, samples.png")
     c.set_defaults(func=run_compositional)
@@ -39,13 +40,15 @@ def run_compositional(args: argparse.Namespace) -> int:
     pipe = TextToImagePipeline.from_pretrained(args.model)
     summary, records, images = evaluate_compositional(
         pipe, prompts, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
-        num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler)
+        num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
+        sigma_schedule=args.schedule)
     settings = {
         "model": args.model or "shapes (bundled)", "prompts": args.prompts or "built-in compositional_v1 (50 per task)",
         "n_prompts": len(prompts), "samples_per_prompt": args.samples_per_prompt, "seed": args.seed,
         "num_inference_steps": args.steps or pipe.defaults["num_inference_steps"],
         "guidance_scale": args.guidance if args.guidance is not None else pipe.defaults["guidance_scale"],
-        "sampler": args.sampler or pipe.defaults["sampler"], "wordpaint_version": wordpaint.__version__,
+        "sampler": args.sampler or pipe.defaults["sampler"],
+        "sigma_schedule": args.schedule or pipe.defaults["sigma_schedule"], "wordpaint_version": wordpaint.__version__,
         "torch": torch.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }
     paths = write_report(args.out, summary, records, images, settings=settings)

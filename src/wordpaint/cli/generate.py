@@ -16,6 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 10)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale >= 0 (default: the model's, 3.0)")
     p.add_argument("--sampler", default=None, help="dpmpp_2m (default), ddim or euler")
+    p.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
     p.add_argument("--n", type=int, default=1, help="number of images")
     p.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's resolution)")
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
-               seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
+               sigma_schedule=args.schedule, seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
     for k, path in enumerate(paths):
         out.save(path, k)
         print(f"wrote {path}")

@@ -43,6 +43,7 @@ def evaluate_compositional(
     num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
     sampler: str | None = None,
+    sigma_schedule: str | None = None,
     batch_size: int = 32,
     show_progress: bool = True,
 ) -> tuple[dict, list[dict], list]:
@@ -60,7 +61,8 @@ def evaluate_compositional(
         chunk = prompts[start : start + per_batch]
         # image k of prompt j gets seed + j * K + k: the pipeline numbers images from its seed
         out = pipe([p["prompt"] for p in chunk], num_images_per_prompt=samples_per_prompt, seed=seed + start * samples_per_prompt,
-                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler, batch_size=batch_size)
+                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler,
+                   sigma_schedule=sigma_schedule, batch_size=batch_size)
         for n, (img, meta) in enumerate(zip(out.images, out.metadata)):
             p = chunk[n // samples_per_prompt]
             s = score_image(pil_to_array(img), p["spec"])

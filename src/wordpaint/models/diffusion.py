@@ -138,9 +138,17 @@ class DiffusionModel(torch.nn.Module):
             return x * c_in**2 - s * c_in * out  # x0 = sqrt(abar) x_t - sqrt(1 - abar) v
         return x - s * out
 
-    def sigmas(self, steps: int) -> torch.Tensor:
-        """(steps+1,) decreasing sigmas on "trailing" timesteps (start at the last one), then 0."""
+    def sigmas(self, steps: int, schedule: str = "trailing", *, sigma_max: float = 80.0) -> torch.Tensor:
+        """(steps+1,) decreasing sigmas, then 0. ``trailing``: evenly spaced timesteps starting
+        at the last one (diffusers' "trailing" spacing); ``karras``: EDM spacing (rho = 7) from
+        min(sigma_max, the schedule's largest) down to the schedule's smallest."""
+        from wordpaint.sampling.samplers import karras_sigmas
+
+        table = self.log_sigmas.exp()
+        if schedule == "karras":
+            return karras_sigmas(steps, table[0].item(), min(sigma_max, table[-1].item()))
+        if schedule != "trailing":
+            raise ValueError(f"unknown sigma schedule {schedule!r}; expected karras or trailing")
         T = self.config.num_train_timesteps
-        ts = torch.arange(T, 0, -T / steps).round().long() - 1  # trailing spacing: T-1 ... 
-        sig = self.log_sigmas[ts].exp()
-        return torch.cat([sig, sig.new_zeros(1)])
+        ts = torch.arange(T, 0, -T / steps).round().long() - 1  # T-1, ..., evenly spaced
+        return torch.cat([table[ts], table.new_zeros(1)])

@@ -23,12 +23,12 @@ from wordpaint.errors import ModelLoadError, WordpaintError, check_choice
 from wordpaint.images import save_png, to_pil
 from wordpaint.io import atomic_dir, load_safetensors, load_state_dict_strict, read_json, save_safetensors, write_json
 from wordpaint.models.registry import FAMILIES, build_model, family_of
-from wordpaint.sampling.samplers import SAMPLERS
+from wordpaint.sampling.samplers import SAMPLERS, SIGMA_SCHEDULES
 from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes48"
 BUNDLED_MODELS = {"shapes": BUNDLED_DIR}
-DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0}
+DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing"}
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
 
@@ -144,6 +144,7 @@ class TextToImagePipeline:
         num_images_per_prompt: int = 1,
         height: int | None = None,
         width: int | None = None,
+        sigma_schedule: str | None = None,
         batch_size: int = 16,
         show_progress: bool = False,
     ) -> TextToImageOutput:
@@ -152,13 +153,15 @@ class TextToImagePipeline:
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
         sampler = sampler or self.defaults["sampler"]
+        schedule = sigma_schedule or self.defaults["sigma_schedule"]
+        check_choice("sigma_schedule", schedule, SIGMA_SCHEDULES)
         height, width = height or self.resolution, width or self.resolution
         prompts = self._validate(prompt, steps, guidance, sampler, num_images_per_prompt, height, width, seed)
         _check_int("batch_size", batch_size, 1, 4096)
         if seed is None:
             seed = random.randrange(2**31)
         jobs = [p for p in prompts for _ in range(num_images_per_prompt)]
-        sigmas = self.model.sigmas(steps)
+        sigmas = self.model.sigmas(steps, schedule)
         images, meta = [], []
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
@@ -166,7 +169,7 @@ class TextToImagePipeline:
             x = self.sample_latents(chunk, seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler, height=height, width=width, show_progress=show_progress)
             images += to_pil(x)
             meta += [
-                {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
+                {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler, "sigma_schedule": schedule,
                  "height": height, "width": width, "wordpaint_version": wordpaint.__version__}
                 for p, s in zip(chunk, seeds)
             ]

@@ -79,4 +79,16 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
     return x
 
 
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, *, rho: float = 7.0) -> torch.Tensor:
+    """(n+1,) sigmas spaced as in Karras et al. 2022 (EDM), then 0: dense at low noise, and no
+    single giant first step from the schedule's last timestep (sigma ~ 2e4 for the cosine
+    schedule), which would collapse the noise's low frequencies onto the data mean."""
+    ramp = torch.linspace(0, 1, n)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sig = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sig, sig.new_zeros(1)])
+
+
+SIGMA_SCHEDULES = ("karras", "trailing")
+
 SAMPLERS: dict[str, Callable] = {"dpmpp_2m": sample_dpmpp_2m, "ddim": sample_ddim, "euler": sample_euler}
