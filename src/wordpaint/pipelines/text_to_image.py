@@ -166,7 +166,7 @@ class TextToImagePipeline:
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
             seeds = [seed + start + i for i in range(len(chunk))]
-            x = self.sample_latents(chunk, seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler, height=height, width=width, show_progress=show_progress)
+            x = self.sample_batch(chunk, seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler, height=height, width=width, show_progress=show_progress)
             images += to_pil(x)
             meta += [
                 {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler, "sigma_schedule": schedule,
@@ -175,7 +175,7 @@ class TextToImagePipeline:
             ]
         return TextToImageOutput(images, meta)
 
-    def sample_latents(self, prompts: list[str], *, seeds: list[int], sigmas: torch.Tensor, guidance_scale: float,
+    def sample_batch(self, prompts: list[str], *, seeds: list[int], sigmas: torch.Tensor, guidance_scale: float,
                        sampler: str, height: int, width: int, show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         Returns (B, 3, H, W) in [-1, 1]."""
