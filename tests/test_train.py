@@ -43,3 +43,17 @@ def test_lr_schedule():
     r = {"lr": 1.0, "warmup_steps": 10, "max_steps": 110}
     assert lr_at(0, r) == pytest.approx(0.1) and lr_at(9, r) == pytest.approx(1.0)
     assert lr_at(60, r) == pytest.approx(0.55) and lr_at(110, r) == pytest.approx(0.1)
+
+
+def test_init_from_a_pipeline_folder(tmp_path):
+    from safetensors.torch import save_file
+
+    first = train("tiny", tmp_path / "a", max_steps=1, show_progress=False)
+    path = first / "diffusion" / "model.safetensors"
+    ta = {k: v + 1.0 for k, v in load_file(path).items()}  # distinctive: no fresh init looks like this
+    save_file(ta, path)
+    train("tiny", tmp_path / "b", max_steps=1, init_from=first, show_progress=False)
+    tb = load_file(tmp_path / "b" / "checkpoints" / "step-0000001" / "model.safetensors")
+    assert all(torch.allclose(ta[k], tb[k], atol=2e-2) for k in ta)  # one Adam step (lr 1e-3) from the loaded weights
+    with pytest.raises(ValueError, match="missing weights file"):
+        train("tiny", tmp_path / "c", init_from=tmp_path / "nope", show_progress=False)

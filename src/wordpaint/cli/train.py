@@ -13,12 +13,13 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="run folder: checkpoints, samples, metrics, pipeline/")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--max-steps", type=int, default=None, help="override the recipe's max_steps")
+    p.add_argument("--init-from", default=None, help="start from the weights of a pipeline folder (e.g. the bundled model)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from wordpaint.training.train import train
 
-    path = train(args.recipe, args.out, resume=args.resume, max_steps=args.max_steps)
+    path = train(args.recipe, args.out, resume=args.resume, max_steps=args.max_steps, init_from=args.init_from)
     print(f"wrote {path}")
     return 0

@@ -77,8 +77,10 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted((p for p in ck.glob("step-*") if re.fullmatch(r"step-\d+", p.name)), key=lambda p: int(p.name[5:])) if ck.is_dir() else []
 
 
-def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None, show_progress: bool = True) -> Path:
-    """Train ``recipe_name`` into ``out``; returns the exported pipeline folder."""
+def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
+          init_from: str | os.PathLike | None = None, show_progress: bool = True) -> Path:
+    """Train ``recipe_name`` into ``out``; returns the exported pipeline folder. ``init_from``
+    starts a new run from a pipeline folder's weights (model and EMA; fresh optimizer)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -108,6 +110,11 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe.get("weight_decay", 0.0))
     ema = EMA(model, recipe.get("ema_decay", 0.999))
     step = 0
+    if init_from is not None and not existing:
+        src = Path(init_from) / "diffusion" / "model.safetensors"
+        weights = load_safetensors(src)
+        load_state_dict_strict(model, weights, source=str(src))
+        load_state_dict_strict(ema.module, weights, source=str(src))
     if existing:
         ck = existing[-1]
         state = read_json(ck / "state.json", what="training state")
