@@ -41,11 +41,12 @@ def build_config(*, family: str = "diffusion", preset: str | None = None, **over
     return cls.from_dict(kw) if kw else cls()
 
 
-def build_model(config):
-    """Instantiate the model class registered for ``config``'s type."""
+def build_model(config, *, empty: bool = False):
+    """Instantiate the model class registered for ``config``'s type. ``empty=True`` skips the
+    random initialisation (parameters on the meta device) when weights are loaded next."""
     for cfg_cls, model_cls in FAMILIES.values():
         if isinstance(config, cfg_cls):
-            return model_cls(config)
+            return model_cls(config, empty=empty)
     raise ValueError(f"no model registered for config type {type(config).__name__}")
 
 

@@ -240,7 +240,7 @@ def load_model(folder: str | os.PathLike):
     """Rebuild a model from its folder, checking every weight's name and shape."""
     folder = Path(folder)
     config = load_config(folder)
-    model = build_model(config)
+    model = build_model(config, empty=True)
     state = load_safetensors(folder / "model.safetensors")
     load_state_dict_strict(model, state, source=str(folder / "model.safetensors"))
     return model.float().eval()

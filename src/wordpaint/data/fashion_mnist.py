@@ -1,0 +1,63 @@
+"""Fashion-MNIST (70k 28x28 grayscale images, 10 classes) from Debian's ``dataset-fashion-mnist``.
+
+Read straight from the package's IDX files; nothing is downloaded. Captions name the class in
+several phrasings ("a photo of an ankle boot", ...) for text-conditioned training.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+from wordpaint.errors import WordpaintError, check_choice
+
+DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+# the noun phrase used in captions, with its article
+CLASS_PHRASES = ("a T-shirt", "a pair of trousers", "a pullover", "a dress", "a coat", "a sandal", "a shirt", "a sneaker",
+                 "a bag", "an ankle boot")
+TEMPLATES = ("a photo of {}", "{}", "a picture of {}", "a grayscale photo of {}", "a product photo of {}", "an image of {}")
+_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def _read_idx(path: Path, *, ndim: int) -> np.ndarray:
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise WordpaintError(f"cannot read {path}: {e}") from None
+    magic = int.from_bytes(data[:4], "big")
+    if magic != 0x0800 + ndim or len(data) < 4 + 4 * ndim:
+        raise WordpaintError(f"{path} is not an IDX file of {ndim} dimensions (magic {magic:#x})")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise WordpaintError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {body.size}")
+    return body.reshape(shape)
+
+
+def load_fashion_mnist(split: str = "train", *, root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 28, 28) uint8, labels (N,) int64) of ``split`` ("train": 60k, "test": 10k)."""
+    check_choice("split", split, _FILES)
+    root = Path(root or os.environ.get("WORDPAINT_FASHION_MNIST", DEFAULT_DIR))
+    img_name, lab_name = _FILES[split]
+    if not (root / img_name).is_file():
+        raise WordpaintError(
+            f"Fashion-MNIST not found in {root}; install it with `apt-get install dataset-fashion-mnist` "
+            "(or point WORDPAINT_FASHION_MNIST at a folder with the four IDX .gz files)"
+        )
+    images = _read_idx(root / img_name, ndim=3)
+    labels = _read_idx(root / lab_name, ndim=1).astype(np.int64)
+    if len(images) != len(labels):
+        raise WordpaintError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels")
+    return images, labels
+
+
+def caption(label: int, rng: np.random.Generator | None = None) -> str:
+    """A caption for class ``label``; ``rng`` picks a phrasing (None: the first, "a photo of ...")."""
+    t = TEMPLATES[0] if rng is None else TEMPLATES[int(rng.integers(len(TEMPLATES)))]
+    return t.format(CLASS_PHRASES[label])
