@@ -104,3 +104,26 @@ def test_eval_seeds_do_not_depend_on_batching(tiny_pipe):
     _, r2, im2 = evaluate_compositional(tiny_pipe, prompts, samples_per_prompt=2, seed=4, batch_size=6, show_progress=False)
     assert [r["seed"] for r in r1] == [4, 5, 6, 7, 8, 9] == [r["seed"] for r in r2]
     assert all((np.asarray(a) == np.asarray(b)).all() for a, b in zip(im1, im2))
+
+
+def test_generate_with_planner_shows_plan_and_warns(capsys, tiny_dir, tmp_path):
+    path = tmp_path / "p.png"
+    code, out, err = run(capsys, "generate", "seven pink stars on a black background", "-o", str(path), "--model", str(tiny_dir),
+                         "--planner", "rules", "--show-plan")
+    assert code == 0
+    plan = json.loads(out[out.index("{"): out.rindex("}") + 1])
+    assert len(plan["objects"]) == 4 and plan["background"] == "black"
+    assert "at most 4" in err and (tmp_path / "p-plan.png").is_file()
+    meta = read_png_metadata(path)
+    assert meta["planner"] == "rules" and meta["conditioning_prompt"] == "four pink stars on a black background"
+    # a 5,000-character prompt is planned (first 300 characters), not an encoder error
+    code, _, err = run(capsys, "generate", "a red circle " + "very " * 1000, "-o", str(tmp_path / "l.png"), "--model", str(tiny_dir),
+                       "--planner", "rules")
+    assert code == 0 and "only the first 300" in err
+
+
+def test_show_plan_needs_a_planner_and_unknown_planner(capsys, tiny_dir, tmp_path):
+    code, _, err = run(capsys, "generate", "a star", "-o", str(tmp_path / "x.png"), "--model", str(tiny_dir), "--show-plan")
+    assert code == 2 and "--planner" in err
+    code, _, err = run(capsys, "generate", "a star", "-o", str(tmp_path / "x.png"), "--model", str(tiny_dir), "--planner", "gpt9")
+    assert code == 2 and "unknown planner" in err and "rules" in err

@@ -126,3 +126,14 @@ def test_weights_with_wrong_shapes(tmp_path, tiny_dir, text_encoder):
     (bad / "diffusion" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match="unknown model family 'gan'"):
         TextToImagePipeline.from_pretrained(bad, text_encoder=text_encoder)
+
+
+def test_pipeline_plan_and_planner_conditioning(tiny_dir):
+    from wordpaint import TextToImagePipeline
+
+    pipe = TextToImagePipeline.from_pretrained(tiny_dir, planner="rules")
+    plan = pipe.plan("a red circle to the left of a blue square")
+    assert [o.shape for o in plan.objects] == ["circle", "square"] and plan.objects[0].center[0] < plan.objects[1].center[0]
+    out = pipe("un cercle rouge", num_inference_steps=1)
+    assert out.warnings and "no object" in out.warnings[0]
+    assert out.metadata[0]["conditioning_prompt"] == "un cercle rouge"  # nothing planned: the prompt itself

@@ -57,3 +57,18 @@ def make_grid(images: list[Image.Image], *, cols: int, scale: int = 1, pad: int 
 
 def pil_to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
+
+
+def draw_boxes(image: Image.Image, boxes: list[tuple[str, tuple[float, float, float, float]]], *, scale: int = 4) -> Image.Image:
+    """``image`` enlarged ``scale`` times with labelled boxes (label, (x0, y0, x1, y1) in 0..1) on
+    top: how a scene plan lines up with what was drawn."""
+    from PIL import ImageDraw
+
+    big = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(big)
+    for k, (label, (x0, y0, x1, y1)) in enumerate(boxes):
+        colour = ((255, 64, 64), (64, 160, 255), (64, 200, 64), (255, 160, 0))[k % 4]
+        r = [x0 * big.width, y0 * big.height, x1 * big.width - 1, y1 * big.height - 1]
+        draw.rectangle(r, outline=colour, width=max(1, scale // 2))
+        draw.text((r[0] + 2, max(0, r[1] - 11)), label, fill=colour)
+    return big

@@ -20,6 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
     p.add_argument("--n", type=int, default=1, help="number of images")
     p.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's resolution)")
+    p.add_argument("--planner", default=None, help="plan the scene first with this backend: rules (default: none)")
+    p.add_argument("--show-plan", action="store_true", help="print the scene plan as JSON and save OUTPUT-plan.png with its boxes")
     p.set_defaults(func=run)
 
 
@@ -36,12 +38,28 @@ def run(args: argparse.Namespace) -> int:
     paths = output_paths(args.output, args.n) if isinstance(args.n, int) and args.n >= 1 else None
     if paths is None:
         raise WordpaintError(f"--n must be an integer >= 1, got {args.n}")
+    import json
+    import sys
+
     from wordpaint.pipelines.text_to_image import TextToImagePipeline
 
-    pipe = TextToImagePipeline.from_pretrained(args.model)
+    pipe = TextToImagePipeline.from_pretrained(args.model, planner=args.planner)
+    if args.show_plan and pipe.planner is None:
+        raise WordpaintError("--show-plan needs --planner (one of: rules)")
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
                sigma_schedule=args.schedule, seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
+    for w in out.warnings:
+        print(f"wordpaint: warning: {w}", file=sys.stderr)
     for k, path in enumerate(paths):
         out.save(path, k)
         print(f"wrote {path}")
+        if args.show_plan:
+            from wordpaint.images import draw_boxes, save_png
+
+            plan = out.metadata[k]["plan"]
+            if k == 0:
+                print(json.dumps(plan, indent=1))
+            overlay = path.with_name(f"{path.stem}-plan.png")
+            save_png(draw_boxes(out.images[k], [(o["phrase"], tuple(o["box"])) for o in plan["objects"]]), overlay)
+            print(f"wrote {overlay}")
     return 0

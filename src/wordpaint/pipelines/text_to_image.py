@@ -36,7 +36,8 @@ MAX_SEED = 2**63 - 1
 @dataclass
 class TextToImageOutput:
     images: list  # PIL images, num_images_per_prompt per prompt, prompt-major
-    metadata: list[dict] = field(default_factory=list)  # per image: prompt, seed, settings
+    metadata: list[dict] = field(default_factory=list)  # per image: prompt, seed, settings (and plan)
+    warnings: list[str] = field(default_factory=list)  # what a planner dropped or changed, per prompt
 
     def save(self, path: str | os.PathLike, index: int = 0) -> Path:
         """Save image ``index`` as a PNG with its generation metadata."""
@@ -54,15 +55,21 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> int:
 class TextToImagePipeline:
     """Text-to-image with a frozen text encoder and a diffusion model (EMA weights)."""
 
-    def __init__(self, *, text_encoder: TextEncoder, model, defaults: dict | None = None):
+    def __init__(self, *, text_encoder: TextEncoder, model, defaults: dict | None = None, planner: str | None = None):
+        from wordpaint.text.planners import get_planner
+
         self.text_encoder = text_encoder
         self.model = model.eval().requires_grad_(False)
         self.defaults = {**DEFAULTS, **(defaults or {})}
+        # planner: a backend name ("rules", ...) or None (the prompt conditions the model directly)
+        self.planner = get_planner(planner) if planner is not None else None
 
     # -- folder format -------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, *, text_encoder: TextEncoder | None = None) -> "TextToImagePipeline":
-        """Load a pipeline folder; no argument (or ``"shapes"``) loads the bundled model."""
+    def from_pretrained(cls, path: str | os.PathLike | None = None, *, text_encoder: TextEncoder | None = None,
+                        planner: str | None = None) -> "TextToImagePipeline":
+        """Load a pipeline folder; no argument (or ``"shapes"``) loads the bundled model.
+        ``planner`` names a scene planner backend (see :mod:`wordpaint.text.planners`)."""
         if path is None or str(path) in BUNDLED_MODELS:
             path = BUNDLED_MODELS["shapes" if path is None else str(path)]
             if not (Path(path) / "model_index.json").is_file():
@@ -86,7 +93,7 @@ class TextToImagePipeline:
             raise ModelLoadError(
                 f"model expects text states of width {model.config.cross_attention_dim}, the text encoder gives {text_encoder.dim}"
             )
-        return cls(text_encoder=text_encoder, model=model, defaults=index.get("defaults"))
+        return cls(text_encoder=text_encoder, model=model, defaults=index.get("defaults"), planner=planner)
 
     def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
         """Write the pipeline folder atomically (``dtype=torch.float16`` halves the file)."""
@@ -103,6 +110,30 @@ class TextToImagePipeline:
             save_model(self.model, tmp / "diffusion", dtype=dtype)
         return path
 
+    # -- planning ------------------------------------------------------------------------------
+    def plan(self, prompt: str, *, seed: int = 0):
+        """The scene plan for ``prompt`` from this pipeline's planner (the rules planner if none)."""
+        from wordpaint.text.planners import get_planner
+
+        return (self.planner or get_planner("rules")).plan(prompt, seed=seed)
+
+    def _condition_texts(self, prompts: list[str], seed: int) -> tuple[list[str], list[dict | None], list[str]]:
+        """(text to encode, plan dict, warnings) per prompt. Without a planner: the prompt itself.
+        With one: the plan's rewritten prompt (the grammar the model was trained on) when the plan
+        has objects, else the prompt with the planner's warning. The current models take no
+        boxes yet, so a plan steers generation through its rewritten prompt only."""
+        if self.planner is None:
+            return prompts, [None] * len(prompts), []
+        texts, plans, warnings = [], [], []
+        for p in prompts:
+            plan = self.planner.plan(p, seed=seed)
+            text = plan.prompt if plan.objects else p
+            self.text_encoder.check_prompt(text)
+            texts.append(text)
+            plans.append(plan.to_dict())
+            warnings += [f"{p[:60]!r}: {w}" for w in plan.warnings]
+        return texts, plans, warnings
+
     # -- generation ----------------------------------------------------------------------------
     @property
     def resolution(self) -> int:
@@ -117,7 +148,8 @@ class TextToImagePipeline:
                 raise WordpaintError(f"prompt must be a string, got {type(p).__name__}")
             if not p.strip():
                 raise WordpaintError("prompt is empty; describe the image, e.g. 'a red circle to the left of a blue square'")
-            self.text_encoder.check_prompt(p)
+            if self.planner is None:  # with a planner, the plan's rewritten prompt is what gets encoded
+                self.text_encoder.check_prompt(p)
         _check_int("num_inference_steps", steps, 1, MAX_STEPS)
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
             raise WordpaintError(f"guidance_scale must be a finite number >= 0, got {guidance!r}")
@@ -160,20 +192,23 @@ class TextToImagePipeline:
         _check_int("batch_size", batch_size, 1, 4096)
         if seed is None:
             seed = random.randrange(2**31)
-        jobs = [p for p in prompts for _ in range(num_images_per_prompt)]
+        texts, plans, warnings = self._condition_texts(prompts, seed)
+        jobs = [(p, t, pl) for p, t, pl in zip(prompts, texts, plans) for _ in range(num_images_per_prompt)]
         sigmas = self.model.sigmas(steps, schedule)
         images, meta = [], []
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
             seeds = [seed + start + i for i in range(len(chunk))]
-            x = self.sample_batch(chunk, seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler, height=height, width=width, show_progress=show_progress)
+            x = self.sample_batch([t for _, t, _ in chunk], seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler,
+                                  height=height, width=width, show_progress=show_progress)
             images += to_pil(x)
-            meta += [
-                {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler, "sigma_schedule": schedule,
-                 "height": height, "width": width, "wordpaint_version": wordpaint.__version__}
-                for p, s in zip(chunk, seeds)
-            ]
-        return TextToImageOutput(images, meta)
+            for (p, t, pl), s in zip(chunk, seeds):
+                m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
+                     "sigma_schedule": schedule, "height": height, "width": width, "wordpaint_version": wordpaint.__version__}
+                if pl is not None:
+                    m.update(planner=self.planner.name, conditioning_prompt=t, plan=pl)
+                meta.append(m)
+        return TextToImageOutput(images, meta, warnings)
 
     def sample_batch(self, prompts: list[str], *, seeds: list[int], sigmas: torch.Tensor, guidance_scale: float,
                        sampler: str, height: int, width: int, show_progress: bool = False) -> torch.Tensor:
