@@ -12,7 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from wordpaint.errors import WordpaintError, check_choice
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -61,3 +66,42 @@ def caption(label: int, rng: np.random.Generator | None = None) -> str:
     """A caption for class ``label``; ``rng`` picks a phrasing (None: the first, "a photo of ...")."""
     t = TEMPLATES[0] if rng is None else TEMPLATES[int(rng.integers(len(TEMPLATES)))]
     return t.format(CLASS_PHRASES[label])
+
+
+PAD = 2  # 28 + 2 * 2 = 32: a size the UNet's down-sampling divides
+
+
+def to_model_images(images: np.ndarray) -> "torch.Tensor":
+    """(N, 28, 28) uint8 -> (N, 1, 32, 32) float in [-1, 1], zero (black) padded like the data's border."""
+    import torch
+
+    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).float().div(127.5).sub(1).unsqueeze(1)
+    return torch.nn.functional.pad(x, (PAD, PAD, PAD, PAD), value=-1.0)
+
+
+class FashionMNISTStream:
+    """Endless (image, caption) batches from the training split, in a fresh seeded order each
+    epoch; batch ``step`` is a pure function of (seed, step), like the shapes stream."""
+
+    def __init__(self, *, size: int = 32, seed: int = 0, split: str = "train", cond_drop_prob: float = 0.0):
+        if size != 28 + 2 * PAD:
+            raise WordpaintError(f"Fashion-MNIST images are {28 + 2 * PAD} px in training, got size {size}")
+        self.images, self.labels = load_fashion_mnist(split)
+        self.seed, self.cond_drop_prob = seed, cond_drop_prob
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _index(self, i: int) -> int:
+        n = len(self.labels)
+        epoch = i // n
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
+        return int(self._perm[1][i % n])
+
+    def batch(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1):
+        start = (step * world_size + rank) * batch_size
+        idx = [self._index(start + j) for j in range(batch_size)]
+        captions = []
+        for j, k in enumerate(idx):
+            rng = np.random.default_rng([self.seed, start + j, 1])
+            captions.append("" if rng.random() < self.cond_drop_prob else caption(int(self.labels[k]), rng))
+        return to_model_images(self.images[idx]), captions

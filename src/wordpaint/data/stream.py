@@ -51,3 +51,12 @@ class ShapesStream(torch.utils.data.IterableDataset):
         while True:
             yield self.item(i)
             i += stride
+
+
+def make_stream(name: str, *, size: int, seed: int = 0, split: str = "train", cond_drop_prob: float = 0.0):
+    """The training stream registered as ``name`` (shapes, fashion_mnist)."""
+    from wordpaint.data.fashion_mnist import FashionMNISTStream
+
+    streams = {"shapes": ShapesStream, "fashion_mnist": FashionMNISTStream}
+    check_choice("dataset", name, streams)
+    return streams[name](size=size, seed=seed, split=split, cond_drop_prob=cond_drop_prob)

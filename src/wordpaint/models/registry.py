@@ -23,6 +23,17 @@ PRESETS: dict[str, tuple[str, dict]] = {
         ),
     ),
     "shapes48": ("diffusion", dict(resolution=48)),
+    # Fashion-MNIST: 28 px grayscale padded to 32, three levels (32 -> 16 -> 8)
+    "fashion32": (
+        "diffusion",
+        dict(
+            resolution=32,
+            in_channels=1,
+            block_out_channels=(32, 64, 128),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        ),
+    ),
 }
 
 

@@ -213,12 +213,12 @@ class TextToImagePipeline:
     def sample_batch(self, prompts: list[str], *, seeds: list[int], sigmas: torch.Tensor, guidance_scale: float,
                        sampler: str, height: int, width: int, show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
-        Returns (B, 3, H, W) in [-1, 1]."""
+        Returns (B, C, H, W) in [-1, 1]."""
         model = self.model
         cond = self.text_encoder.encode(prompts)
         b = len(prompts)
         # per-image generators: image k's noise depends on its seed only
-        noise = torch.stack([torch.randn(3, height, width, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        noise = torch.stack([torch.randn(model.config.in_channels, height, width, generator=torch.Generator().manual_seed(s)) for s in seeds])
         x = noise * (1 + sigmas[0] ** 2) ** 0.5  # VP prior N(0, 1) seen in the VE view
         use_uncond = guidance_scale != 1.0
         if use_uncond:

@@ -84,7 +84,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from wordpaint.data.stream import ShapesStream
+    from wordpaint.data.stream import make_stream
     from wordpaint.eval.compositional import aggregate, evaluate_compositional
     from wordpaint.eval.prompts import load_prompts, subset
     from wordpaint.images import make_grid, save_png
@@ -131,7 +131,8 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", {**recipe, "wordpaint_version": wordpaint.__version__, "resolved_model_config": config.to_dict(), "parameters": n_params})
-    stream = ShapesStream(size=config.resolution, seed=recipe.get("seed", 0), split=recipe.get("data", {}).get("split", "train"),
+    data = recipe.get("data", {})
+    stream = make_stream(data.get("name", "shapes"), size=config.resolution, seed=recipe.get("seed", 0), split=data.get("split", "train"),
                           cond_drop_prob=config.cond_drop_prob)
     eval_prompts = subset(load_prompts(), recipe.get("eval", {}).get("prompts_per_task", 4))
     gen = torch.Generator()
@@ -194,7 +195,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
             res = ema_pipeline()(s.get("prompts", ["a red circle"]), num_images_per_prompt=4, seed=0,
                                  num_inference_steps=s.get("num_inference_steps", 10), guidance_scale=s.get("guidance_scale", 3.0))
             save_png(make_grid(res.images, cols=8, scale=2), out / "samples" / f"step-{step:07d}.png")
-        if step % recipe.get("eval_every", 500) == 0 or step == total:
+        if data.get("name", "shapes") == "shapes" and (step % recipe.get("eval_every", 500) == 0 or step == total):
             e = recipe.get("eval", {})
             summary, _, _ = evaluate_compositional(ema_pipeline(), eval_prompts, samples_per_prompt=1, seed=0,
                                                    num_inference_steps=e.get("num_inference_steps", 10),
