@@ -74,3 +74,24 @@ def test_cas_bad_input():
         train_classifier(torch.full((4, 1, 8, 8), float("nan")), torch.zeros(4, dtype=torch.long))
     with pytest.raises(WordpaintError, match="labels"):
         train_classifier(torch.zeros(4, 1, 8, 8), torch.zeros(3, dtype=torch.long))
+
+
+def test_eval_report_fashion_suite(fm, tmp_path, capsys):
+    """The whole suite end to end on a tiny model and tiny sizes: every figure is written."""
+    import json
+
+    from wordpaint.cli.main import main
+    from wordpaint.training.train import train
+
+    model = train("tiny_fashion", tmp_path / "run", show_progress=False)
+    code = main(["eval", "report", "--model", str(model), "--suite", "fashion", "--out", str(tmp_path / "rep"),
+                 "--n-per-class", "3", "--n-real", "40", "--cas-epochs", "1", "--steps", "2"])
+    assert code == 0
+    res = json.loads((tmp_path / "rep" / "results.json").read_text())
+    g, f = res["figures"]["generated_vs_test"], res["figures"]["real_train_vs_test_floor"]
+    assert g["FID (EfficientNet-Lite0)"] > f["FID (EfficientNet-Lite0)"] > 0  # an untrained model is far from the floor
+    assert 0 <= res["cas"]["CAS"] <= 1 and res["versions"]["torch"]
+    assert (tmp_path / "rep" / "samples.png").is_file() and "CAS" in (tmp_path / "rep" / "summary.md").read_text()
+    assert any("2000" in w for w in res["warnings"])  # too few samples for FID: said in the report
+    code = main(["eval", "report", "--model", str(model), "--suite", "nope", "--out", str(tmp_path / "x")])
+    assert code == 2

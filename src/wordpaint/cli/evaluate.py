@@ -21,6 +21,19 @@ def add_parser(sub) -> None:
     c.add_argument("--limit-per-task", type=int, default=None, help="use only the first N prompts of each task")
     c.add_argument("--out", default="eval-compositional", help="folder for results.json, results.md, samples.png")
     c.set_defaults(func=run_compositional)
+    r = s.add_parser("report", help="a full report folder for a suite (shapes, fashion): JSON, Markdown, grids, plots")
+    r.add_argument("--model", default=None, help="pipeline folder or 'shapes' (bundled, default)")
+    r.add_argument("--suite", required=True, help="shapes or fashion")
+    r.add_argument("--out", default="eval-report", help="report folder")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    r.add_argument("--guidance", type=float, default=None)
+    r.add_argument("--samples-per-prompt", type=int, default=4, help="shapes: samples per prompt")
+    r.add_argument("--limit-per-task", type=int, default=None, help="shapes: first N prompts of each task")
+    r.add_argument("--n-per-class", type=int, default=1000, help="fashion: generated images per class (10 classes)")
+    r.add_argument("--n-real", type=int, default=10000, help="fashion: real images per set for FID/KID")
+    r.add_argument("--cas-epochs", type=int, default=10, help="fashion: epochs of the CAS classifier")
+    r.set_defaults(func=run_report)
 
 
 def run_compositional(args: argparse.Namespace) -> int:
@@ -55,4 +68,26 @@ def run_compositional(args: argparse.Namespace) -> int:
     print(markdown_table(summary))
     for k, p in paths.items():
         print(f"wrote {p}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from wordpaint.errors import WordpaintError
+    from wordpaint.eval.report import SUITES, write_suite_report
+    from wordpaint.errors import check_choice
+    from wordpaint.pipelines.text_to_image import TextToImagePipeline
+
+    check_choice("suite", args.suite, SUITES)
+    for name in ("samples_per_prompt", "n_per_class", "n_real", "cas_epochs"):
+        if getattr(args, name) < 1:
+            raise WordpaintError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    pipe = TextToImagePipeline.from_pretrained(args.model)
+    common = dict(seed=args.seed, steps=args.steps, guidance=args.guidance)
+    if args.suite == "shapes":
+        kw = dict(samples_per_prompt=args.samples_per_prompt, limit_per_task=args.limit_per_task, **common)
+    else:
+        kw = dict(n_per_class=args.n_per_class, n_real=args.n_real, cas_epochs=args.cas_epochs, **common)
+    paths = write_suite_report(pipe, args.suite, args.out, model_name=args.model or "shapes (bundled)", **kw)
+    print(paths["markdown"].read_text())
+    print(f"wrote {paths['dir']}")
     return 0

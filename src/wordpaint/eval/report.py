@@ -1,0 +1,154 @@
+"""``wordpaint eval report``: one folder with every figure of a suite, its exact settings and
+package versions, a Markdown summary, sample grids and plots.
+
+Suites:
+- ``shapes``: compositional accuracy on the built-in prompts (exact scorer) + a per-task bar chart.
+- ``fashion``: a text-conditioned Fashion-MNIST model: FID / KID / precision / recall
+  (EfficientNet-Lite0 features) of generated vs real test images next to the real-train vs
+  real-test floor, and CAS next to the same CNN trained on real images.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import warnings
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wordpaint.errors import check_choice
+from wordpaint.io import write_json, write_text
+
+SUITES = ("shapes", "fashion")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("wordpaint", "torch", "diffusers", "transformers", "torchmetrics", "numpy", "scipy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    out["python"] = platform.python_version()
+    out["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads"
+    return out
+
+
+def _bar_chart(values: dict[str, float], path: Path, *, title: str, ylabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(list(values), list(values.values()), color="#4a7bd0")
+    for i, v in enumerate(values.values()):
+        ax.text(i, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def shapes_suite(pipe, out: Path, *, samples_per_prompt: int, seed: int, steps: int | None, guidance: float | None,
+                 limit_per_task: int | None, show_progress: bool) -> dict:
+    from wordpaint.eval.compositional import evaluate_compositional, markdown_table, write_report
+    from wordpaint.eval.prompts import load_prompts, subset
+
+    prompts = load_prompts()
+    if limit_per_task is not None:
+        prompts = subset(prompts, limit_per_task)
+    summary, records, images = evaluate_compositional(pipe, prompts, samples_per_prompt=samples_per_prompt, seed=seed,
+                                                      num_inference_steps=steps, guidance_scale=guidance, show_progress=show_progress)
+    settings = {"prompts": "built-in compositional_v1", "n_prompts": len(prompts), "samples_per_prompt": samples_per_prompt, "seed": seed}
+    write_report(out, summary, records, images, settings=settings)
+    _bar_chart(summary["per_task"], out / "per_task.png", title="Compositional accuracy per task (exact scorer)", ylabel="accuracy")
+    return {"summary": summary, "markdown": markdown_table(summary), "settings": settings}
+
+
+def fashion_suite(pipe, out: Path, *, n_per_class: int, n_real: int, seed: int, steps: int | None, guidance: float | None,
+                  cas_epochs: int, show_progress: bool) -> dict:
+    from wordpaint.data.fashion_mnist import CLASSES, caption, load_fashion_mnist, to_model_images
+    from wordpaint.eval import metrics as M
+    from wordpaint.eval.cas import CASConfig, classification_accuracy_score
+    from wordpaint.images import make_grid, save_png
+
+    xtr, ytr = load_fashion_mnist("train")
+    xte, yte = load_fashion_mnist("test")
+    prompts = [caption(c) for c in range(len(CLASSES))]
+    t0 = time.perf_counter()
+    res = pipe(prompts, num_images_per_prompt=n_per_class, seed=seed, num_inference_steps=steps, guidance_scale=guidance,
+               batch_size=64, show_progress=show_progress)
+    gen_seconds = time.perf_counter() - t0
+    labels = torch.arange(len(CLASSES)).repeat_interleave(n_per_class)
+    # generated 32 px images back to the 28 px data frame (the padding is the data's border)
+    gen = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()) for im in res.images])[:, 2:30, 2:30]
+    rng = np.random.default_rng(seed)
+    real_idx = rng.choice(len(xtr), min(n_real, len(xtr)), replace=False)
+    test_idx = rng.choice(len(xte), min(n_real, len(xte)), replace=False)
+    as_imgs = lambda a: torch.from_numpy(np.array(a)).unsqueeze(1)  # (N, 1, 28, 28) uint8  # noqa: E731
+    f_train, _ = M.extract(as_imgs(xtr[real_idx]), show_progress=show_progress, what="real train images")
+    f_test, _ = M.extract(as_imgs(xte[test_idx]), show_progress=show_progress, what="real test images")
+    f_gen, l_gen = M.extract(as_imgs(gen.numpy()), show_progress=show_progress, what="generated images")
+    name = M.FEATURES_NAME
+    figures = {"generated_vs_test": {}, "real_train_vs_test_floor": {}}
+    with warnings.catch_warnings(record=True) as notes:  # small-sample warnings go into the report too
+        warnings.simplefilter("always", M.FewSamplesWarning)
+        for key, (a, b) in {"generated_vs_test": (f_test, f_gen), "real_train_vs_test_floor": (f_test, f_train)}.items():
+            kid = M.kid_from_features(a, b, subsets=50, subset_size=min(1000, len(a), len(b)), seed=seed)
+            p, r = M.precision_recall_from_features(a, b)
+            figures[key] = {f"FID ({name})": M.fid_from_features(a, b), f"KID ({name})": kid[0], f"KID std ({name})": kid[1],
+                            f"precision ({name}, k=3)": p, f"recall ({name}, k=3)": r}
+    if len(l_gen) >= 10:
+        figures["generated_vs_test"][f"IS-style ({name} ImageNet head)"] = M.inception_style_score(l_gen)[0]
+    figures["diversity (mean pairwise feature distance within a class)"] = M.diversity_from_features(
+        [f_gen[labels == c] for c in range(len(CLASSES))]) if n_per_class >= 2 else None
+    n_gen = len(gen)
+    cas = classification_accuracy_score(to_model_images(gen.numpy()), labels, to_model_images(xtr[:n_gen]), torch.from_numpy(ytr[:n_gen]),
+                                        to_model_images(xte), torch.from_numpy(yte), config=CASConfig(epochs=cas_epochs, seed=seed),
+                                        show_progress=show_progress)
+    order = [k * n_per_class + j for j in range(min(n_per_class, 8)) for k in range(len(CLASSES))]
+    save_png(make_grid([res.images[i].convert("RGB") for i in order], cols=len(CLASSES), scale=2), out / "samples.png")
+    g, f = figures["generated_vs_test"], figures["real_train_vs_test_floor"]
+    md = [f"### Fashion-MNIST suite ({n_per_class} generated images per class, {len(test_idx)} real test images)", "",
+          "| figure | generated vs real test | real train vs real test (floor) |", "|---|---|---|"]
+    md += [f"| {k} | {g[k]:.4g} | {f[k]:.4g} |" for k in f]
+    md += ["", f"CAS (SmallCNN trained on {cas['n_train']} generated images, tested on {cas['n_test']} real): **{cas['CAS']:.3f}**; "
+           f"the same CNN trained on {cas['n_train']} real images: {cas['real_data_accuracy']:.3f}", ""]
+    warn = sorted({str(w.message) for w in notes})
+    md += [f"> warning: {w}" for w in warn]
+    settings = {"n_per_class": n_per_class, "n_real": len(test_idx), "seed": seed, "prompts": prompts, "generation_seconds": round(gen_seconds, 1)}
+    return {"figures": figures, "cas": cas, "warnings": warn, "markdown": "\n".join(md), "settings": settings}
+
+
+def write_suite_report(pipe, suite: str, out: str | os.PathLike, *, model_name: str, show_progress: bool = True, **kw) -> dict[str, Path]:
+    """Run ``suite`` and write results.json (figures + settings + versions), summary.md and pictures."""
+    check_choice("suite", suite, SUITES)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if suite == "shapes":
+        res = shapes_suite(pipe, out, show_progress=show_progress, **kw)
+    else:
+        res = fashion_suite(pipe, out, show_progress=show_progress, **kw)
+    sampling = {"num_inference_steps": kw.get("steps") or pipe.defaults["num_inference_steps"],
+                "guidance_scale": kw.get("guidance") if kw.get("guidance") is not None else pipe.defaults["guidance_scale"],
+                "sampler": pipe.defaults["sampler"], "sigma_schedule": pipe.defaults["sigma_schedule"]}
+    doc = {"suite": suite, "model": model_name, **{k: v for k, v in res.items() if k != "markdown"}, "sampling": sampling,
+           "versions": package_versions(), "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(out / "results.json", doc)
+    lines = [f"# wordpaint eval report: {suite}", "", f"model: `{model_name}`", "", res["markdown"], "",
+             "Settings: " + ", ".join(f"{k}={v}" for k, v in {**sampling, **{k: v for k, v in res['settings'].items() if k != 'prompts'}}.items()),
+             "", "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()), ""]
+    write_text(out / "summary.md", "\n".join(lines))
+    return {"json": out / "results.json", "markdown": out / "summary.md", "dir": out}
