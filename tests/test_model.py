@@ -18,11 +18,12 @@ def test_unknown_preset_and_family():
         build_config(family="gan")
 
 
-def test_loss_falls_when_overfitting_one_batch(text_encoder):
+@pytest.mark.parametrize("sampling", ["uniform", "lognormal"])
+def test_loss_falls_when_overfitting_one_batch(text_encoder, sampling):
     from wordpaint.data.stream import ShapesStream
 
     torch.manual_seed(0)
-    model = build_model(build_config(preset="tiny"))
+    model = build_model(build_config(preset="tiny", timestep_sampling=sampling))
     images, caps = ShapesStream(size=32, seed=0).batch(0, 8)
     enc = text_encoder.encode(caps)
     batch = {"pixel_values": images, "encoder_hidden_states": enc.hidden_states, "encoder_attention_mask": enc.attention_mask}
@@ -90,3 +91,12 @@ def test_denoiser_inverts_the_training_target(prediction_type, monkeypatch):
 def test_unknown_prediction_type():
     with pytest.raises(ValueError, match="prediction_type"):
         build_config(preset="tiny", prediction_type="x0")
+
+
+def test_lognormal_timesteps_are_continuous_and_in_range():
+    model = build_model(build_config(preset="tiny", timestep_sampling="lognormal"))
+    sigma = torch.tensor([1e-4, 0.5, 1e6])
+    t = model.sigma_to_t(sigma.clamp(model.log_sigmas[0].exp(), model.log_sigmas[-1].exp()))
+    assert 0 <= t.min() and t.max() <= model.config.num_train_timesteps - 1 and t[1] != t[1].round()
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        build_config(preset="tiny", timestep_sampling="beta")

@@ -35,6 +35,12 @@ class DiffusionConfig:
     # min(snr, gamma), starving the high-noise steps that decide background and layout.
     snr_gamma: float | None = None
     cond_drop_prob: float = 0.1
+    # training noise levels: "uniform" over the T discrete timesteps (DDPM), or "lognormal" in
+    # sigma (EDM, Karras et al. 2022: ln sigma ~ N(mean, std)), which spends the steps on the
+    # mid-noise range where shapes form instead of on near-pure noise
+    timestep_sampling: str = "uniform"
+    lognormal_mean: float = -0.6
+    lognormal_std: float = 1.4
     extra: dict = field(default_factory=dict)
 
     @property
@@ -49,6 +55,8 @@ class DiffusionConfig:
     def from_dict(cls, d: dict) -> "DiffusionConfig":
         if d.get("prediction_type", "v_prediction") not in ("epsilon", "v_prediction"):
             raise ValueError(f"unknown prediction_type {d['prediction_type']!r}; expected epsilon or v_prediction")
+        if d.get("timestep_sampling", "uniform") not in ("uniform", "lognormal"):
+            raise ValueError(f"unknown timestep_sampling {d['timestep_sampling']!r}; expected uniform or lognormal")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names - {"family", "wordpaint_version"})
         if unknown:
@@ -97,13 +105,20 @@ class DiffusionModel(torch.nn.Module):
 
     # -- training ------------------------------------------------------------------------------
     def forward(self, batch: dict, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """MSE on the configured target (epsilon or v) at uniformly drawn timesteps, optionally
+        """MSE on the configured target (epsilon or v) at timesteps drawn as configured, optionally
         min-SNR-gamma weighted so that easy low-noise steps do not dominate the gradient."""
         x0 = batch["pixel_values"]
         b = x0.shape[0]
-        t = torch.randint(0, self.config.num_train_timesteps, (b,), device=x0.device, generator=generator)
+        if self.config.timestep_sampling == "lognormal":
+            ls = self.log_sigmas
+            log_sigma = self.config.lognormal_mean + self.config.lognormal_std * torch.randn(b, device=x0.device, generator=generator)
+            sigma = log_sigma.clamp(ls[0], ls[-1]).exp()
+            t = self.sigma_to_t(sigma)  # continuous timesteps, as the samplers use
+            abar = (1 / (1 + sigma**2)).view(b, 1, 1, 1)
+        else:
+            t = torch.randint(0, self.config.num_train_timesteps, (b,), device=x0.device, generator=generator)
+            abar = self.alphas_cumprod[t].view(b, 1, 1, 1)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
-        abar = self.alphas_cumprod[t].view(b, 1, 1, 1)
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         pred = self.net(xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"])
         v = self.config.prediction_type == "v_prediction"
