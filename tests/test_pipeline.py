@@ -69,7 +69,7 @@ def test_guidance_changes_the_image(tiny_pipe):
         (dict(num_inference_steps=2.5), "num_inference_steps must be an integer"),
         (dict(guidance_scale=-1.0), "guidance_scale must be a finite number >= 0"),
         (dict(guidance_scale=float("nan")), "guidance_scale"),
-        (dict(sampler="plms"), "unknown sampler 'plms'; expected one of: dpmpp_2m, ddim, euler"),
+        (dict(sampler="plms"), "unknown sampler 'plms'; expected one of: dpmpp_2m, ddim, euler, ddpm"),
         (dict(sigma_schedule="cosine"), "unknown sigma_schedule 'cosine'; expected one of: karras, trailing"),
         (dict(height=31), "height must be a multiple of 2"),
         (dict(width=33), "width must be a multiple of 2"),

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="pipeline folder, or 'shapes' for the bundled model (default)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 10)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale >= 0 (default: the model's, 3.0)")
-    p.add_argument("--sampler", default=None, help="dpmpp_2m (default), ddim or euler")
+    p.add_argument("--sampler", default=None, help="dpmpp_2m, ddim, euler or ddpm (ancestral) (default: the model's)")
     p.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
     p.add_argument("--n", type=int, default=1, help="number of images")

@@ -91,4 +91,11 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, *, rho: float = 7.
 
 SIGMA_SCHEDULES = ("karras", "trailing")
 
-SAMPLERS: dict[str, Callable] = {"dpmpp_2m": sample_dpmpp_2m, "ddim": sample_ddim, "euler": sample_euler}
+def sample_ddpm(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, **kw) -> torch.Tensor:
+    """Ancestral DDPM sampling = DDIM with eta = 1: fresh noise each step corrects the errors
+    an imperfect denoiser makes along the way, at the price of more steps."""
+    kw.pop("eta", None)
+    return sample_ddim(denoiser, x, sigmas, eta=1.0, **kw)
+
+
+SAMPLERS: dict[str, Callable] = {"dpmpp_2m": sample_dpmpp_2m, "ddim": sample_ddim, "euler": sample_euler, "ddpm": sample_ddpm}
