@@ -114,6 +114,7 @@ def main() -> None:
     print(f"cold start (process start to PNG): {res['cold_start_s']:.2f} s", flush=True)
     pipe = TextToImagePipeline.from_pretrained(args.model)
     res["resolution"] = pipe.resolution
+    res["model_defaults"] = pipe.defaults  # what `wordpaint generate` (the cold start) used
     res["parameters_m"] = round(sum(p.numel() for p in pipe.model.parameters()) / 1e6, 2)
     gflop_fwd = unet_gflop_per_image(pipe)
     res["unet_gflop_per_forward_per_image"] = round(gflop_fwd, 4)
@@ -122,7 +123,8 @@ def main() -> None:
     for steps in (10, 20):
         for bs in (1, 16):
             prompts = [PROMPT] * bs
-            ours = time_it(lambda: pipe(prompts, num_inference_steps=steps, guidance_scale=3.0, seed=0, batch_size=bs), args.reps) / bs
+            ours = time_it(lambda: pipe(prompts, num_inference_steps=steps, guidance_scale=3.0, sampler="dpmpp_2m", seed=0, batch_size=bs),
+                           args.reps) / bs
             stock = time_it(lambda: stock_diffusers_loop(pipe, prompts, steps, 3.0), args.reps) / bs
             gflop = gflop_fwd * 2 * steps  # CFG: conditional + unconditional pass per step
             run = {"steps": steps, "batch": bs, "s_per_image": round(ours, 4), "stock_diffusers_s_per_image": round(stock, 4),
