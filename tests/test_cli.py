@@ -127,3 +127,14 @@ def test_show_plan_needs_a_planner_and_unknown_planner(capsys, tiny_dir, tmp_pat
     assert code == 2 and "--planner" in err
     code, _, err = run(capsys, "generate", "a star", "-o", str(tmp_path / "x.png"), "--model", str(tiny_dir), "--planner", "gpt9")
     assert code == 2 and "unknown planner" in err and "rules" in err
+
+
+def test_eval_report_shapes_suite(capsys, tiny_dir, tmp_path):
+    code, out, _ = run(capsys, "eval", "report", "--model", str(tiny_dir), "--suite", "shapes", "--out", str(tmp_path / "rep"),
+                       "--limit-per-task", "1", "--samples-per-prompt", "1", "--steps", "1")
+    assert code == 0 and "overall" in out
+    res = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert set(res["summary"]["per_task"]) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
+    assert res["sampling"]["num_inference_steps"] == 1 and res["versions"]["diffusers"] != "not installed"
+    assert (tmp_path / "rep" / "per_task.png").is_file() and (tmp_path / "rep" / "compositional" / "samples.png").is_file()
+    assert len(json.loads((tmp_path / "rep" / "compositional" / "results.json").read_text())["records"]) == 6

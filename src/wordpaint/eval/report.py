@@ -71,7 +71,7 @@ def shapes_suite(pipe, out: Path, *, samples_per_prompt: int, seed: int, steps: 
     summary, records, images = evaluate_compositional(pipe, prompts, samples_per_prompt=samples_per_prompt, seed=seed,
                                                       num_inference_steps=steps, guidance_scale=guidance, show_progress=show_progress)
     settings = {"prompts": "built-in compositional_v1", "n_prompts": len(prompts), "samples_per_prompt": samples_per_prompt, "seed": seed}
-    write_report(out, summary, records, images, settings=settings)
+    write_report(out / "compositional", summary, records, images, settings=settings)  # per-image records kept there
     _bar_chart(summary["per_task"], out / "per_task.png", title="Compositional accuracy per task (exact scorer)", ylabel="accuracy")
     return {"summary": summary, "markdown": markdown_table(summary), "settings": settings}
 
