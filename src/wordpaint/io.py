@@ -120,10 +120,6 @@ def load_state_dict_strict(module, state: dict, *, source: str) -> None:
                 f"weights in {source} do not match the model config: {k} has shape "
                 f"{tuple(state[k].shape)}, the config expects {tuple(v.shape)}"
             )
-    import torch
-
-    if any(v.is_meta for v in own.values()):
-        # built with empty=True: adopt the loaded tensors (as float32) instead of copying into them
-        module.load_state_dict({k: state[k].to(torch.float32 if v.is_floating_point() else v.dtype) for k, v in own.items()}, assign=True)
-    else:
-        module.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()})
+    # a module built with empty=True (meta parameters) adopts the loaded tensors instead of copying into them
+    assign = any(v.is_meta for v in own.values())
+    module.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()}, assign=assign)

@@ -72,9 +72,8 @@ def run_compositional(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from wordpaint.errors import WordpaintError
+    from wordpaint.errors import WordpaintError, check_choice
     from wordpaint.eval.report import SUITES, write_suite_report
-    from wordpaint.errors import check_choice
     from wordpaint.pipelines.text_to_image import TextToImagePipeline
 
     check_choice("suite", args.suite, SUITES)

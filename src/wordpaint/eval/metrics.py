@@ -160,10 +160,14 @@ class EfficientNetLite0Features(torch.nn.Module):
         return x / 127.5 - 1.0
 
     @torch.no_grad()
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preprocessed (N, 3, 224, 224) -> ((N, 1280) pooled features, (N, 1000) logits)."""
+        pooled = self.net.extract_features(x).mean(dim=(2, 3))  # (N, 1280, 7, 7) -> (N, 1280)
+        return pooled, self.net._fc(pooled)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.net.extract_features(self.preprocess(images))  # (N, 1280, 7, 7)
-        pooled = x.mean(dim=(2, 3))  # (N, 1280)
-        return pooled if self.output == "features" else self.net._fc(pooled)
+        feats, logits = self.features_and_logits(self.preprocess(images))
+        return feats if self.output == "features" else logits
 
 
 _EXTRACTOR: EfficientNetLite0Features | None = None
@@ -186,10 +190,9 @@ def extract(images, *, batch_size: int = 64, show_progress: bool = False, what: 
     for s in trange(0, len(imgs), batch_size, disable=not show_progress, desc=f"features ({FEATURES_NAME})", leave=False):
         # resize one by one first: images of one batch may differ in size
         chunk = [ext.preprocess(im.unsqueeze(0)) for im in imgs[s : s + batch_size]]
-        with torch.no_grad():
-            x = ext.net.extract_features(torch.cat(chunk)).mean(dim=(2, 3))
-            feats.append(x.double())
-            logits.append(ext.net._fc(x).double())
+        f, lg = ext.features_and_logits(torch.cat(chunk))
+        feats.append(f.double())
+        logits.append(lg.double())
     return torch.cat(feats), torch.cat(logits)
 
 

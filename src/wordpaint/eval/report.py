@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from wordpaint.errors import check_choice
-from wordpaint.io import write_json, write_text
+from wordpaint.io import atomic_path, write_json, write_text
 
 SUITES = ("shapes", "fashion")
 
@@ -53,11 +53,9 @@ def _bar_chart(values: dict[str, float], path: Path, *, title: str, ylabel: str)
     ax.set_title(title)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def shapes_suite(pipe, out: Path, *, samples_per_prompt: int, seed: int, steps: int | None, guidance: float | None,
