@@ -14,7 +14,7 @@ import torch
 
 from wordpaint.data.captions import Example, sample_example
 from wordpaint.data.shapes import HELD_OUT_PAIRS, check_size, render_scene
-from wordpaint.errors import check_choice
+from wordpaint.errors import WordpaintError, check_choice
 
 SPLITS = {"train": HELD_OUT_PAIRS, "all": frozenset()}
 
@@ -22,22 +22,42 @@ SPLITS = {"train": HELD_OUT_PAIRS, "all": frozenset()}
 class ShapesStream(torch.utils.data.IterableDataset):
     """Endless (image, caption) examples. ``split="train"`` never shows the held-out pairs."""
 
-    def __init__(self, *, size: int = 48, seed: int = 0, split: str = "train", cond_drop_prob: float = 0.0):
+    def __init__(self, *, size: int = 48, seed: int = 0, split: str = "train", cond_drop_prob: float = 0.0,
+                 layout_drop_prob: float = 0.0):
         check_choice("split", split, SPLITS)
         self.size, self.seed, self.split = check_size(size), seed, split
         self.exclude = SPLITS[split]
-        self.cond_drop_prob = cond_drop_prob
+        self.cond_drop_prob, self.layout_drop_prob = cond_drop_prob, layout_drop_prob
 
     def example(self, i: int) -> Example:
         rng = np.random.default_rng([self.seed, i])
         return sample_example(rng, size=self.size, exclude=self.exclude)
 
+    def _drops(self, i: int) -> tuple[bool, bool]:
+        """(drop caption, drop layout) of example i: an unconditional example (for CFG) loses both."""
+        r = np.random.default_rng([self.seed, i, 1])
+        drop_caption = r.random() < self.cond_drop_prob
+        return drop_caption, drop_caption or r.random() < self.layout_drop_prob
+
     def item(self, i: int) -> tuple[torch.Tensor, str]:
         """(3, H, W) float in [-1, 1] and the caption ('' with prob. cond_drop_prob, for CFG)."""
         ex = self.example(i)
         img = torch.from_numpy(render_scene(ex.scene, self.size)).permute(2, 0, 1).float() / 127.5 - 1
-        drop = np.random.default_rng([self.seed, i, 1]).random() < self.cond_drop_prob
-        return img, "" if drop else ex.caption
+        return img, "" if self._drops(i)[0] else ex.caption
+
+    def layout(self, i: int) -> torch.Tensor:
+        """(LAYOUT_CHANNELS, H, W) ground-truth layout of example i (zeros when dropped)."""
+        from wordpaint.text.layout import layout_from_example, rasterize
+
+        ex = self.example(i)
+        objects, background = layout_from_example(ex.spec, ex.scene)
+        return rasterize([] if self._drops(i)[1] else objects, None if self._drops(i)[1] else background,
+                         height=self.size, width=self.size)
+
+    def layouts(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """(B, LAYOUT_CHANNELS, H, W) layouts of the examples of :meth:`batch` (same indices)."""
+        start = (step * world_size + rank) * batch_size
+        return torch.stack([self.layout(start + j) for j in range(batch_size)])
 
     def batch(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, list[str]]:
         """Batch ``step`` for ``rank``: indices (step * world + rank) * B ... + B - 1."""
@@ -53,10 +73,16 @@ class ShapesStream(torch.utils.data.IterableDataset):
             i += stride
 
 
-def make_stream(name: str, *, size: int, seed: int = 0, split: str = "train", cond_drop_prob: float = 0.0):
-    """The training stream registered as ``name`` (shapes, fashion_mnist)."""
+def make_stream(name: str, *, size: int, seed: int = 0, split: str = "train", cond_drop_prob: float = 0.0,
+                layout_drop_prob: float | None = None):
+    """The training stream registered as ``name`` (shapes, fashion_mnist). ``layout_drop_prob``
+    (not None) asks for ground-truth layouts, which only the shapes stream has."""
     from wordpaint.data.fashion_mnist import FashionMNISTStream
 
     streams = {"shapes": ShapesStream, "fashion_mnist": FashionMNISTStream}
     check_choice("dataset", name, streams)
+    if layout_drop_prob is not None:
+        if name != "shapes":
+            raise WordpaintError(f"dataset {name!r} has no layouts; a layout model (layout_channels > 0) trains on: shapes")
+        return ShapesStream(size=size, seed=seed, split=split, cond_drop_prob=cond_drop_prob, layout_drop_prob=layout_drop_prob)
     return streams[name](size=size, seed=seed, split=split, cond_drop_prob=cond_drop_prob)

@@ -41,6 +41,12 @@ class DiffusionConfig:
     timestep_sampling: str = "uniform"
     lognormal_mean: float = -0.6
     lognormal_std: float = 1.4
+    # layout grounding: extra input channels the UNet reads beside the noisy image
+    # (wordpaint.text.layout.LAYOUT_CHANNELS = 13; 0 = a prompt-only model). With layouts, each
+    # training example also loses its layout alone with layout_drop_prob, so one model serves
+    # both prompt-only and planned generation.
+    layout_channels: int = 0
+    layout_drop_prob: float = 0.1
     extra: dict = field(default_factory=dict)
 
     @property
@@ -75,7 +81,8 @@ def make_alphas_cumprod(config: DiffusionConfig) -> torch.Tensor:
 
 class DiffusionModel(torch.nn.Module):
     """``loss = model(batch)`` with batch = {"pixel_values": (B,3,H,W) in [-1,1],
-    "encoder_hidden_states": (B,L,D), "encoder_attention_mask": (B,L) bool}."""
+    "encoder_hidden_states": (B,L,D), "encoder_attention_mask": (B,L) bool} and, for a layout
+    model, "layout": (B, layout_channels, H, W) (zeros = no layout)."""
 
     family = "diffusion"
 
@@ -88,7 +95,7 @@ class DiffusionModel(torch.nn.Module):
         with torch.device("meta") if empty else contextlib.nullcontext():
             self.unet = UNet2DConditionModel(
                 sample_size=config.resolution,
-                in_channels=config.in_channels,
+                in_channels=config.in_channels + config.layout_channels,
                 out_channels=config.in_channels,
                 block_out_channels=config.block_out_channels,
                 down_block_types=config.down_block_types,
@@ -120,7 +127,7 @@ class DiffusionModel(torch.nn.Module):
             abar = self.alphas_cumprod[t].view(b, 1, 1, 1)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        pred = self.net(xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"])
+        pred = self.net(xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"], batch.get("layout"))
         v = self.config.prediction_type == "v_prediction"
         target = abar.sqrt() * noise - (1 - abar).sqrt() * x0 if v else noise
         per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))  # (B,)
@@ -131,8 +138,14 @@ class DiffusionModel(torch.nn.Module):
             per_sample = per_sample * w
         return per_sample.mean()
 
-    def net(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Raw UNet output (epsilon or v) for (B,C,H,W) ``x`` at (continuous) timesteps ``t`` (B,)."""
+    def net(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
+            layout: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw UNet output (epsilon or v) for (B,C,H,W) ``x`` at (continuous) timesteps ``t`` (B,);
+        a layout model reads ``layout`` (B, layout_channels, H, W) concatenated to ``x``."""
+        if self.config.layout_channels:
+            if layout is None:
+                layout = x.new_zeros(x.shape[0], self.config.layout_channels, *x.shape[2:])
+            x = torch.cat([x, layout.to(x.dtype)], dim=1)
         # diffusers turns the 0/1 mask into an additive bias; 1 = attend
         return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask.to(x.dtype)).sample
 
@@ -146,12 +159,13 @@ class DiffusionModel(torch.nn.Module):
         w = ((log_sigma.reshape(-1) - lo) / (hi - lo)).clamp(0, 1)
         return (idx - 1 + w).reshape(sigma.shape)
 
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
+                layout: torch.Tensor | None = None) -> torch.Tensor:
         """Denoiser D(x; sigma) ~ E[x0 | x] in the VE parametrisation x = x0 + sigma * eps."""
         s = sigma.reshape(-1, 1, 1, 1)
         c_in = 1 / (s**2 + 1) ** 0.5  # = sqrt(abar): back to the VP input the UNet was trained on
         t = self.sigma_to_t(sigma.reshape(-1)).expand(x.shape[0])
-        out = self.net(x * c_in, t, states, mask)
+        out = self.net(x * c_in, t, states, mask, layout)
         if self.config.prediction_type == "v_prediction":
             return x * c_in**2 - s * c_in * out  # x0 = sqrt(abar) x_t - sqrt(1 - abar) v
         return x - s * out

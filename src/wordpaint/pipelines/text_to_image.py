@@ -117,29 +117,43 @@ class TextToImagePipeline:
 
         return (self.planner or get_planner("rules")).plan(prompt, seed=seed)
 
-    def _condition_texts(self, prompts: list[str], seed: int) -> tuple[list[str], list[dict | None], list[str]]:
-        """(text to encode, plan dict, warnings) per prompt. Without a planner: the prompt itself.
-        With one: the plan's rewritten prompt (the grammar the model was trained on) when the plan
-        has objects, else the prompt with the planner's warning. The current models take no
-        boxes yet, so a plan steers generation through its rewritten prompt only."""
-        if self.planner is None:
+    def _condition(self, prompts: list[str], seed: int, plans: list | None) -> tuple[list[str], list, list[str]]:
+        """(text to encode, ScenePlan or None, warnings) per prompt. Without a planner or given
+        plans: the prompt itself. With a plan that has objects: the plan's rewritten prompt (the
+        grammar the model was trained on); a layout model also draws the plan's boxes."""
+        from wordpaint.text.plan import ScenePlan, is_valid, repair
+
+        if plans is not None:
+            if not isinstance(plans, (list, tuple)) or len(plans) != len(prompts) or not all(isinstance(p, ScenePlan) for p in plans):
+                raise WordpaintError(f"plans must be a list of ScenePlan, one per prompt ({len(prompts)}), got {type(plans).__name__}")
+            plans = [p if is_valid(p) else repair(p) for p in plans]
+        elif self.planner is not None:
+            plans = [self.planner.plan(p, seed=seed) for p in prompts]
+        else:
             return prompts, [None] * len(prompts), []
-        texts, plans, warnings = [], [], []
-        for p in prompts:
-            plan = self.planner.plan(p, seed=seed)
-            text = plan.prompt if plan.objects else p
+        texts, warnings = [], []
+        for p, plan in zip(prompts, plans):
+            text = plan.prompt if plan.objects and plan.prompt else p
             self.text_encoder.check_prompt(text)
             texts.append(text)
-            plans.append(plan.to_dict())
             warnings += [f"{p[:60]!r}: {w}" for w in plan.warnings]
-        return texts, plans, warnings
+        return texts, list(plans), warnings
+
+    def _layout(self, plan, height: int, width: int) -> torch.Tensor | None:
+        """(LAYOUT_CHANNELS, H, W) for a layout model and a plan with objects, else None."""
+        from wordpaint.text.layout import layout_from_plan, rasterize
+
+        if not self.model.config.layout_channels or plan is None or not plan.objects:
+            return None
+        objects, background = layout_from_plan(plan)
+        return rasterize(objects, background, height=height, width=width)
 
     # -- generation ----------------------------------------------------------------------------
     @property
     def resolution(self) -> int:
         return self.model.config.resolution
 
-    def _validate(self, prompt, steps, guidance, sampler, n, height, width, seed):
+    def _validate(self, prompt, steps, guidance, sampler, n, height, width, seed, plans=None):
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, (list, tuple)) or not prompts:
             raise WordpaintError(f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r:.60}")
@@ -148,7 +162,7 @@ class TextToImagePipeline:
                 raise WordpaintError(f"prompt must be a string, got {type(p).__name__}")
             if not p.strip():
                 raise WordpaintError("prompt is empty; describe the image, e.g. 'a red circle to the left of a blue square'")
-            if self.planner is None:  # with a planner, the plan's rewritten prompt is what gets encoded
+            if self.planner is None and plans is None:  # with a plan, its rewritten prompt is what gets encoded
                 self.text_encoder.check_prompt(p)
         _check_int("num_inference_steps", steps, 1, MAX_STEPS)
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
@@ -178,42 +192,53 @@ class TextToImagePipeline:
         width: int | None = None,
         sigma_schedule: str | None = None,
         batch_size: int = 16,
+        plans: list | None = None,
         show_progress: bool = False,
     ) -> TextToImageOutput:
         """Generate images. Image k (prompt-major) uses noise from seed + k, so a result does not
-        depend on batch size; ``seed=None`` draws a random seed (recorded in the metadata)."""
+        depend on batch size; ``seed=None`` draws a random seed (recorded in the metadata).
+        ``plans`` (one :class:`~wordpaint.text.plan.ScenePlan` per prompt) replaces the planner:
+        e.g. ground-truth layouts, or plans a user edited."""
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
         sampler = sampler or self.defaults["sampler"]
         schedule = sigma_schedule or self.defaults["sigma_schedule"]
         check_choice("sigma_schedule", schedule, SIGMA_SCHEDULES)
         height, width = height or self.resolution, width or self.resolution
-        prompts = self._validate(prompt, steps, guidance, sampler, num_images_per_prompt, height, width, seed)
+        prompts = self._validate(prompt, steps, guidance, sampler, num_images_per_prompt, height, width, seed, plans)
         _check_int("batch_size", batch_size, 1, 4096)
         if seed is None:
             seed = random.randrange(2**31)
-        texts, plans, warnings = self._condition_texts(prompts, seed)
-        jobs = [(p, t, pl) for p, t, pl in zip(prompts, texts, plans) for _ in range(num_images_per_prompt)]
+        plans_given = plans
+        texts, plans, warnings = self._condition(prompts, seed, plans)
+        layouts = [self._layout(pl, height, width) for pl in plans]
+        jobs = [(p, t, pl, lay) for p, t, pl, lay in zip(prompts, texts, plans, layouts) for _ in range(num_images_per_prompt)]
         sigmas = self.model.sigmas(steps, schedule)
         images, meta = [], []
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
             seeds = [seed + start + i for i in range(len(chunk))]
-            x = self.sample_batch([t for _, t, _ in chunk], seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler,
-                                  height=height, width=width, show_progress=show_progress)
+            lays = [lay for *_, lay in chunk]
+            lay = None if all(v is None for v in lays) else torch.stack([
+                v if v is not None else torch.zeros(self.model.config.layout_channels, height, width) for v in lays])
+            x = self.sample_batch([t for _, t, _, _ in chunk], seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler,
+                                  height=height, width=width, layouts=lay, show_progress=show_progress)
             images += to_pil(x)
-            for (p, t, pl), s in zip(chunk, seeds):
+            for (p, t, pl, _), s in zip(chunk, seeds):
                 m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
                      "sigma_schedule": schedule, "height": height, "width": width, "wordpaint_version": wordpaint.__version__}
                 if pl is not None:
-                    m.update(planner=self.planner.name, conditioning_prompt=t, plan=pl)
+                    m.update(planner=self.planner.name if self.planner is not None and plans_given is None else "given",
+                             conditioning_prompt=t, plan=pl.to_dict())
                 meta.append(m)
         return TextToImageOutput(images, meta, warnings)
 
     def sample_batch(self, prompts: list[str], *, seeds: list[int], sigmas: torch.Tensor, guidance_scale: float,
-                       sampler: str, height: int, width: int, show_progress: bool = False) -> torch.Tensor:
+                       sampler: str, height: int, width: int, layouts: torch.Tensor | None = None,
+                       show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
-        Returns (B, C, H, W) in [-1, 1]."""
+        ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
+        of guidance gets none). Returns (B, C, H, W) in [-1, 1]."""
         model = self.model
         cond = self.text_encoder.encode(prompts)
         b = len(prompts)
@@ -226,13 +251,15 @@ class TextToImagePipeline:
             L = max(cond.hidden_states.shape[1], unc.hidden_states.shape[1])
             states = torch.cat([_pad(cond.hidden_states, L), _pad(unc.hidden_states, L)])  # (2B, L, D)
             mask = torch.cat([_pad(cond.attention_mask, L), _pad(unc.attention_mask, L)])
+            if layouts is not None:
+                layouts = torch.cat([layouts, torch.zeros_like(layouts)])  # (2B, C_l, H, W)
         else:
             states, mask = cond.hidden_states, cond.attention_mask
 
         def denoiser(xs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             if not use_uncond:
-                return model.denoise(xs, sigma, states, mask).clamp(-1, 1)
-            d_c, d_u = model.denoise(torch.cat([xs, xs]), sigma, states, mask).chunk(2)
+                return model.denoise(xs, sigma, states, mask, layouts).clamp(-1, 1)
+            d_c, d_u = model.denoise(torch.cat([xs, xs]), sigma, states, mask, layouts).chunk(2)
             # classifier-free guidance on the denoised estimate; clamp keeps x0 in the data range
             return (d_u + guidance_scale * (d_c - d_u)).clamp(-1, 1)
 

