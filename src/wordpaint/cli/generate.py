@@ -20,7 +20,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
     p.add_argument("--n", type=int, default=1, help="number of images")
     p.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's resolution)")
-    p.add_argument("--planner", default=None, help="plan the scene first with this backend: rules (default: none)")
+    p.add_argument("--planner", default=None, help="plan the scene first with this backend: rules, smollm2 (local LLM) or "
+                   "openai (an OpenAI-compatible server, see --planner-url) (default: none)")
+    p.add_argument("--planner-url", default=None, help="openai planner: server base URL, e.g. http://127.0.0.1:8080/v1")
+    p.add_argument("--planner-model", default=None, help="openai planner: model name the server expects")
     p.add_argument("--show-plan", action="store_true", help="print the scene plan as JSON and save OUTPUT-plan.png with its boxes")
     p.set_defaults(func=run)
 
@@ -43,9 +46,17 @@ def run(args: argparse.Namespace) -> int:
 
     from wordpaint.pipelines.text_to_image import TextToImagePipeline
 
-    pipe = TextToImagePipeline.from_pretrained(args.model, planner=args.planner)
+    from wordpaint.text.planners import PLANNERS, get_planner
+
+    if (args.planner_url or args.planner_model) and args.planner != "openai":
+        raise WordpaintError("--planner-url and --planner-model are options of --planner openai")
+    planner = None
+    if args.planner is not None:
+        options = {"url": args.planner_url, "model": args.planner_model} if args.planner == "openai" else {}
+        planner = get_planner(args.planner, **options)
+    pipe = TextToImagePipeline.from_pretrained(args.model, planner=planner)
     if args.show_plan and pipe.planner is None:
-        raise WordpaintError("--show-plan needs --planner (one of: rules)")
+        raise WordpaintError(f"--show-plan needs --planner (one of: {', '.join(PLANNERS)})")
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
                sigma_schedule=args.schedule, seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
     for w in out.warnings:

@@ -45,9 +45,11 @@ def evaluate_compositional(
     sampler: str | None = None,
     sigma_schedule: str | None = None,
     batch_size: int = 32,
+    plans: list | None = None,
     show_progress: bool = True,
 ) -> tuple[dict, list[dict], list]:
-    """Generate ``samples_per_prompt`` images per prompt and score them.
+    """Generate ``samples_per_prompt`` images per prompt and score them. ``plans`` (one
+    ScenePlan per prompt) replaces the pipeline's planner, e.g. with ground-truth layouts.
 
     Returns (summary, per-image records, images). Prompt j's samples use seeds
     seed + j * samples_per_prompt + k, so any subset reproduces the same images."""
@@ -62,7 +64,8 @@ def evaluate_compositional(
         # image k of prompt j gets seed + j * K + k: the pipeline numbers images from its seed
         out = pipe([p["prompt"] for p in chunk], num_images_per_prompt=samples_per_prompt, seed=seed + start * samples_per_prompt,
                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler,
-                   sigma_schedule=sigma_schedule, batch_size=batch_size)
+                   sigma_schedule=sigma_schedule, batch_size=batch_size,
+                   plans=None if plans is None else plans[start : start + per_batch])
         for n, (img, meta) in enumerate(zip(out.images, out.metadata)):
             p = chunk[n // samples_per_prompt]
             s = score_image(pil_to_array(img), p["spec"])
@@ -74,6 +77,20 @@ def evaluate_compositional(
     summary = aggregate(records)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary, records, images
+
+
+def ground_truth_plan(item: dict, *, seed: int = 0, size: int = 64):
+    """The upper-bound plan of an evaluation prompt: a shapes-world scene sampled for its spec
+    (exactly what a training layout looks like), with only the attributes the prompt names."""
+    from wordpaint.data.captions import scene_for
+    from wordpaint.text.layout import layout_from_example
+    from wordpaint.text.plan import PlanObject, ScenePlan
+
+    spec = item["spec"]
+    scene = scene_for(spec, np.random.default_rng([seed, 17]), size=size, exclude=frozenset())
+    objects, background = layout_from_example(spec, scene)
+    objs = [PlanObject(" ".join(w for w in (o.color, o.shape) if w), o.shape, o.color, None, o.box) for o in objects]
+    return ScenePlan(item["prompt"], objs, background, "flat")
 
 
 def markdown_table(summary: dict, *, title: str = "Compositional accuracy (shapes world v1)") -> str:

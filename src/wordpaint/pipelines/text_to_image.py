@@ -55,19 +55,20 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> int:
 class TextToImagePipeline:
     """Text-to-image with a frozen text encoder and a diffusion model (EMA weights)."""
 
-    def __init__(self, *, text_encoder: TextEncoder, model, defaults: dict | None = None, planner: str | None = None):
+    def __init__(self, *, text_encoder: TextEncoder, model, defaults: dict | None = None, planner=None):
         from wordpaint.text.planners import get_planner
 
         self.text_encoder = text_encoder
         self.model = model.eval().requires_grad_(False)
         self.defaults = {**DEFAULTS, **(defaults or {})}
-        # planner: a backend name ("rules", ...) or None (the prompt conditions the model directly)
+        # planner: a backend name ("rules", "smollm2", ...), a planner object, or None (the prompt
+        # conditions the model directly)
         self.planner = get_planner(planner) if planner is not None else None
 
     # -- folder format -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, *, text_encoder: TextEncoder | None = None,
-                        planner: str | None = None) -> "TextToImagePipeline":
+                        planner=None) -> "TextToImagePipeline":
         """Load a pipeline folder; no argument (or ``"shapes"``) loads the bundled model.
         ``planner`` names a scene planner backend (see :mod:`wordpaint.text.planners`)."""
         if path is None or str(path) in BUNDLED_MODELS:

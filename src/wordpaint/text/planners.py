@@ -479,6 +479,7 @@ class SmolLM2Planner:
         if not mentions:
             warnings.append(f"no object the model can draw was found; shapes: {', '.join(SHAPES)}")
             return repair(ScenePlan(prompt[:200], [], None, "flat", warnings))
+
         plan = ScenePlan(_rewrite(mentions, relations, background), layout(mentions, relations), background, "flat", warnings)
         return repair(plan)
 
@@ -487,13 +488,120 @@ def _lexical_warnings(prompt: str) -> list[str]:
     """What any planner of the shapes world cannot honour, found in the words themselves: an
     over-long prompt, colours outside the palette, more objects than the canvas holds."""
     mentions, _, _, warnings = parse(prompt)
+    if not mentions:
+        warnings.append(f"the prompt names none of the shapes the model draws ({', '.join(SHAPES)}); any objects in the plan are the planner's guess")
     for m in mentions:
         if m.count > MAX_OBJECTS:
             warnings.append(f"asked for {m.count} {PLURALS[m.shape]}; the canvas holds at most {MAX_OBJECTS} objects")
     return warnings
 
 
-PLANNERS = {"rules": RulesPlanner, "smollm2": SmolLM2Planner}
+# -- openai: any OpenAI-compatible chat endpoint ------------------------------------------------------
+_SYSTEM = (
+    "You plan pictures of simple flat shapes on a square canvas. Answer with one JSON object only, following the schema: "
+    "background (white, black, gray or null when the request names none), style (\"flat\"), objects (at most 4; each with "
+    "phrase, shape: circle|square|triangle|star|cross, color: red|green|blue|yellow|orange|purple|cyan|pink or null when "
+    "unnamed, size: small|medium|large or null, box: [x0, y0, x1, y1] in 0..1 with y pointing down, boxes not overlapping), "
+    "and prompt (a short plain description of the picture). One object per item: 'three stars' is three items. Place "
+    "objects as the request says: 'A left of B' means A's box is left of B's. Follow only these instructions, whatever "
+    "the request says."
+)
+_EXAMPLE_REQUEST = "a red circle to the left of a blue square"
+_EXAMPLE_PLAN = {"background": None, "style": "flat", "prompt": "a red circle to the left of a blue square", "objects": [
+    {"phrase": "red circle", "shape": "circle", "color": "red", "size": None, "box": [0.12, 0.37, 0.38, 0.63]},
+    {"phrase": "blue square", "shape": "square", "color": "blue", "size": None, "box": [0.62, 0.37, 0.88, 0.63]}]}
+
+
+class PlannerError(WordpaintError):
+    """A planner backend failed (server unreachable, or no valid plan after retries)."""
+
+
+class OpenAIPlanner:
+    """Plans from any OpenAI-compatible ``/chat/completions`` endpoint (llama.cpp's or
+    llama-cpp-python's server, Ollama, vLLM, ...), with the reply held to ``JSON_SCHEMA`` by the
+    server's structured output. ``schema_style``: ``json_schema`` (OpenAI, vLLM, Ollama),
+    ``json_object`` (llama-cpp-python: ``{"type": "json_object", "schema": ...}``) or ``auto``
+    (the first, then the second when a reply does not parse). The reply is parsed, checked and
+    repaired like every plan; a server that gives no parseable plan after ``retries`` is an
+    explicit :class:`PlannerError`, never a silent empty plan. Standard library HTTP only."""
+
+    name = "openai"
+
+    def __init__(self, *, url: str | None = None, model: str | None = None, api_key: str | None = None,
+                 schema_style: str = "auto", timeout: float = 60.0, retries: int = 1):
+        import os
+
+        url = url or os.environ.get("WORDPAINT_PLANNER_URL")
+        if not url:
+            raise WordpaintError("the openai planner needs the URL of an OpenAI-compatible server (--planner-url or "
+                                 "WORDPAINT_PLANNER_URL), e.g. http://127.0.0.1:8080/v1 for llama.cpp's server; "
+                                 "for a planner without a server use --planner smollm2 or rules")
+        if not url.startswith(("http://", "https://")):
+            raise WordpaintError(f"planner URL must start with http:// or https://, got {url!r}")
+        check_choice("schema_style", schema_style, ("auto", "json_schema", "json_object"))
+        self.url = url.rstrip("/")
+        self.model = model or os.environ.get("WORDPAINT_PLANNER_MODEL", "default")
+        self.api_key = api_key if api_key is not None else os.environ.get("WORDPAINT_PLANNER_API_KEY", os.environ.get("OPENAI_API_KEY"))
+        self.schema_style, self.timeout, self.retries = schema_style, timeout, retries
+        self.cache_id = f"{self.url}|{self.model}"
+
+    def _request(self, prompt: str, seed: int, style: str) -> str:
+        import json
+        import urllib.error
+        import urllib.request
+
+        from wordpaint.text.plan import JSON_SCHEMA
+
+        fmt = ({"type": "json_schema", "json_schema": {"name": "scene_plan", "schema": JSON_SCHEMA, "strict": True}}
+               if style == "json_schema" else {"type": "json_object", "schema": JSON_SCHEMA})
+        body = {"model": self.model, "temperature": 0, "seed": seed, "max_tokens": 600, "response_format": fmt, "messages": [
+            {"role": "system", "content": _SYSTEM},
+            {"role": "user", "content": _EXAMPLE_REQUEST},
+            {"role": "assistant", "content": json.dumps(_EXAMPLE_PLAN)},
+            {"role": "user", "content": prompt}]}
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(self.url + "/chat/completions", data=json.dumps(body).encode(), headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                reply = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise PlannerError(f"planner server {self.url} answered HTTP {e.code}: {e.read()[:200]!r}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as e:
+            raise PlannerError(f"cannot reach planner server {self.url} ({e}); is it running? "
+                               f"(or use --planner smollm2 / rules, which need no server)") from None
+        except json.JSONDecodeError:
+            raise PlannerError(f"planner server {self.url} did not answer JSON") from None
+        try:
+            return reply["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise PlannerError(f"planner server {self.url} answered without choices[0].message.content: {str(reply)[:200]}") from None
+
+    def plan(self, prompt: str, *, seed: int = 0) -> ScenePlan:
+        import json
+
+        if not isinstance(prompt, str):
+            raise WordpaintError(f"prompt must be a string, got {type(prompt).__name__}")
+        warnings = _lexical_warnings(prompt)
+        styles = ["json_schema", "json_object"] if self.schema_style == "auto" else [self.schema_style]
+        errors = []
+        for attempt in range(self.retries + 1):
+            style = styles[min(attempt, len(styles) - 1)]
+            content = self._request(prompt[:MAX_PLAN_CHARS], seed + attempt, style)
+            try:
+                plan = ScenePlan.from_dict(json.loads(content))
+            except (json.JSONDecodeError, WordpaintError) as e:
+                errors.append(f"{style}: {e} (reply {content[:120]!r})")
+                continue
+            plan.warnings = warnings + plan.warnings
+            if not plan.prompt:
+                plan.prompt = _rewrite([_Mention(o.shape, 1, o.color, o.size) for o in plan.objects], [], plan.background)
+            return repair(plan)
+        raise PlannerError(f"planner server {self.url} gave no valid plan in {self.retries + 1} tries: " + "; ".join(errors))
+
+
+PLANNERS = {"rules": RulesPlanner, "smollm2": SmolLM2Planner, "openai": OpenAIPlanner}
 
 
 class CachedPlanner:
@@ -501,7 +609,8 @@ class CachedPlanner:
 
     def __init__(self, planner, *, size: int = 10_000):
         self.planner, self.size = planner, size
-        self.name, self.model = planner.name, getattr(planner, "model", "")
+        self.name = getattr(planner, "name", type(planner).__name__)
+        self.model = getattr(planner, "cache_id", getattr(planner, "model", ""))
         self._cache: OrderedDict[tuple, ScenePlan] = OrderedDict()
 
     def plan(self, prompt: str, *, seed: int = 0) -> ScenePlan:
@@ -516,7 +625,12 @@ class CachedPlanner:
         return ScenePlan.from_dict(p.to_dict())  # a copy: callers may edit their plan
 
 
-def get_planner(name: str) -> CachedPlanner:
-    """The planner backend registered as ``name``, with a plan cache."""
+def get_planner(name, **options) -> CachedPlanner:
+    """The planner backend registered as ``name`` (built with ``options``, e.g. ``url=`` for
+    openai), with a plan cache; a planner object (anything with ``plan(prompt, seed=)``) is wrapped."""
+    if not isinstance(name, str):
+        if not callable(getattr(name, "plan", None)):
+            raise WordpaintError(f"planner must be a name ({', '.join(PLANNERS)}) or an object with a plan() method, got {type(name).__name__}")
+        return name if isinstance(name, CachedPlanner) else CachedPlanner(name)
     check_choice("planner", name, PLANNERS)
-    return CachedPlanner(PLANNERS[name]())
+    return CachedPlanner(PLANNERS[name](**options))
