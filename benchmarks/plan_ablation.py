@@ -77,7 +77,7 @@ def main() -> None:
     for c in conditions:
         if c not in CONDITIONS:
             sys.exit(f"unknown condition {c!r}; expected some of: {', '.join(CONDITIONS)}")
-    pipe = TextToImagePipeline.from_pretrained(args.model)
+    pipe = TextToImagePipeline.from_pretrained(args.model, planner=None)  # conditions choose their planner
     res = pipe.resolution
     sets = {"builtin": load_prompts(), "paraphrase": load_prompts(PARAPHRASE)}
     results: dict = {"settings": {**vars(args), "model_layout_channels": pipe.model.config.layout_channels,

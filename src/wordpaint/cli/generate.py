@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, default=1, help="number of images")
     p.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's resolution)")
     p.add_argument("--planner", default=None, help="plan the scene first with this backend: rules, smollm2 (local LLM) or "
-                   "openai (an OpenAI-compatible server, see --planner-url) (default: none)")
+                   "openai (an OpenAI-compatible server, see --planner-url); none to draw from the prompt alone "
+                   "(default: the model's, rules for the bundled layout model)")
     p.add_argument("--planner-url", default=None, help="openai planner: server base URL, e.g. http://127.0.0.1:8080/v1")
     p.add_argument("--planner-model", default=None, help="openai planner: model name the server expects")
     p.add_argument("--show-plan", action="store_true", help="print the scene plan as JSON and save OUTPUT-plan.png with its boxes")
@@ -50,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.planner_url or args.planner_model) and args.planner != "openai":
         raise WordpaintError("--planner-url and --planner-model are options of --planner openai")
-    planner = None
-    if args.planner is not None:
+    planner = "default"
+    if args.planner == "none":
+        planner = None
+    elif args.planner is not None:
         options = {"url": args.planner_url, "model": args.planner_model} if args.planner == "openai" else {}
         planner = get_planner(args.planner, **options)
     pipe = TextToImagePipeline.from_pretrained(args.model, planner=planner)

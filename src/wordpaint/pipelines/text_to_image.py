@@ -68,9 +68,11 @@ class TextToImagePipeline:
     # -- folder format -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, *, text_encoder: TextEncoder | None = None,
-                        planner=None) -> "TextToImagePipeline":
+                        planner="default") -> "TextToImagePipeline":
         """Load a pipeline folder; no argument (or ``"shapes"``) loads the bundled model.
-        ``planner`` names a scene planner backend (see :mod:`wordpaint.text.planners`)."""
+        ``planner`` names a scene planner backend (see :mod:`wordpaint.text.planners`) or is a
+        planner object; ``"default"`` takes the folder's default (``defaults["planner"]`` in
+        model_index.json: the bundled layout model plans with ``rules``); None plans nothing."""
         if path is None or str(path) in BUNDLED_MODELS:
             path = BUNDLED_MODELS["shapes" if path is None else str(path)]
             if not (Path(path) / "model_index.json").is_file():
@@ -94,7 +96,10 @@ class TextToImagePipeline:
             raise ModelLoadError(
                 f"model expects text states of width {model.config.cross_attention_dim}, the text encoder gives {text_encoder.dim}"
             )
-        return cls(text_encoder=text_encoder, model=model, defaults=index.get("defaults"), planner=planner)
+        defaults = dict(index.get("defaults") or {})
+        if isinstance(planner, str) and planner == "default":
+            planner = defaults.get("planner")
+        return cls(text_encoder=text_encoder, model=model, defaults=defaults, planner=planner)
 
     def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
         """Write the pipeline folder atomically (``dtype=torch.float16`` halves the file)."""
