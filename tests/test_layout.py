@@ -93,7 +93,7 @@ def test_warm_start_from_a_prompt_only_model_changes_nothing():
         ref = base.net(x, t, states, mask)
         assert torch.allclose(lay_model.net(x, t, states, mask, layout), ref, atol=1e-6)
         assert torch.allclose(lay_model.net(x, t, states, mask), ref, atol=1e-6)
-    assert widen_conv_in(base.state_dict(), base) .keys() == base.state_dict().keys()
+    assert widen_conv_in(base.state_dict(), base).keys() == base.state_dict().keys()
 
 
 @pytest.fixture(scope="module")

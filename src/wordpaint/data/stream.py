@@ -49,10 +49,10 @@ class ShapesStream(torch.utils.data.IterableDataset):
         """(LAYOUT_CHANNELS, H, W) ground-truth layout of example i (zeros when dropped)."""
         from wordpaint.text.layout import layout_from_example, rasterize
 
+        if self._drops(i)[1]:
+            return rasterize([], None, height=self.size, width=self.size)
         ex = self.example(i)
-        objects, background = layout_from_example(ex.spec, ex.scene)
-        return rasterize([] if self._drops(i)[1] else objects, None if self._drops(i)[1] else background,
-                         height=self.size, width=self.size)
+        return rasterize(*layout_from_example(ex.spec, ex.scene), height=self.size, width=self.size)
 
     def layouts(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """(B, LAYOUT_CHANNELS, H, W) layouts of the examples of :meth:`batch` (same indices)."""

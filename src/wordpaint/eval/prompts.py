@@ -68,7 +68,7 @@ def generate_paraphrase_set(*, per_task: int = 10, seed: int = 7) -> list[dict]:
     out: list[dict] = []
     for task in TASKS:
         seen: set[str] = set()
-        while len([o for o in out if o["task"] == task]) < per_task:
+        while len(seen) < per_task:
             spec = sample_spec(rng, task, exclude=HELD_OUT_PAIRS, p_size=0.0, p_background=0.0)
             objs = spec["objects"]
             if task in ("colors", "color_attr", "position"):  # these templates name the colours

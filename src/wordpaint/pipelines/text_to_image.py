@@ -146,11 +146,14 @@ class TextToImagePipeline:
         return texts, list(plans), warnings
 
     def _layout(self, plan, height: int, width: int) -> torch.Tensor | None:
-        """(LAYOUT_CHANNELS, H, W) for a layout model and a plan with objects, else None."""
+        """(LAYOUT_CHANNELS, H, W) for a layout model (zeros without a plan with objects: the
+        model's "no layout"), None for a prompt-only model."""
         from wordpaint.text.layout import layout_from_plan, rasterize
 
-        if not self.model.config.layout_channels or plan is None or not plan.objects:
+        if not self.model.config.layout_channels:
             return None
+        if plan is None or not plan.objects:
+            return torch.zeros(self.model.config.layout_channels, height, width)
         objects, background = layout_from_plan(plan)
         return rasterize(objects, background, height=height, width=width)
 
@@ -215,7 +218,7 @@ class TextToImagePipeline:
         _check_int("batch_size", batch_size, 1, 4096)
         if seed is None:
             seed = random.randrange(2**31)
-        plans_given = plans
+        planner_name = "given" if plans is not None else getattr(self.planner, "name", None)
         texts, plans, warnings = self._condition(prompts, seed, plans)
         layouts = [self._layout(pl, height, width) for pl in plans]
         jobs = [(p, t, pl, lay) for p, t, pl, lay in zip(prompts, texts, plans, layouts) for _ in range(num_images_per_prompt)]
@@ -225,8 +228,7 @@ class TextToImagePipeline:
             chunk = jobs[start : start + batch_size]
             seeds = [seed + start + i for i in range(len(chunk))]
             lays = [lay for *_, lay in chunk]
-            lay = None if all(v is None for v in lays) else torch.stack([
-                v if v is not None else torch.zeros(self.model.config.layout_channels, height, width) for v in lays])
+            lay = None if lays[0] is None else torch.stack(lays)  # (B, C_l, H, W) for a layout model
             x = self.sample_batch([t for _, t, _, _ in chunk], seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler,
                                   height=height, width=width, layouts=lay, show_progress=show_progress)
             images += to_pil(x)
@@ -234,8 +236,7 @@ class TextToImagePipeline:
                 m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
                      "sigma_schedule": schedule, "height": height, "width": width, "wordpaint_version": wordpaint.__version__}
                 if pl is not None:
-                    m.update(planner=self.planner.name if self.planner is not None and plans_given is None else "given",
-                             conditioning_prompt=t, plan=pl.to_dict())
+                    m.update(planner=planner_name, conditioning_prompt=t, plan=pl.to_dict())
                 meta.append(m)
         return TextToImageOutput(images, meta, warnings)
 

@@ -217,7 +217,7 @@ class RulesPlanner:
         relations = _consistent(relations, warnings)
         too_many = [m for m in mentions if m.count > MAX_OBJECTS]
         for m in too_many:
-            warnings.append(f"asked for {m.count} {PLURALS[m.shape]}; the canvas holds at most {MAX_OBJECTS} objects")
+            warnings.append(_too_many(m))
             m.count = MAX_OBJECTS
         mentions = [m for m in mentions if m.count > 0]
         if not mentions:
@@ -394,12 +394,12 @@ class _ConstrainedLM:
             done = [o for o in alive if len(seqs[o]) == len(prefix)]
             if done and len(alive) == 1:
                 return done[0]
+            if done:  # an option that is a prefix of another: the grammar avoids this
+                raise AssertionError(f"option {done[0]!r} is a prefix of another option")
             if len(alive) == 1 and prefix:  # the rest of the only option left: one forward pass
                 self.feed(seqs[alive[0]][len(prefix):])
                 return alive[0]
-            allowed = sorted({seqs[o][len(prefix)] for o in alive if len(seqs[o]) > len(prefix)})
-            if done:  # an option that is a prefix of another: ending here is one more choice
-                raise AssertionError(f"option {done[0]!r} is a prefix of another option")  # the grammar avoids this
+            allowed = sorted({seqs[o][len(prefix)] for o in alive})
             nxt = allowed[int(self.logits[allowed].argmax())]
             prefix.append(nxt)
             self.feed([nxt])
@@ -476,8 +476,7 @@ class SmolLM2Planner:
             raise WordpaintError(f"prompt must be a string, got {type(prompt).__name__}")
         warnings = _lexical_warnings(prompt)
         mentions, relations, background = self.slots(prompt[:MAX_PLAN_CHARS])
-        if not mentions:
-            warnings.append(f"no object the model can draw was found; shapes: {', '.join(SHAPES)}")
+        if not mentions:  # repair() adds the "no object the model can draw" warning
             return repair(ScenePlan(prompt[:200], [], None, "flat", warnings))
 
         plan = ScenePlan(_rewrite(mentions, relations, background), layout(mentions, relations), background, "flat", warnings)
@@ -490,10 +489,11 @@ def _lexical_warnings(prompt: str) -> list[str]:
     mentions, _, _, warnings = parse(prompt)
     if not mentions:
         warnings.append(f"the prompt names none of the shapes the model draws ({', '.join(SHAPES)}); any objects in the plan are the planner's guess")
-    for m in mentions:
-        if m.count > MAX_OBJECTS:
-            warnings.append(f"asked for {m.count} {PLURALS[m.shape]}; the canvas holds at most {MAX_OBJECTS} objects")
-    return warnings
+    return warnings + [_too_many(m) for m in mentions if m.count > MAX_OBJECTS]
+
+
+def _too_many(m: _Mention) -> str:
+    return f"asked for {m.count} {PLURALS[m.shape]}; the canvas holds at most {MAX_OBJECTS} objects"
 
 
 # -- openai: any OpenAI-compatible chat endpoint ------------------------------------------------------
