@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     c.add_argument("--sampler", default=None)
     c.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras")
     c.add_argument("--limit-per-task", type=int, default=None, help="use only the first N prompts of each task")
+    c.add_argument("--planner", default="default",
+                   help="scene planner: default (the model's own, rules for the bundled model), rules, smollm2, openai or none")
     c.add_argument("--out", default="eval-compositional", help="folder for results.json, results.md, samples.png")
     c.set_defaults(func=run_compositional)
     r = s.add_parser("report", help="a full report folder for a suite (shapes, fashion): JSON, Markdown, grids, plots")
@@ -50,7 +52,7 @@ def run_compositional(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts)
     if args.limit_per_task is not None:
         prompts = subset(prompts, args.limit_per_task)
-    pipe = TextToImagePipeline.from_pretrained(args.model)
+    pipe = TextToImagePipeline.from_pretrained(args.model, planner=None if args.planner == "none" else args.planner)
     summary, records, images = evaluate_compositional(
         pipe, prompts, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
         num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
@@ -58,6 +60,7 @@ def run_compositional(args: argparse.Namespace) -> int:
     settings = {
         "model": args.model or "shapes (bundled)", "prompts": args.prompts or "built-in compositional_v1 (50 per task)",
         "n_prompts": len(prompts), "samples_per_prompt": args.samples_per_prompt, "seed": args.seed,
+        "planner": getattr(pipe.planner, "name", None) if pipe.planner is not None else "none (prompt only)",
         "num_inference_steps": args.steps or pipe.defaults["num_inference_steps"],
         "guidance_scale": args.guidance if args.guidance is not None else pipe.defaults["guidance_scale"],
         "sampler": args.sampler or pipe.defaults["sampler"],

@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from wordpaint import __version__
-from wordpaint.cli import data, evaluate, generate, train
+from wordpaint.cli import clip, data, evaluate, generate, train
 
-COMMANDS = {"generate": generate, "train": train, "eval": evaluate, "data": data}
+COMMANDS = {"generate": generate, "train": train, "eval": evaluate, "data": data, "clip": clip}
 
 
 def build_parser() -> argparse.ArgumentParser:

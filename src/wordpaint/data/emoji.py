@@ -245,7 +245,9 @@ def rasterise_many(jobs: list[tuple[str, str, int]], *, workers: int = 2, timeou
     ``timeout`` seconds is skipped (its worker pool is replaced) and the rest go on."""
     results: list[tuple[bytes | None, str | None]] = [(None, "not run")] * len(jobs)
     pending = list(range(len(jobs)))
-    ctx = multiprocessing.get_context("spawn")  # no inherited threads or torch state
+    # fork: workers need no re-import of __main__ (spawn fails under `python -` or a notebook);
+    # they only run PIL and resvg, never torch, so inherited thread pools are never touched
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     while pending:
         pool = ctx.Pool(max(1, workers))
         try:

@@ -102,16 +102,21 @@ def load_image_folder(folder) -> list:
     """All PNG/JPEG images directly in ``folder`` (sorted by name), as PIL images."""
     from pathlib import Path
 
-    from PIL import Image, UnidentifiedImageError
-
     folder = Path(folder)
     if not folder.is_dir():
         raise WordpaintError(f"image folder {folder} does not exist")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
     if not files:
         raise WordpaintError(f"image folder {folder} holds no .png/.jpg/.webp images")
+    return load_images(files)
+
+
+def load_images(paths) -> list:
+    """PIL images of the given files; a missing or unreadable file is an error naming it."""
+    from PIL import Image, UnidentifiedImageError
+
     images = []
-    for p in files:
+    for p in paths:
         try:
             with Image.open(p) as im:
                 im.load()

@@ -9,15 +9,19 @@ Classifier-free guidance comes from condition dropout, done on captions by the d
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from wordpaint.models.config import ConfigMixin
+
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(ConfigMixin):
     """Everything needed to rebuild the network and its noise schedule."""
+
+    family = "diffusion"  # class attribute (no annotation): not a config field
 
     resolution: int = 48
     in_channels: int = 3
@@ -53,22 +57,13 @@ class DiffusionConfig:
     def downsample_factor(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
         if d.get("prediction_type", "v_prediction") not in ("epsilon", "v_prediction"):
             raise ValueError(f"unknown prediction_type {d['prediction_type']!r}; expected epsilon or v_prediction")
         if d.get("timestep_sampling", "uniform") not in ("uniform", "lognormal"):
             raise ValueError(f"unknown timestep_sampling {d['timestep_sampling']!r}; expected uniform or lognormal")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names - {"family", "wordpaint_version"})
-        if unknown:
-            raise ValueError(f"unknown diffusion config keys: {unknown}; expected some of: {sorted(names)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
-        return cls(**kw)
+        return super().from_dict(d)
 
 
 def make_alphas_cumprod(config: DiffusionConfig) -> torch.Tensor:

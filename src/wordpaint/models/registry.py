@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 from wordpaint.errors import check_choice
+from wordpaint.models.clip import ClipConfig, ClipModel
 from wordpaint.models.diffusion import DiffusionConfig, DiffusionModel
 
-FAMILIES = {"diffusion": (DiffusionConfig, DiffusionModel)}
+FAMILIES = {"diffusion": (DiffusionConfig, DiffusionModel), "clip": (ClipConfig, ClipModel)}
 
 PRESETS: dict[str, tuple[str, dict]] = {
     "tiny": (

@@ -1,0 +1,23 @@
+"""The shared part of every model config: a dataclass that round-trips through ``config.json``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+
+class ConfigMixin:
+    """``to_dict`` (tuples as lists, JSON-ready) and ``from_dict`` (lists back to tuples; unknown
+    keys are an error naming the accepted ones). Mixed into each model's config dataclass."""
+
+    family: str = "model"
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names - {"family", "wordpaint_version"})
+        if unknown:
+            raise ValueError(f"unknown {cls.family} config keys: {unknown}; expected some of: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})

@@ -1,0 +1,94 @@
+"""wordpaint-clip: the contrastive loss, save/load, CLIP-score through torchmetrics, zero-shot
+classification, retrieval metrics, and the image-folder reader it trains from."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from wordpaint.data.imagefolder import SkippedFileWarning, load_imagefolder
+from wordpaint.errors import ModelLoadError, WordpaintError
+from wordpaint.models.clip import ClipConfig, ClipModel, WordpaintClip
+from wordpaint.training.clip import recall_at
+
+TINY = ClipConfig(hidden_dim=32, embed_dim=16, dropout=0.0)
+
+
+def test_loss_falls_when_pairs_are_learnable():
+    torch.manual_seed(0)
+    n = 64
+    img, txt = torch.randn(n, 1280), torch.randn(n, 384)
+    model = ClipModel(TINY)
+    batch = {"image_features": img, "text_features": txt}
+    first = model(batch).item()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = model(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
+    # a caption repeated in the batch is a positive for every image that has it (soft targets)
+    ids = torch.tensor([0, 0, 1, 2])
+    b = {"image_features": img[:4], "text_features": txt[[0, 0, 1, 2]], "text_ids": ids}
+    with torch.no_grad():
+        logits = model.logit_scale.exp() * model.embed_image_features(b["image_features"]) @ model.embed_text_features(b["text_features"]).T
+        target = torch.tensor([[.5, .5, 0, 0], [.5, .5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+        want = (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.T.log_softmax(1)).sum(1).mean()) / 2
+        assert model(b).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_recall_at():
+    sim = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.1, 0.2, 0.3]])
+    r = recall_at(sim, ks=(1, 2))
+    assert r == {"recall@1": pytest.approx(2 / 3), "recall@2": 1.0}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("clip") / "model"
+    WordpaintClip(ClipModel(TINY)).save_pretrained(path)
+    return WordpaintClip.from_pretrained(path)
+
+
+def test_round_trip_and_scores(clip, tmp_path):
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    s = clip.score(x, ["a red apple", "a fox"])
+    assert s.shape == (2,) and (s.abs() <= 100).all()
+    clip.save_pretrained(tmp_path / "again")
+    again = WordpaintClip.from_pretrained(tmp_path / "again", text_encoder=clip.text_encoder)
+    assert torch.equal(again.score(x, ["a red apple", "a fox"]), s)
+    # torchmetrics' CLIPScore, fed by wordpaint-clip, gives the mean of the same scores
+    metric = clip.clip_score_metric()
+    metric.update(list(x), ["a red apple", "a fox"])
+    assert metric.compute().item() == pytest.approx(max(s.mean().item(), 0.0), abs=1e-3)
+    probs = clip.classify(x, ["apple", "fox", "cat"])
+    assert probs.shape == (2, 3) and torch.allclose(probs.sum(1), torch.ones(2))
+
+
+def test_bad_input(clip, tmp_path):
+    with pytest.raises(ModelLoadError, match="no wordpaint-clip model"):
+        WordpaintClip.from_pretrained(tmp_path / "nothing")
+    with pytest.raises(WordpaintError, match="one text per image"):
+        clip.score(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), ["only one"])
+    with pytest.raises(WordpaintError, match="at least one label"):
+        clip.classify(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), [])
+
+
+def test_imagefolder_skips_bad_lines_and_files_by_name(tmp_path):
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(tmp_path / "a.png")  # fully transparent -> white
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    lines = [{"file_name": "a.png", "text": "a thing"}, {"file_name": "b.png", "text": "broken"},
+             {"file_name": "a.png"}, {"file_name": "a.png", "text": "x", "split": "heldout"}]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\nnot json\n")
+    with pytest.warns(SkippedFileWarning) as rec:
+        rows, images, skipped = load_imagefolder(tmp_path, size=16, splits=("train",))
+    assert [r["text"] for r in rows] == ["a thing"]
+    assert images[0].shape == (3, 16, 16) and images[0].min() == 255
+    reasons = " | ".join(f"{s['file']}: {s['reason']}" for s in skipped)
+    assert "b.png: unreadable image" in reasons and "no text for a.png" in reasons and ":5: not JSON" in reasons
+    assert len(rec) == 3
+    with pytest.raises(WordpaintError, match="no metadata.jsonl"):
+        load_imagefolder(tmp_path / "missing")
