@@ -12,6 +12,15 @@ from PIL import Image, PngImagePlugin
 from wordpaint.io import atomic_path
 
 
+def on_white(img: Image.Image) -> Image.Image:
+    """RGB copy of ``img`` with any transparency (RGBA, LA, P with a transparent index)
+    composited on opaque white: the one convention for transparent inputs everywhere."""
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def to_pil(x) -> list[Image.Image]:
     """(B, 3, H, W) or (B, 1, H, W) tensor in [-1, 1] -> list of RGB or grayscale ("L") PIL images."""
     arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to("cpu").byte().permute(0, 2, 3, 1).numpy()

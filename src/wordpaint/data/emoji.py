@@ -90,10 +90,15 @@ def concept_of(hexcode: str) -> str:
     return "-".join(p for p in hexcode.upper().split("-") if p and p != "FE0F")
 
 
+def short_caption(name: str, style: str) -> str:
+    """The generation prompt and zero-shot label of an emoji: "fox in twemoji style"."""
+    return f"{name} in {style} style"
+
+
 def caption(name: str, keywords: list[str], style: str) -> str:
     """The stored caption: name, up to three keywords that add words, and the style."""
     extra = [k for k in keywords if k.lower() not in name.lower()][:3]
-    return f"{name} ({', '.join(extra)}) in {style} style" if extra else f"{name} in {style} style"
+    return f"{name} ({', '.join(extra)}) in {style} style" if extra else short_caption(name, style)
 
 
 # ----------------------------------------------------------------------------- fetching packages
@@ -214,6 +219,8 @@ def rasterise(path: str, fmt: str, size: int) -> bytes:
     ValueError for a file that cannot be decoded."""
     from PIL import Image
 
+    from wordpaint.images import on_white
+
     if fmt == "svg":
         import resvg_py
 
@@ -222,13 +229,11 @@ def rasterise(path: str, fmt: str, size: int) -> bytes:
     else:
         img = Image.open(path)
     img.load()
-    img = img.convert("RGBA")
+    img = img.convert("RGBA")  # resize with alpha, then composite
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.LANCZOS)
-    out = Image.new("RGB", img.size, (255, 255, 255))
-    out.paste(img, mask=img.getchannel("A"))
     buf = io.BytesIO()
-    out.save(buf, format="PNG", optimize=False)  # no text chunks: same pixels -> same bytes
+    on_white(img).save(buf, format="PNG", optimize=False)  # no text chunks: same pixels -> same bytes
     return buf.getvalue()
 
 

@@ -29,6 +29,8 @@ def load_imagefolder(folder: str | os.PathLike, *, size: int | None = None,
     import numpy as np
     from PIL import Image
 
+    from wordpaint.images import on_white
+
     folder = Path(folder)
     meta = folder / "metadata.jsonl"
     if not meta.is_file():
@@ -66,10 +68,8 @@ def load_imagefolder(folder: str | os.PathLike, *, size: int | None = None,
             continue
         if size is not None and img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.LANCZOS)
-        rgb = Image.new("RGB", img.size, (255, 255, 255))
-        rgb.paste(img, mask=img.getchannel("A"))  # transparent pixels on white, as the corpus builder does
         rows.append(row)
-        images.append(torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous())
+        images.append(torch.from_numpy(np.asarray(on_white(img)).copy()).permute(2, 0, 1).contiguous())
     if not rows:
         raise WordpaintError(f"no usable images in {folder} ({len(skipped)} skipped)")
     return rows, images, skipped

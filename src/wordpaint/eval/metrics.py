@@ -48,13 +48,9 @@ class FewSamplesWarning(UserWarning):
 
 # -- inputs --------------------------------------------------------------------------------------
 def _pil_to_uint8(img) -> torch.Tensor:
-    from PIL import Image
+    from wordpaint.images import on_white
 
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
+    arr = np.asarray(on_white(img), dtype=np.uint8)  # (H, W, 3)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 

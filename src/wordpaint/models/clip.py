@@ -11,6 +11,7 @@ minutes on a CPU. Read top to bottom: config -> heads + loss -> the usable model
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class ClipModel(torch.nn.Module):
     def __init__(self, config: ClipConfig, *, empty: bool = False):
         super().__init__()
         self.config = config
-        with torch.device("meta") if empty else torch.device("cpu"):
+        with torch.device("meta") if empty else contextlib.nullcontext():
             self.image_head = _head(config.image_dim, config.hidden_dim, config.embed_dim, config.dropout)
             self.text_head = _head(config.text_dim, config.hidden_dim, config.embed_dim, config.dropout)
             self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))

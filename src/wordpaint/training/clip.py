@@ -32,13 +32,9 @@ class Corpus:
     key: str = ""  # fingerprint of the content, for the feature cache
 
 
-def short_caption(name: str, style: str) -> str:
-    """The caption used for generation prompts and zero-shot scoring of emoji: "fox in twemoji style"."""
-    return f"{name} in {style} style"
-
-
 def emoji_corpus(folder: str | os.PathLike, *, kinds: tuple[str, ...] = ("emoji", "icon")) -> Corpus:
     """The built emoji/icon folder (rows of the given ``kinds``): alternatives (stored caption, short caption)."""
+    from wordpaint.data.emoji import short_caption
     from wordpaint.data.imagefolder import load_imagefolder
 
     rows, images, _ = load_imagefolder(folder, keep=lambda r: r.get("kind", "emoji") in kinds)
@@ -236,7 +232,7 @@ def emoji_zero_shot(clip, corpus: Corpus, feats: torch.Tensor) -> dict:
 def concept_style_accuracy(clip, image_embeds: torch.Tensor, concepts: list[str], styles: list[str], vocab: list[str],
                            names: dict[str, str]) -> dict:
     """Zero-shot top-1 concept accuracy over ``vocab`` and style accuracy over the emoji styles."""
-    from wordpaint.data.emoji import EMOJI_STYLES
+    from wordpaint.data.emoji import EMOJI_STYLES, short_caption
 
     text = {s: clip.embed_texts([short_caption(names[c], s) for c in vocab]) for s in EMOJI_STYLES}  # (V, E) per style
     col = {c: j for j, c in enumerate(vocab)}
