@@ -23,9 +23,9 @@ def add_parser(sub) -> None:
                    help="scene planner: default (the model's own, rules for the bundled model), rules, smollm2, openai or none")
     c.add_argument("--out", default="eval-compositional", help="folder for results.json, results.md, samples.png")
     c.set_defaults(func=run_compositional)
-    r = s.add_parser("report", help="a full report folder for a suite (shapes, fashion): JSON, Markdown, grids, plots")
+    r = s.add_parser("report", help="a full report folder for a suite (shapes, fashion, emoji): JSON, Markdown, grids, plots")
     r.add_argument("--model", default=None, help="pipeline folder or 'shapes' (bundled, default)")
-    r.add_argument("--suite", required=True, help="shapes or fashion")
+    r.add_argument("--suite", required=True, help="shapes, fashion or emoji")
     r.add_argument("--out", default="eval-report", help="report folder")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
@@ -35,6 +35,10 @@ def add_parser(sub) -> None:
     r.add_argument("--n-per-class", type=int, default=1000, help="fashion: generated images per class (10 classes)")
     r.add_argument("--n-real", type=int, default=10000, help="fashion: real images per set for FID/KID")
     r.add_argument("--cas-epochs", type=int, default=10, help="fashion: epochs of the CAS classifier")
+    r.add_argument("--data", default="data/emoji", help="emoji: the corpus folder (`wordpaint data build emoji`)")
+    r.add_argument("--clip", default=None, help="emoji: a wordpaint-clip folder (default: the bundled one)")
+    r.add_argument("--samples-per-cell", type=int, default=2, help="emoji: images per (concept, style) cell")
+    r.add_argument("--limit-concepts", type=int, default=None, help="emoji: only the first N of the 240 evaluation concepts")
     r.set_defaults(func=run_report)
 
 
@@ -80,13 +84,15 @@ def run_report(args: argparse.Namespace) -> int:
     from wordpaint.pipelines.text_to_image import TextToImagePipeline
 
     check_choice("suite", args.suite, SUITES)
-    for name in ("samples_per_prompt", "n_per_class", "n_real", "cas_epochs"):
+    for name in ("samples_per_prompt", "n_per_class", "n_real", "cas_epochs", "samples_per_cell"):
         if getattr(args, name) < 1:
             raise WordpaintError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     pipe = TextToImagePipeline.from_pretrained(args.model)
     common = dict(seed=args.seed, steps=args.steps, guidance=args.guidance)
     if args.suite == "shapes":
         kw = dict(samples_per_prompt=args.samples_per_prompt, limit_per_task=args.limit_per_task, **common)
+    elif args.suite == "emoji":
+        kw = dict(data=args.data, clip=args.clip, samples_per_cell=args.samples_per_cell, limit_concepts=args.limit_concepts, **common)
     else:
         kw = dict(n_per_class=args.n_per_class, n_real=args.n_real, cas_epochs=args.cas_epochs, **common)
     paths = write_suite_report(pipe, args.suite, args.out, model_name=args.model or "shapes (bundled)", **kw)

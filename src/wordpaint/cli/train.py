@@ -14,12 +14,15 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--max-steps", type=int, default=None, help="override the recipe's max_steps")
     p.add_argument("--init-from", default=None, help="start from the weights of a pipeline folder (e.g. the bundled model)")
+    p.add_argument("--data", default=None, help="image folder for an imagefolder recipe (e.g. the emoji corpus from `wordpaint data build emoji`)")
+    p.add_argument("--autoencoder", default=None, help="autoencoder folder for a latent diffusion recipe (the pipeline/ folder of an autoencoder run)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from wordpaint.training.train import train
 
-    path = train(args.recipe, args.out, resume=args.resume, max_steps=args.max_steps, init_from=args.init_from)
+    path = train(args.recipe, args.out, resume=args.resume, max_steps=args.max_steps, init_from=args.init_from,
+                 data=args.data, autoencoder=args.autoencoder)
     print(f"wrote {path}")
     return 0

@@ -73,3 +73,63 @@ def load_imagefolder(folder: str | os.PathLike, *, size: int | None = None,
     if not rows:
         raise WordpaintError(f"no usable images in {folder} ({len(skipped)} skipped)")
     return rows, images, skipped
+
+
+def caption_alternatives(row: dict) -> list[str]:
+    """Captions an image may be trained with: the stored ``text`` and, for a corpus row with a
+    name and a style (the emoji builder's), the short prompt form "fox in twemoji style"."""
+    from wordpaint.data.emoji import short_caption
+
+    if "name" in row and "style" in row:
+        return [row["text"], short_caption(row["name"], row["style"])]
+    return [row["text"]]
+
+
+class ImageFolderStream:
+    """Endless (image, caption) training batches from an image folder, read once into memory.
+
+    Example ``i`` is a pure function of (seed, i): epoch ``i // N`` visits the N images in a
+    permutation drawn from (seed, epoch), the caption is one of :func:`caption_alternatives`
+    and is dropped ('' for classifier-free guidance) with ``cond_drop_prob``. With an
+    ``autoencoder`` (a :class:`~wordpaint.models.autoencoder.AutoencoderModel`) the stream gives
+    its scaled latents instead of pixels, encoded once up front (the autoencoder is frozen)."""
+
+    def __init__(self, folder: str | os.PathLike, *, size: int = 64, seed: int = 0, splits: tuple[str, ...] = ("train",),
+                 kinds: tuple[str, ...] | None = None, cond_drop_prob: float = 0.0, autoencoder=None,
+                 show_progress: bool = True):
+        keep = None if kinds is None else (lambda r: r.get("kind", "emoji") in kinds)
+        self.rows, images, self.skipped = load_imagefolder(folder, size=size, splits=tuple(splits), keep=keep)
+        self.seed, self.cond_drop_prob = seed, cond_drop_prob
+        self.captions = [caption_alternatives(r) for r in self.rows]
+        self.images = images  # uint8 (3, H, W) each: the real images, for FID during training
+        x = torch.stack(images).float() / 127.5 - 1  # (N, 3, H, W) in [-1, 1]
+        if autoencoder is not None:
+            from tqdm.auto import tqdm
+
+            chunks = range(0, len(x), 128)
+            x = torch.cat([autoencoder.encode(x[i : i + 128]) for i in tqdm(chunks, desc="encode latents", disable=not show_progress)])
+        self.data = x  # (N, C, h, w)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def index(self, i: int) -> int:
+        import numpy as np
+
+        n = len(self.data)
+        return int(np.random.default_rng([self.seed, i // n]).permutation(n)[i % n])
+
+    def batch(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, list[str]]:
+        """Batch ``step`` for ``rank``: examples (step * world + rank) * B ... + B - 1."""
+        import numpy as np
+
+        start = (step * world_size + rank) * batch_size
+        idx, caps = [], []
+        for i in range(start, start + batch_size):
+            j = self.index(i)
+            r = np.random.default_rng([self.seed, i, 1])
+            alts = self.captions[j]
+            cap = alts[int(r.integers(len(alts)))]
+            caps.append("" if r.random() < self.cond_drop_prob else cap)
+            idx.append(j)
+        return self.data[idx], caps

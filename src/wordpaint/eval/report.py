@@ -6,6 +6,11 @@ Suites:
 - ``fashion``: a text-conditioned Fashion-MNIST model: FID / KID / precision / recall
   (EfficientNet-Lite0 features) of generated vs real test images next to the real-train vs
   real-test floor, and CAS next to the same CNN trained on real images.
+- ``emoji``: a latent model of the emoji corpus: for each of the 240 evaluation concepts, its
+  seen (concept, style) cells and the 120 held-out ones, generated from "NAME in STYLE style";
+  concept accuracy (240-way) and style accuracy (3-way) by wordpaint-clip zero-shot, CLIP-score,
+  FID / KID (EfficientNet-Lite0) against the real images of the same cells, and a sample sheet
+  with the prompt under each image.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from wordpaint.errors import check_choice
 from wordpaint.io import atomic_path, write_json, write_text
 
-SUITES = ("shapes", "fashion")
+SUITES = ("shapes", "fashion", "emoji")
 
 
 def package_versions() -> dict[str, str]:
@@ -129,6 +134,96 @@ def fashion_suite(pipe, out: Path, *, n_per_class: int, n_real: int, seed: int, 
     return {"figures": figures, "cas": cas, "warnings": warn, "markdown": "\n".join(md), "settings": settings}
 
 
+def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_per_cell: int, seed: int, steps: int | None,
+                guidance: float | None, limit_concepts: int | None, show_progress: bool) -> dict:
+    import json as _json
+
+    from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE, short_caption
+    from wordpaint.data.imagefolder import load_imagefolder
+    from wordpaint.eval import metrics as M
+    from wordpaint.models.clip import WordpaintClip
+    from wordpaint.training.clip import concept_style_accuracy
+
+    clip = clip if isinstance(clip, WordpaintClip) else WordpaintClip.from_pretrained(clip)
+    vocab = _json.loads(HELDOUT_FILE.read_text())["eval_concepts"]
+    names = {v["concept"]: v["name"] for v in vocab}
+    order = list(names)
+    chosen = set(order[:limit_concepts] if limit_concepts else order)
+    rows, images, _ = load_imagefolder(data, splits=("train", "heldout"),
+                                       keep=lambda r: r.get("concept") in chosen and r.get("style") in EMOJI_STYLES)
+    cells = {"seen": [], "heldout": []}  # (concept, style, real image)
+    for r, im in zip(rows, images):
+        cells["heldout" if r["split"] == "heldout" else "seen"].append((r["concept"], r["style"], im))
+    name = M.FEATURES_NAME
+    figures, pictures, settings = {}, [], {"samples_per_cell": samples_per_cell, "seed": seed, "concepts": len(chosen),
+                                             "concept_vocabulary": len(order), "styles": list(EMOJI_STYLES), "data": str(data)}
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", M.FewSamplesWarning)
+        for which, items in cells.items():
+            if not items:
+                continue
+            prompts = [short_caption(names[c], st) for c, st, _ in items]
+            res = pipe(prompts, num_images_per_prompt=samples_per_cell, seed=seed, num_inference_steps=steps,
+                       guidance_scale=guidance, batch_size=64, show_progress=show_progress)
+            rep = lambda xs: [x for x in xs for _ in range(samples_per_cell)]  # noqa: E731  (prompt-major, like the images)
+            gen_feats = clip.image_features(res.images, show_progress=show_progress)
+            acc = concept_style_accuracy(clip, clip.model.embed_image_features(gen_feats), rep([c for c, _, _ in items]),
+                                         rep([st for _, st, _ in items]), order, names)
+            real_feats = clip.image_features([im for *_, im in items], show_progress=show_progress)
+            real_acc = concept_style_accuracy(clip, clip.model.embed_image_features(real_feats), [c for c, _, _ in items],
+                                              [st for _, st, _ in items], order, names)
+            text = clip.embed_texts(rep(prompts))
+            clip_score = float(100 * (clip.model.embed_image_features(gen_feats) * text).sum(-1).clamp(min=0).mean())
+            real_score = float(100 * (clip.model.embed_image_features(real_feats) * clip.embed_texts(prompts)).sum(-1).clamp(min=0).mean())
+            # the CLIP image tower is EfficientNet-Lite0 too: its pooled features are the FID features
+            kid = M.kid_from_features(real_feats.double(), gen_feats.double(), subsets=50,
+                                      subset_size=min(1000, len(real_feats), len(gen_feats)), seed=seed)
+            figures[f"{which}_cells"] = {
+                "cells": len(items), "images": len(res.images),
+                "concept_accuracy": acc["concept_accuracy"], "style_accuracy": acc["style_accuracy"],
+                "real_images_concept_accuracy": real_acc["concept_accuracy"], "real_images_style_accuracy": real_acc["style_accuracy"],
+                "clip_score (wordpaint-clip)": clip_score, "real_images_clip_score (wordpaint-clip)": real_score,
+                f"FID ({name})": M.fid_from_features(real_feats.double(), gen_feats.double()), f"KID ({name})": kid[0],
+            }
+            pictures += [(res.images[i * samples_per_cell], prompts[i]) for i in range(0, len(items), max(1, len(items) // 12))][:12]
+    settings["generation_and_scoring_seconds"] = round(time.perf_counter() - t0, 1)
+    sample_sheet(pictures, out / "samples.png")
+    md = [f"### Emoji suite ({len(chosen)} concepts, {samples_per_cell} sample(s) per cell; accuracy by wordpaint-clip zero-shot)", "",
+          "| cells | images | concept acc. (240-way) | style acc. (3-way) | real images: concept / style | CLIP-score (generated / real) "
+          f"| FID ({name}) | KID ({name}) |", "|---|---|---|---|---|---|---|---|"]
+    for k, f in figures.items():
+        md.append(f"| {k} | {f['images']} | {f['concept_accuracy']:.3f} | {f['style_accuracy']:.3f} | {f['real_images_concept_accuracy']:.3f} / "
+                  f"{f['real_images_style_accuracy']:.3f} | {f['clip_score (wordpaint-clip)']:.1f} / {f['real_images_clip_score (wordpaint-clip)']:.1f} "
+                  f"| {f[f'FID ({name})']:.2f} | {f[f'KID ({name})']:.4f} |")
+    warn = sorted({str(w.message) for w in notes})
+    md += [""] + [f"> warning: {w}" for w in warn]
+    return {"figures": figures, "warnings": warn, "markdown": "\n".join(md), "settings": settings}
+
+
+def sample_sheet(pictures: list, path: Path, *, cols: int = 6, scale: int = 2) -> None:
+    """A PNG of (PIL image, caption) pairs with the caption written under each image."""
+    from PIL import Image, ImageDraw
+
+    if not pictures:
+        return
+    w, h = pictures[0][0].size
+    cw, ch = w * scale + 40, h * scale + 34
+    rows = (len(pictures) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * cw, rows * ch), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (im, text) in enumerate(pictures):
+        x, y = (k % cols) * cw, (k // cols) * ch
+        sheet.paste(im.convert("RGB").resize((w * scale, h * scale), Image.Resampling.NEAREST), (x + 20, y + 2))
+        words, lines = text.split(), [""]
+        for word in words:  # wrap at ~24 characters, two lines at most
+            lines[-1:] = [lines[-1] + " " + word] if len(lines[-1]) + len(word) < 24 else [lines[-1], word]
+        for j, line in enumerate(lines[:2]):
+            draw.text((x + 4, y + h * scale + 4 + 12 * j), line.strip(), fill="black")
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+
+
 def write_suite_report(pipe, suite: str, out: str | os.PathLike, *, model_name: str, show_progress: bool = True, **kw) -> dict[str, Path]:
     """Run ``suite`` and write results.json (figures + settings + versions), summary.md and pictures."""
     check_choice("suite", suite, SUITES)
@@ -137,6 +232,8 @@ def write_suite_report(pipe, suite: str, out: str | os.PathLike, *, model_name: 
     t0 = time.perf_counter()
     if suite == "shapes":
         res = shapes_suite(pipe, out, show_progress=show_progress, **kw)
+    elif suite == "emoji":
+        res = emoji_suite(pipe, out, show_progress=show_progress, **kw)
     else:
         res = fashion_suite(pipe, out, show_progress=show_progress, **kw)
     sampling = {"num_inference_steps": kw.get("steps") or pipe.defaults["num_inference_steps"],

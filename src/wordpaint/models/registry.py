@@ -1,15 +1,18 @@
 """Family name -> (config class, model class), with named size presets.
 
-``tiny`` is for tests (channels (4, 8), one layer per block); ``shapes48`` is the bundled model.
+``tiny`` is for tests (channels (4, 8), one layer per block); ``shapes48`` is the bundled model;
+``emoji_ae`` + ``emoji64`` are the 64 px latent diffusion model of the emoji corpus.
 """
 
 from __future__ import annotations
 
 from wordpaint.errors import check_choice
+from wordpaint.models.autoencoder import AutoencoderConfig, AutoencoderModel
 from wordpaint.models.clip import ClipConfig, ClipModel
 from wordpaint.models.diffusion import DiffusionConfig, DiffusionModel
 
-FAMILIES = {"diffusion": (DiffusionConfig, DiffusionModel), "clip": (ClipConfig, ClipModel)}
+FAMILIES = {"diffusion": (DiffusionConfig, DiffusionModel), "clip": (ClipConfig, ClipModel),
+            "autoencoder": (AutoencoderConfig, AutoencoderModel)}
 
 PRESETS: dict[str, tuple[str, dict]] = {
     "tiny": (
@@ -33,6 +36,33 @@ PRESETS: dict[str, tuple[str, dict]] = {
             block_out_channels=(32, 64, 128),
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        ),
+    ),
+    # emoji corpus (issue 4): 64x64x3 <-> 16x16x4 latents, and the text-conditioned UNet on them
+    "emoji_ae": ("autoencoder", dict(resolution=64, block_out_channels=(32, 64, 128), latent_channels=4)),
+    "emoji64": (
+        "diffusion",
+        dict(
+            resolution=16,
+            in_channels=4,
+            # cross-attention at 8x8 and 4x4 only: at 16x16 it doubles the step time
+            block_out_channels=(64, 128, 192),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        ),
+    ),
+    # tests: an autoencoder with factor 2 (32 px -> 16x16x4) and a UNet on those latents
+    "tiny_ae": ("autoencoder", dict(resolution=32, block_out_channels=(4, 8), norm_num_groups=4, mid_block_add_attention=False)),
+    "tiny_latent": (
+        "diffusion",
+        dict(
+            resolution=16,
+            in_channels=4,
+            block_out_channels=(4, 8),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=4,
+            norm_num_groups=4,
         ),
     ),
 }

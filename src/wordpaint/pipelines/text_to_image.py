@@ -6,6 +6,8 @@ Folder format (diffusers-style, round-trips exactly with save_pretrained / from_
     text_encoder/config.json  which local encoder (weights stay in their package)
     diffusion/config.json     the model config (+ family, wordpaint version)
     diffusion/model.safetensors
+    autoencoder/              (latent models only) the frozen autoencoder: the diffusion model
+                              works on its latents and the pipeline decodes them
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from wordpaint.sampling.samplers import SAMPLERS, SIGMA_SCHEDULES
 from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes48"
-BUNDLED_MODELS = {"shapes": BUNDLED_DIR}
+BUNDLED_MODELS = {"shapes": BUNDLED_DIR, "emoji": BUNDLED_DIR.parent / "emoji64"}
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing"}
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
@@ -53,13 +55,21 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> int:
 
 
 class TextToImagePipeline:
-    """Text-to-image with a frozen text encoder and a diffusion model (EMA weights)."""
+    """Text-to-image with a frozen text encoder and a diffusion model (EMA weights); with a
+    ``vae`` (an :class:`~wordpaint.models.autoencoder.AutoencoderModel`) the model denoises the
+    autoencoder's latents and the pipeline decodes them (latent diffusion)."""
 
-    def __init__(self, *, text_encoder: TextEncoder, model, defaults: dict | None = None, planner=None):
+    def __init__(self, *, text_encoder: TextEncoder, model, vae=None, defaults: dict | None = None, planner=None):
         from wordpaint.text.planners import get_planner
 
         self.text_encoder = text_encoder
         self.model = model.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False) if vae is not None else None
+        if vae is not None:
+            if model.config.in_channels != vae.config.latent_channels:
+                raise ModelLoadError(f"the diffusion model takes {model.config.in_channels} channels, the autoencoder's latents have {vae.config.latent_channels}")
+            if model.config.layout_channels:
+                raise ModelLoadError("a layout model on latents is not supported (layouts are rasterised at pixel size)")
         self.defaults = {**DEFAULTS, **(defaults or {})}
         # planner: a backend name ("rules", "smollm2", ...), a planner object, or None (the prompt
         # conditions the model directly)
@@ -74,10 +84,12 @@ class TextToImagePipeline:
         planner object; ``"default"`` takes the folder's default (``defaults["planner"]`` in
         model_index.json: the bundled layout model plans with ``rules``); None plans nothing."""
         if path is None or str(path) in BUNDLED_MODELS:
-            path = BUNDLED_MODELS["shapes" if path is None else str(path)]
+            name = "shapes" if path is None else str(path)
+            path = BUNDLED_MODELS[name]
             if not (Path(path) / "model_index.json").is_file():
                 raise ModelLoadError(
-                    f"the bundled model is missing from this install ({path}); reinstall wordpaint or pass a model folder"
+                    f"the bundled {name!r} model is missing from this install ({path}); reinstall wordpaint or pass a model folder"
+                    + (" (train one with the recipes emoji_ae and emoji64, see the README)" if name == "emoji" else "")
                 )
         path = Path(path)
         if not path.is_dir():
@@ -96,10 +108,11 @@ class TextToImagePipeline:
             raise ModelLoadError(
                 f"model expects text states of width {model.config.cross_attention_dim}, the text encoder gives {text_encoder.dim}"
             )
+        vae = load_model(path / index["vae"]) if index.get("vae") else None
         defaults = dict(index.get("defaults") or {})
         if isinstance(planner, str) and planner == "default":
             planner = defaults.get("planner")
-        return cls(text_encoder=text_encoder, model=model, defaults=defaults, planner=planner)
+        return cls(text_encoder=text_encoder, model=model, vae=vae, defaults=defaults, planner=planner)
 
     def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
         """Write the pipeline folder atomically (``dtype=torch.float16`` halves the file)."""
@@ -110,10 +123,13 @@ class TextToImagePipeline:
                 "wordpaint_version": wordpaint.__version__,
                 "text_encoder": "text_encoder",
                 "model": "diffusion",
+                **({"vae": "autoencoder"} if self.vae is not None else {}),
                 "defaults": self.defaults,
             })
             write_json(tmp / "text_encoder" / "config.json", {**self.text_encoder.to_config_dict(), "wordpaint_version": wordpaint.__version__})
             save_model(self.model, tmp / "diffusion", dtype=dtype)
+            if self.vae is not None:
+                save_model(self.vae, tmp / "autoencoder", dtype=dtype)
         return path
 
     # -- planning ------------------------------------------------------------------------------
@@ -159,8 +175,14 @@ class TextToImagePipeline:
 
     # -- generation ----------------------------------------------------------------------------
     @property
+    def vae_factor(self) -> int:
+        """Pixels per latent cell along a side (1 for a pixel model)."""
+        return self.vae.config.downsample_factor if self.vae is not None else 1
+
+    @property
     def resolution(self) -> int:
-        return self.model.config.resolution
+        """The image size (pixels) the model was trained at."""
+        return self.model.config.resolution * self.vae_factor
 
     def _validate(self, prompt, steps, guidance, sampler, n, height, width, seed, plans=None):
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -178,7 +200,7 @@ class TextToImagePipeline:
             raise WordpaintError(f"guidance_scale must be a finite number >= 0, got {guidance!r}")
         check_choice("sampler", sampler, SAMPLERS)
         _check_int("num_images_per_prompt", n, 1, 1024)
-        f = self.model.config.downsample_factor
+        f = self.model.config.downsample_factor * self.vae_factor
         for name, v in (("height", height), ("width", width)):
             _check_int(name, v, f, 4096)
             if v % f:
@@ -245,12 +267,14 @@ class TextToImagePipeline:
                        show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
-        of guidance gets none). Returns (B, C, H, W) in [-1, 1]."""
+        of guidance gets none). Returns (B, C, H, W) images in [-1, 1] (decoded from latents by a
+        latent pipeline)."""
         model = self.model
         cond = self.text_encoder.encode(prompts)
         b = len(prompts)
+        h, w = height // self.vae_factor, width // self.vae_factor  # the grid the model denoises
         # per-image generators: image k's noise depends on its seed only
-        noise = torch.stack([torch.randn(model.config.in_channels, height, width, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        noise = torch.stack([torch.randn(model.config.in_channels, h, w, generator=torch.Generator().manual_seed(s)) for s in seeds])
         x = noise * (1 + sigmas[0] ** 2) ** 0.5  # VP prior N(0, 1) seen in the VE view
         use_uncond = guidance_scale != 1.0
         if use_uncond:
@@ -263,16 +287,20 @@ class TextToImagePipeline:
         else:
             states, mask = cond.hidden_states, cond.attention_mask
 
+        # pixels live in [-1, 1], so the x0 estimate is clamped there; latents have no such bound
+        clamp = (lambda d: d) if self.vae is not None else (lambda d: d.clamp(-1, 1))
+
         def denoiser(xs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             if not use_uncond:
-                return model.denoise(xs, sigma, states, mask, layouts).clamp(-1, 1)
+                return clamp(model.denoise(xs, sigma, states, mask, layouts))
             d_c, d_u = model.denoise(torch.cat([xs, xs]), sigma, states, mask, layouts).chunk(2)
-            # classifier-free guidance on the denoised estimate; clamp keeps x0 in the data range
-            return (d_u + guidance_scale * (d_c - d_u)).clamp(-1, 1)
+            # classifier-free guidance on the denoised estimate
+            return clamp(d_u + guidance_scale * (d_c - d_u))
 
         fn = SAMPLERS[sampler]
         gen = torch.Generator().manual_seed(seeds[0] + 7919)
-        return fn(denoiser, x, sigmas, generator=gen, disable_progress=not show_progress)
+        x0 = fn(denoiser, x, sigmas, generator=gen, disable_progress=not show_progress)
+        return self.vae.decode(x0) if self.vae is not None else x0
 
 
 def _pad(t: torch.Tensor, L: int) -> torch.Tensor:

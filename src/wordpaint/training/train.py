@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -86,29 +87,205 @@ def lr_at(step: int, recipe: dict) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) in [-1, 1] -> uint8, as the images would be saved."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class TextToImageTask:
+    """Training a text-conditioned diffusion model: on pixels (the shapes world, Fashion-MNIST)
+    or on the latents of a frozen autoencoder (an image folder such as the emoji corpus, with
+    ``data.autoencoder`` naming the autoencoder folder)."""
+
+    def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
+        from wordpaint.data.imagefolder import ImageFolderStream
+        from wordpaint.data.stream import make_stream
+        from wordpaint.eval.prompts import load_prompts, subset
+        from wordpaint.pipelines.text_to_image import load_model
+        from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
+
+        self.recipe, self.config, self.device = recipe, config, accelerator.device
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.text_encoder = TextEncoder(TextEncoderConfig(**recipe.get("text_encoder", {}))).to(self.device)
+        data = recipe.get("data", {})
+        self.data_name = data.get("name", "shapes")
+        self.layouts = bool(config.layout_channels)
+        self.vae = None
+        seed = recipe.get("seed", 0)
+        if self.data_name == "imagefolder":
+            if "folder" not in data:
+                raise WordpaintError("an imagefolder recipe needs data.folder (or pass --data DIR)")
+            if data.get("autoencoder"):
+                self.vae = load_model(data["autoencoder"]).to(self.device)
+            self.stream = ImageFolderStream(data["folder"], size=data.get("size", 64), seed=seed, splits=tuple(data.get("splits", ["train"])),
+                                            kinds=tuple(data["kinds"]) if data.get("kinds") else None,
+                                            cond_drop_prob=config.cond_drop_prob, autoencoder=self.vae, show_progress=show_progress)
+            want = (config.in_channels, config.resolution, config.resolution)
+            if tuple(self.stream.data.shape[1:]) != want:
+                raise WordpaintError(f"the data gives {tuple(self.stream.data.shape[1:])} training inputs, the model takes {want}"
+                                     + ("" if self.vae else "; a latent model needs data.autoencoder"))
+        else:
+            self.stream = make_stream(self.data_name, size=config.resolution, seed=seed, split=data.get("split", "train"),
+                                      cond_drop_prob=config.cond_drop_prob, layout_drop_prob=config.layout_drop_prob if self.layouts else None)
+        # quick evaluation: exact compositional scores on the shapes world; FID on an image folder
+        self.fid_samples = int(recipe.get("eval", {}).get("fid_samples", 0)) if self.data_name == "imagefolder" else 0
+        self.can_evaluate = self.data_name == "shapes" or self.fid_samples > 0
+        self.eval_prompts = subset(load_prompts(), recipe.get("eval", {}).get("prompts_per_task", 4)) if self.data_name == "shapes" else []
+        self._real = None  # (indices, features) of the real images FID compares with, computed once
+
+    def batch(self, step: int, bs: int) -> dict:
+        images, captions = self.stream.batch(step, bs, rank=self.rank, world_size=self.world)
+        enc = self.text_encoder.encode(captions)
+        batch = {"pixel_values": images.to(self.device), "encoder_hidden_states": enc.hidden_states.to(self.device),
+                 "encoder_attention_mask": enc.attention_mask.to(self.device)}
+        if self.layouts:
+            batch["layout"] = self.stream.layouts(step, bs, rank=self.rank, world_size=self.world).to(self.device)
+        return batch
+
+    def pipeline(self, module):
+        from wordpaint.pipelines.text_to_image import TextToImagePipeline
+
+        # a layout model is sampled and scored as it is meant to be used: plan, then draw
+        return TextToImagePipeline(text_encoder=self.text_encoder, model=module, vae=self.vae, planner="rules" if self.layouts else None)
+
+    def sample_grid(self, module):
+        from wordpaint.images import make_grid
+
+        s = self.recipe.get("samples", {})
+        res = self.pipeline(module)(s.get("prompts", ["a red circle"]), num_images_per_prompt=4, seed=0,
+                                    num_inference_steps=s.get("num_inference_steps", 10), guidance_scale=s.get("guidance_scale", 3.0))
+        return make_grid(res.images, cols=8, scale=2 if self.vae is None else 1)
+
+    def evaluate(self, module) -> dict:
+        from wordpaint.eval.compositional import evaluate_compositional
+
+        e = self.recipe.get("eval", {})
+        if self.fid_samples:
+            return self._fid(module, e)
+        summary, _, _ = evaluate_compositional(self.pipeline(module), self.eval_prompts, samples_per_prompt=1, seed=0,
+                                               num_inference_steps=e.get("num_inference_steps", 10),
+                                               guidance_scale=e.get("guidance_scale", 3.0), show_progress=False)
+        return summary
+
+    def _fid(self, module, e: dict) -> dict:
+        """FID and KID (EfficientNet-Lite0 features) of ``fid_samples`` images generated from the
+        short prompts of as many fixed training images, against those real images: a cheap,
+        consistent curve over training (few samples bias FID upwards; compare points, not papers)."""
+        import numpy as np
+
+        from wordpaint.data.emoji import short_caption
+        from wordpaint.eval.metrics import FewSamplesWarning, extract, fid_from_features, kid_from_features
+
+        rows = self.stream.rows
+        if self._real is None:
+            idx = np.random.default_rng(1234).choice(len(rows), size=min(self.fid_samples, len(rows)), replace=False)
+            self._real = (idx, extract([self.stream.images[i] for i in idx])[0])
+        idx, real = self._real
+        prompts = [short_caption(rows[i]["name"], rows[i]["style"]) if "name" in rows[i] else rows[i]["text"] for i in idx]
+        res = self.pipeline(module)(prompts, seed=0, num_inference_steps=e.get("num_inference_steps", 10),
+                                    guidance_scale=e.get("guidance_scale", 3.0), batch_size=64)
+        fake = extract(res.images)[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FewSamplesWarning)  # known and stated: the sample count is logged with the figure
+            kid, _ = kid_from_features(real, fake, subsets=20, subset_size=len(idx))
+            fid = fid_from_features(real, fake)
+        return {"fid_efficientnet_lite0": fid, "kid_efficientnet_lite0": kid, "n": len(idx)}
+
+    @staticmethod
+    def describe(rec: dict) -> str:
+        if "fid_efficientnet_lite0" in rec:
+            return f"FID (EfficientNet-Lite0, {rec['n']} samples) {rec['fid_efficientnet_lite0']:.2f}, KID {rec['kid_efficientnet_lite0']:.4f}"
+        return f"quick compositional overall {rec['overall']:.3f} " + " ".join(f"{k}={v:.2f}" for k, v in rec["per_task"].items())
+
+    def export(self, module, path: Path) -> None:
+        self.pipeline(module).save_pretrained(path)
+
+
+class AutoencoderTask:
+    """Training an image autoencoder on an image folder; the quick evaluation is reconstruction
+    PSNR on the folder's held-out rows (split ``heldout``/``test``), per kind."""
+
+    def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
+        from wordpaint.data.imagefolder import ImageFolderStream, load_imagefolder
+
+        data = recipe.get("data", {})
+        if data.get("name") != "imagefolder" or "folder" not in data:
+            raise WordpaintError("an autoencoder recipe trains on an image folder: data.name = 'imagefolder' and data.folder (or --data DIR)")
+        self.recipe, self.config, self.device = recipe, config, accelerator.device
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        kinds = tuple(data["kinds"]) if data.get("kinds") else None
+        self.stream = ImageFolderStream(data["folder"], size=config.resolution, seed=recipe.get("seed", 0), kinds=kinds,
+                                        splits=tuple(data.get("splits", ["train"])), show_progress=show_progress)
+        rows, images, _ = load_imagefolder(data["folder"], size=config.resolution, splits=tuple(data.get("eval_splits", ["heldout", "test"])),
+                                           keep=None if kinds is None else (lambda r: r.get("kind", "emoji") in kinds))
+        self.eval_images = torch.stack(images).float() / 127.5 - 1  # (M, 3, H, W)
+        self.eval_groups = [f"{r.get('split', 'train')}_{r.get('kind', 'image')}" for r in rows]
+        self.can_evaluate = True
+
+    def batch(self, step: int, bs: int) -> dict:
+        x, _ = self.stream.batch(step, bs, rank=self.rank, world_size=self.world)
+        return {"pixel_values": x.to(self.device)}
+
+    def _reconstruct(self, module, x: torch.Tensor) -> torch.Tensor:
+        module.eval()
+        return torch.cat([module.reconstruct(x[i : i + 64].to(self.device)).cpu() for i in range(0, len(x), 64)])
+
+    def sample_grid(self, module):
+        from wordpaint.images import make_grid, to_pil
+
+        x = self.eval_images[:: max(1, len(self.eval_images) // 16)][:16]
+        return make_grid(to_pil(x) + to_pil(self._reconstruct(module, x)), cols=16, scale=2)
+
+    def evaluate(self, module) -> dict:
+        """Mean PSNR (dB, uint8 images) of reconstructions, overall and per held-out group."""
+        from wordpaint.eval.metrics import psnr
+
+        real, rec = _to_uint8(self.eval_images), _to_uint8(self._reconstruct(module, self.eval_images))
+        out = {"psnr": psnr(list(real), list(rec)), "n": len(real)}
+        for g in sorted(set(self.eval_groups)):
+            idx = [i for i, h in enumerate(self.eval_groups) if h == g]
+            out[f"psnr_{g}"] = psnr([real[i] for i in idx], [rec[i] for i in idx])
+        return out
+
+    @staticmethod
+    def describe(rec: dict) -> str:
+        return " ".join(f"{k}={v:.2f}" for k, v in rec.items() if k.startswith("psnr"))
+
+    def export(self, module, path: Path) -> None:
+        """The autoencoder as a component folder, with ``scaling_factor`` measured on (up to)
+        2,048 training images so its latents have unit variance."""
+        from wordpaint.models.autoencoder import latent_scale
+        from wordpaint.pipelines.text_to_image import save_model
+
+        module.eval()
+        module.config.scaling_factor = latent_scale(module, self.stream.data[:: max(1, len(self.stream) // 2048)].to(self.device))
+        with atomic_dir(path) as tmp:
+            save_model(module, tmp)
+
+
 def _checkpoints(out: Path) -> list[Path]:
     ck = out / "checkpoints"
     return sorted((p for p in ck.glob("step-*") if re.fullmatch(r"step-\d+", p.name)), key=lambda p: int(p.name[5:])) if ck.is_dir() else []
 
 
 def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
-          init_from: str | os.PathLike | None = None, show_progress: bool = True) -> Path:
+          init_from: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+          autoencoder: str | os.PathLike | None = None, show_progress: bool = True) -> Path:
     """Train ``recipe_name`` into ``out``; returns the exported pipeline folder. ``init_from``
-    starts a new run from a pipeline folder's weights (model and EMA; fresh optimizer)."""
+    starts a new run from a pipeline folder's weights (model and EMA; fresh optimizer); ``data``
+    and ``autoencoder`` replace the recipe's image folder and autoencoder folder."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from wordpaint.data.stream import make_stream
-    from wordpaint.eval.compositional import aggregate, evaluate_compositional
-    from wordpaint.eval.prompts import load_prompts, subset
-    from wordpaint.images import make_grid, save_png
+    from wordpaint.images import save_png
     from wordpaint.models.registry import build_config, build_model
-    from wordpaint.pipelines.text_to_image import TextToImagePipeline, load_model, save_model
-    from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 
     recipe = load_recipe(recipe_name)
     if max_steps is not None:
         recipe["max_steps"] = max_steps
+    for key, value in (("folder", data), ("autoencoder", autoencoder)):
+        if value is not None:
+            recipe["data"] = {**recipe.get("data", {}), key: str(value)}
     out = Path(out)
     existing = _checkpoints(out)
     if existing and not resume:
@@ -116,7 +293,6 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
 
     accelerator = Accelerator()
     torch.manual_seed(recipe.get("seed", 0))
-    text_encoder = TextEncoder(TextEncoderConfig(**recipe.get("text_encoder", {})))
     mcfg = dict(recipe["model"])
     config = build_config(family=mcfg.pop("family", "diffusion"), preset=mcfg.pop("preset", None), **mcfg.pop("overrides", {}), **mcfg)
     model = build_model(config)
@@ -140,21 +316,13 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
             print(f"resumed from {ck} at step {step}")
     model, opt = accelerator.prepare(model, opt)
     ema.module.to(accelerator.device)
-    text_encoder.to(accelerator.device)
 
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", {**recipe, "wordpaint_version": wordpaint.__version__, "resolved_model_config": config.to_dict(), "parameters": n_params})
-    data = recipe.get("data", {})
-    layouts = bool(getattr(config, "layout_channels", 0))
-    stream = make_stream(data.get("name", "shapes"), size=config.resolution, seed=recipe.get("seed", 0), split=data.get("split", "train"),
-                         cond_drop_prob=config.cond_drop_prob, layout_drop_prob=config.layout_drop_prob if layouts else None)
-    eval_prompts = subset(load_prompts(), recipe.get("eval", {}).get("prompts_per_task", 4))
-    gen = torch.Generator()
-
-    def ema_pipeline() -> TextToImagePipeline:
-        # a layout model is sampled and scored as it is meant to be used: plan, then draw
-        return TextToImagePipeline(text_encoder=text_encoder, model=ema.module, planner="rules" if layouts else None)
+    # what is trained decides the batches, the sample grid, the quick evaluation and the export
+    task_cls = AutoencoderTask if getattr(config, "family", "") == "autoencoder" else TextToImageTask
+    task = task_cls(recipe, config, accelerator, show_progress=show_progress)
 
     def log(rec: dict) -> None:
         with open(out / "metrics.jsonl", "a") as f:
@@ -169,20 +337,16 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
             write_json(tmp / "state.json", {"step": step, "wordpaint_version": wordpaint.__version__})
         for old in _checkpoints(out)[: -recipe.get("keep_checkpoints", 2)]:
             shutil.rmtree(old, ignore_errors=True)
-        ema_pipeline().save_pretrained(out / "pipeline")
+        task.export(ema.module, out / "pipeline")
 
+    gen = torch.Generator()
     bs = recipe["batch_size"]
     total = recipe["max_steps"]
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (show_progress and accelerator.is_main_process))
     t_last, n_last, losses = time.perf_counter(), step, []
     model.train()
     while step < total:
-        images, captions = stream.batch(step, bs, rank=accelerator.process_index, world_size=accelerator.num_processes)
-        enc = text_encoder.encode(captions)
-        batch = {"pixel_values": images.to(accelerator.device), "encoder_hidden_states": enc.hidden_states.to(accelerator.device),
-                 "encoder_attention_mask": enc.attention_mask.to(accelerator.device)}
-        if layouts:
-            batch["layout"] = stream.layouts(step, bs, rank=accelerator.process_index, world_size=accelerator.num_processes).to(accelerator.device)
+        batch = task.batch(step, bs)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
         # timesteps and noise of step k depend on (seed, k) only: resuming repeats nothing
@@ -209,17 +373,11 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
             log(rec)
             t_last, n_last, losses = time.perf_counter(), step, []
         if step % recipe.get("sample_every", 250) == 0 or step == total:
-            s = recipe.get("samples", {})
-            res = ema_pipeline()(s.get("prompts", ["a red circle"]), num_images_per_prompt=4, seed=0,
-                                 num_inference_steps=s.get("num_inference_steps", 10), guidance_scale=s.get("guidance_scale", 3.0))
-            save_png(make_grid(res.images, cols=8, scale=2), out / "samples" / f"step-{step:07d}.png")
-        if data.get("name", "shapes") == "shapes" and (step % recipe.get("eval_every", 500) == 0 or step == total):
-            e = recipe.get("eval", {})
-            summary, _, _ = evaluate_compositional(ema_pipeline(), eval_prompts, samples_per_prompt=1, seed=0,
-                                                   num_inference_steps=e.get("num_inference_steps", 10),
-                                                   guidance_scale=e.get("guidance_scale", 3.0), show_progress=False)
-            log({"step": step, "eval": summary, "time": time.time()})
-            bar.write(f"step {step}: quick compositional overall {summary['overall']:.3f} " + " ".join(f"{k}={v:.2f}" for k, v in summary["per_task"].items()))
+            save_png(task.sample_grid(ema.module), out / "samples" / f"step-{step:07d}.png")
+        if task.can_evaluate and (step % recipe.get("eval_every", 500) == 0 or step == total):
+            rec = task.evaluate(ema.module)
+            log({"step": step, "eval": rec, "time": time.time()})
+            bar.write(f"step {step}: {task.describe(rec)}")
         if step % recipe.get("checkpoint_every", 100) == 0 or step == total:
             save_checkpoint()
     bar.close()

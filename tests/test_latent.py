@@ -1,0 +1,115 @@
+"""Latent diffusion (issue 4): the autoencoder, the image-folder stream, training both with the
+shared loop, and the pipeline that denoises latents and decodes them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wordpaint import TextToImagePipeline
+from wordpaint.data.captions import sample_example
+from wordpaint.data.imagefolder import ImageFolderStream
+from wordpaint.data.shapes import render_scene
+from wordpaint.errors import ModelLoadError, WordpaintError
+from wordpaint.models.autoencoder import AutoencoderConfig, AutoencoderModel, latent_scale
+from wordpaint.models.registry import build_config, build_model
+from wordpaint.training.train import train
+
+
+def _folder(root, n=24, size=32):
+    """A small image folder shaped like the emoji corpus (name, style, kind, split per row)."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        ex = sample_example(np.random.default_rng(i), size=size)
+        Image.fromarray(render_scene(ex.scene, size)).save(root / "images" / f"{i}.png")
+        rows.append({"file_name": f"images/{i}.png", "text": ex.caption, "name": ex.caption, "style": ("noto", "twemoji")[i % 2],
+                     "kind": "emoji", "split": "heldout" if i % 6 == 0 else "train"})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("latent")
+    folder = _folder(root / "folder")
+    ae = train("tiny_ae", root / "ae", data=folder, show_progress=False)
+    ld = train("tiny_latent", root / "ld", data=folder, autoencoder=ae, show_progress=False)
+    return folder, ae, ld
+
+
+def test_autoencoder_learns_to_reconstruct():
+    torch.manual_seed(0)
+    model = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae"))
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = model({"pixel_values": x}).item()
+    for _ in range(40):
+        loss = model({"pixel_values": x})
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < 0.7 * first
+    z = model.encode(x)
+    assert z.shape == (4, 4, 16, 16)
+    assert model.decode(z).shape == x.shape and model.decode(z).abs().max() <= 1
+
+
+def test_latent_scale_gives_unit_variance():
+    torch.manual_seed(0)
+    model = AutoencoderModel(AutoencoderConfig(resolution=32, block_out_channels=(4, 8), norm_num_groups=4, mid_block_add_attention=False))
+    x = torch.rand(16, 3, 32, 32) * 2 - 1
+    model.config.scaling_factor = latent_scale(model, x)
+    assert model.encode(x).std().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_stream_is_deterministic_and_leaves_out_heldout_rows(tmp_path):
+    folder = _folder(tmp_path / "f")
+    s = ImageFolderStream(folder, size=32, seed=3, cond_drop_prob=0.3, show_progress=False)
+    assert len(s) == 20 and all(r["split"] == "train" for r in s.rows)
+    a, ca = s.batch(5, 8)
+    b, cb = ImageFolderStream(folder, size=32, seed=3, cond_drop_prob=0.3, show_progress=False).batch(5, 8)
+    assert torch.equal(a, b) and ca == cb
+    assert a.shape == (8, 3, 32, 32) and -1 <= a.min() and a.max() <= 1
+    # one epoch of examples visits every image exactly once
+    seen = [s.index(i) for i in range(len(s))]
+    assert sorted(seen) == list(range(len(s)))
+    caps = [c for st in range(20) for c in s.batch(st, 8)[1]]
+    assert "" in caps and any(c.endswith("noto style") for c in caps)
+
+
+def test_trained_folders_round_trip_and_generate_pixels(runs, tmp_path):
+    folder, ae, ld = runs
+    cfg = json.loads((ae / "config.json").read_text())
+    assert cfg["family"] == "autoencoder" and cfg["scaling_factor"] != 1.0
+    assert [json.loads(l)["eval"]["psnr_heldout_emoji"] for l in (ae.parent / "metrics.jsonl").read_text().splitlines() if "eval" in l]
+    index = json.loads((ld / "model_index.json").read_text())
+    assert index["vae"] == "autoencoder"
+    pipe = TextToImagePipeline.from_pretrained(ld)
+    assert pipe.resolution == 32  # 16x16 latents, factor 2
+    out = pipe("fox in noto style", num_inference_steps=2, seed=4, num_images_per_prompt=2)
+    assert [im.size for im in out.images] == [(32, 32)] * 2
+    pipe.save_pretrained(tmp_path / "copy")
+    again = TextToImagePipeline.from_pretrained(tmp_path / "copy")("fox in noto style", num_inference_steps=2, seed=4, num_images_per_prompt=2)
+    assert [np.asarray(a).tolist() for a in out.images] == [np.asarray(b).tolist() for b in again.images]
+    fid = [json.loads(l)["eval"] for l in (ld.parent / "metrics.jsonl").read_text().splitlines() if "eval" in l]
+    assert fid and fid[-1]["n"] == 8 and fid[-1]["fid_efficientnet_lite0"] > 0
+    with pytest.raises(WordpaintError, match="multiple of 4"):
+        pipe("fox", height=30, num_inference_steps=1)
+
+
+def test_mismatched_autoencoder_and_missing_autoencoder_are_clear(runs, text_encoder, tmp_path):
+    folder, ae, ld = runs
+    model = build_model(build_config(family="diffusion", preset="tiny"))  # 3 channels, not 4
+    vae = TextToImagePipeline.from_pretrained(ld).vae
+    with pytest.raises(ModelLoadError, match="3 channels"):
+        TextToImagePipeline(text_encoder=text_encoder, model=model, vae=vae)
+    with pytest.raises(WordpaintError, match="data.autoencoder"):
+        train("tiny_latent", tmp_path / "x", data=folder, autoencoder="", show_progress=False)
+
+
+def test_autoencoder_recipe_needs_an_image_folder(tmp_path):
+    with pytest.raises(WordpaintError, match="image folder"):
+        train("tiny_ae", tmp_path / "x", data=tmp_path / "nowhere", show_progress=False)
