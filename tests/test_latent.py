@@ -43,10 +43,11 @@ def runs(tmp_path_factory):
 def test_autoencoder_learns_to_reconstruct():
     torch.manual_seed(0)
     model = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae"))
-    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    # smooth images (random 4x4 colour fields upsampled): learnable by a tiny autoencoder
+    x = torch.nn.functional.interpolate(torch.rand(4, 3, 4, 4) * 2 - 1, size=32, mode="bilinear")
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = model({"pixel_values": x}).item()
-    for _ in range(40):
+    for _ in range(60):
         loss = model({"pixel_values": x})
         loss.backward()
         opt.step()
@@ -113,3 +114,34 @@ def test_mismatched_autoencoder_and_missing_autoencoder_are_clear(runs, text_enc
 def test_autoencoder_recipe_needs_an_image_folder(tmp_path):
     with pytest.raises(WordpaintError, match="image folder"):
         train("tiny_ae", tmp_path / "x", data=tmp_path / "nowhere", show_progress=False)
+
+
+def test_emoji_suite_report(runs, tmp_path):
+    """The emoji suite on a tiny latent model and an untrained wordpaint-clip: every figure is
+    there, accuracies are fractions, and the sample sheet is written."""
+    from wordpaint.data.emoji import HELDOUT_FILE
+    from wordpaint.eval.report import write_suite_report
+    from wordpaint.models.clip import ClipConfig, ClipModel, WordpaintClip
+
+    vocab = json.loads(HELDOUT_FILE.read_text())["eval_concepts"][:4]
+    root = tmp_path / "emoji"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i, v in enumerate(vocab):
+        for j, style in enumerate(("noto", "twemoji", "openmoji")):
+            ex = sample_example(np.random.default_rng(10 * i + j), size=32)
+            Image.fromarray(render_scene(ex.scene, 32)).save(root / "images" / f"{i}-{style}.png")
+            rows.append({"file_name": f"images/{i}-{style}.png", "text": f"{v['name']} in {style} style", "name": v["name"], "style": style,
+                         "kind": "emoji", "concept": v["concept"], "split": "heldout" if j == i % 3 and i < 3 else "train"})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torch.manual_seed(0)
+    clip = WordpaintClip(ClipModel(ClipConfig(hidden_dim=32, embed_dim=16, dropout=0.0)))
+    pipe = TextToImagePipeline.from_pretrained(runs[2])
+    paths = write_suite_report(pipe, "emoji", tmp_path / "report", model_name="tiny", data=root, clip=clip, samples_per_cell=2,
+                               seed=0, steps=2, guidance=2.0, limit_concepts=4, show_progress=False)
+    res = json.loads(paths["json"].read_text())
+    seen, held = res["figures"]["seen_cells"], res["figures"]["heldout_cells"]
+    assert (seen["cells"], seen["images"], held["cells"], held["images"]) == (9, 18, 3, 6)
+    for f in (seen, held):
+        assert 0 <= f["concept_accuracy"] <= 1 and 0 <= f["style_accuracy"] <= 1 and f["FID (EfficientNet-Lite0)"] > 0
+    assert (tmp_path / "report" / "samples.png").is_file() and "concept acc." in paths["markdown"].read_text()
