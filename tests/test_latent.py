@@ -145,3 +145,15 @@ def test_emoji_suite_report(runs, tmp_path):
     for f in (seen, held):
         assert 0 <= f["concept_accuracy"] <= 1 and 0 <= f["style_accuracy"] <= 1 and f["FID (EfficientNet-Lite0)"] > 0
     assert (tmp_path / "report" / "samples.png").is_file() and "concept acc." in paths["markdown"].read_text()
+
+
+def test_bundled_emoji_model_draws_64px():
+    pipe = TextToImagePipeline.from_pretrained("emoji")
+    assert pipe.vae is not None and pipe.resolution == 64
+    out = pipe("red heart in twemoji style", num_inference_steps=2, seed=0)
+    assert out.images[0].size == (64, 64) and out.metadata[0]["seed"] == 0
+    # the bundled heart is red: more red than green or blue in the drawn pixels
+    a = np.asarray(out.images[0]).astype(float)
+    ink = a.sum(-1) < 700  # not white background
+    assert ink.mean() > 0.05
+    assert a[ink][:, 0].mean() > a[ink][:, 1].mean() + 30

@@ -1,0 +1,70 @@
+"""FID vs wall time of the emoji latent model's recipe (issue 4): reads the run folders of the
+autoencoder (``emoji_ae``) and the UNet (``emoji64``), writes a JSON and a PNG.
+
+The x axis is training wall time on the machine that ran the recipe, the autoencoder's time
+first; FID (EfficientNet-Lite0 features) is the quick figure the training loop logs (300 images
+generated from the short prompts of 300 fixed training images, against those images; few
+samples bias FID upwards, so compare points of the curve, not other papers' numbers).
+
+    python benchmarks/emoji_curve.py --ae runs/emoji_ae --unet runs/emoji64 --out benchmarks/results/emoji64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ae", required=True, help="autoencoder run folder")
+    ap.add_argument("--unet", required=True, help="latent UNet run folder")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    from wordpaint.io import atomic_path, write_json
+
+    ae, unet = read_metrics(Path(args.ae)), read_metrics(Path(args.unet))
+    def span(run: str, recs: list[dict]) -> tuple[float, float]:
+        """(start, end) of a run: its first logged record minus the time its earlier steps took."""
+        first = next(r for r in recs if "loss" in r)
+        batch = json.loads((Path(run) / "recipe.json").read_text())["batch_size"]
+        return first["time"] - first["step"] * batch / first["images_per_s"], recs[-1]["time"]
+
+    a0, a1 = span(args.ae, ae)
+    u0, u1 = span(args.unet, unet)
+    ae_minutes = (a1 - a0) / 60
+    psnr = [{"step": r["step"], "minutes": (r["time"] - a0) / 60, **r["eval"]} for r in ae if "eval" in r]
+    fid = [{"step": r["step"], "minutes": ae_minutes + (r["time"] - u0) / 60, **r["eval"]} for r in unet if "eval" in r]
+    doc = {"autoencoder_minutes": ae_minutes, "unet_minutes": (u1 - u0) / 60, "total_minutes": ae_minutes + (u1 - u0) / 60,
+           "autoencoder_psnr": psnr, "fid_curve": fid,
+           "note": "FID (EfficientNet-Lite0 features), 300 generated vs 300 real training images of the same prompts, 10 dpmpp_2m steps, guidance 3"}
+    out = Path(args.out)
+    write_json(out / "curve.json", doc)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax1.plot([p["minutes"] for p in psnr], [p["psnr_heldout_emoji"] for p in psnr], "o-", label="held-out emoji")
+    if psnr and "psnr_test_icon" in psnr[0]:
+        ax1.plot([p["minutes"] for p in psnr], [p["psnr_test_icon"] for p in psnr], "s-", label="test icons")
+    ax1.axhline(28, color="grey", ls="--", lw=0.8)
+    ax1.set(xlabel="wall time (min)", ylabel="PSNR (dB)", title="autoencoder reconstruction")
+    ax1.legend()
+    ax2.plot([p["minutes"] for p in fid], [p["fid_efficientnet_lite0"] for p in fid], "o-")
+    ax2.set(xlabel="wall time incl. autoencoder (min)", ylabel="FID (EfficientNet-Lite0, 300)", title="latent UNet")
+    fig.tight_layout()
+    with atomic_path(out / "curve.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    print(json.dumps({k: v for k, v in doc.items() if k != "note"}, indent=1))
+    print(f"wrote {out / 'curve.json'} and {out / 'curve.png'}")
+
+
+if __name__ == "__main__":
+    main()
