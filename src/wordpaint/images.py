@@ -21,9 +21,14 @@ def on_white(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def to_uint8(x):
+    """Tensor in [-1, 1] -> uint8 tensor (same shape, on the CPU), as the images are saved."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to("cpu").byte()
+
+
 def to_pil(x) -> list[Image.Image]:
     """(B, 3, H, W) or (B, 1, H, W) tensor in [-1, 1] -> list of RGB or grayscale ("L") PIL images."""
-    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to("cpu").byte().permute(0, 2, 3, 1).numpy()
+    arr = to_uint8(x).permute(0, 2, 3, 1).numpy()
     if arr.shape[-1] == 1:
         return [Image.fromarray(a[..., 0], "L") for a in arr]
     return [Image.fromarray(a, "RGB") for a in arr]

@@ -19,13 +19,15 @@ class SkippedFileWarning(UserWarning):
 
 
 def load_imagefolder(folder: str | os.PathLike, *, size: int | None = None,
-                     splits: tuple[str, ...] | None = None, keep=None) -> tuple[list[dict], list[torch.Tensor], list[dict]]:
+                     splits: tuple[str, ...] | None = None, kinds: tuple[str, ...] | None = None,
+                     keep=None) -> tuple[list[dict], list[torch.Tensor], list[dict]]:
     """(metadata rows, uint8 (3, H, W) images, skipped) of ``folder``.
 
     Lines that are not JSON objects, lack ``file_name`` or a non-empty ``text``, or name an image
     that cannot be read are skipped with a :class:`SkippedFileWarning` naming the line or file,
     and returned in ``skipped``. ``size`` resizes (antialiased) images of another size; ``splits``
-    keeps rows whose ``split`` (default "train") is listed; ``keep(row)`` filters further."""
+    keeps rows whose ``split`` (default "train") is listed, ``kinds`` rows whose ``kind`` (default
+    "emoji") is listed; ``keep(row)`` filters further."""
     import numpy as np
     from PIL import Image
 
@@ -56,7 +58,8 @@ def load_imagefolder(folder: str | os.PathLike, *, size: int | None = None,
         if not isinstance(row.get("text"), str) or not row["text"].strip():
             skip(f"{meta}:{n}", f"no text for {row['file_name']}")
             continue
-        if (splits is not None and row.get("split", "train") not in splits) or (keep is not None and not keep(row)):
+        if (splits is not None and row.get("split", "train") not in splits) or (kinds is not None and row.get("kind", "emoji") not in kinds) \
+                or (keep is not None and not keep(row)):
             continue
         path = folder / row["file_name"]
         try:
@@ -97,8 +100,7 @@ class ImageFolderStream:
     def __init__(self, folder: str | os.PathLike, *, size: int = 64, seed: int = 0, splits: tuple[str, ...] = ("train",),
                  kinds: tuple[str, ...] | None = None, cond_drop_prob: float = 0.0, autoencoder=None,
                  show_progress: bool = True):
-        keep = None if kinds is None else (lambda r: r.get("kind", "emoji") in kinds)
-        self.rows, images, self.skipped = load_imagefolder(folder, size=size, splits=tuple(splits), keep=keep)
+        self.rows, images, self.skipped = load_imagefolder(folder, size=size, splits=tuple(splits), kinds=kinds)
         self.seed, self.cond_drop_prob = seed, cond_drop_prob
         self.captions = [caption_alternatives(r) for r in self.rows]
         self.images = images  # uint8 (3, H, W) each: the real images, for FID during training
@@ -109,6 +111,7 @@ class ImageFolderStream:
             chunks = range(0, len(x), 128)
             x = torch.cat([autoencoder.encode(x[i : i + 128]) for i in tqdm(chunks, desc="encode latents", disable=not show_progress)])
         self.data = x  # (N, C, h, w)
+        self._epoch: tuple[int, object] = (-1, None)  # (epoch, its permutation): drawn once per epoch
 
     def __len__(self) -> int:
         return len(self.data)
@@ -117,7 +120,9 @@ class ImageFolderStream:
         import numpy as np
 
         n = len(self.data)
-        return int(np.random.default_rng([self.seed, i // n]).permutation(n)[i % n])
+        if self._epoch[0] != i // n:
+            self._epoch = (i // n, np.random.default_rng([self.seed, i // n]).permutation(n))
+        return int(self._epoch[1][i % n])
 
     def batch(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, list[str]]:
         """Batch ``step`` for ``rank``: examples (step * world + rank) * B ... + B - 1."""

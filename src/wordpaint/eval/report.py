@@ -168,14 +168,14 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
                        guidance_scale=guidance, batch_size=64, show_progress=show_progress)
             rep = lambda xs: [x for x in xs for _ in range(samples_per_cell)]  # noqa: E731  (prompt-major, like the images)
             gen_feats = clip.image_features(res.images, show_progress=show_progress)
-            acc = concept_style_accuracy(clip, clip.model.embed_image_features(gen_feats), rep([c for c, _, _ in items]),
-                                         rep([st for _, st, _ in items]), order, names)
             real_feats = clip.image_features([im for *_, im in items], show_progress=show_progress)
-            real_acc = concept_style_accuracy(clip, clip.model.embed_image_features(real_feats), [c for c, _, _ in items],
-                                              [st for _, st, _ in items], order, names)
-            text = clip.embed_texts(rep(prompts))
-            clip_score = float(100 * (clip.model.embed_image_features(gen_feats) * text).sum(-1).clamp(min=0).mean())
-            real_score = float(100 * (clip.model.embed_image_features(real_feats) * clip.embed_texts(prompts)).sum(-1).clamp(min=0).mean())
+            gen_emb, real_emb = clip.model.embed_image_features(gen_feats), clip.model.embed_image_features(real_feats)
+            acc = concept_style_accuracy(clip, gen_emb, rep([c for c, _, _ in items]), rep([st for _, st, _ in items]), order, names)
+            real_acc = concept_style_accuracy(clip, real_emb, [c for c, _, _ in items], [st for _, st, _ in items], order, names)
+            text = clip.embed_texts(prompts)  # (cells, E); the generated images repeat each prompt samples_per_cell times
+            # CLIP-score as torchmetrics' CLIPScore defines it: mean of max(100 x cosine, 0)
+            clip_score = float(100 * (gen_emb * text.repeat_interleave(samples_per_cell, 0)).sum(-1).clamp(min=0).mean())
+            real_score = float(100 * (real_emb * text).sum(-1).clamp(min=0).mean())
             # the CLIP image tower is EfficientNet-Lite0 too: its pooled features are the FID features
             kid = M.kid_from_features(real_feats.double(), gen_feats.double(), subsets=50,
                                       subset_size=min(1000, len(real_feats), len(gen_feats)), seed=seed)

@@ -13,13 +13,12 @@ diffusion noise schedule fits them.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from wordpaint.models.config import ConfigMixin
+from wordpaint.models.config import ConfigMixin, init_device
 
 
 @dataclass
@@ -59,7 +58,7 @@ class AutoencoderModel(torch.nn.Module):
 
         self.config = config
         n = len(config.block_out_channels)
-        with torch.device("meta") if empty else contextlib.nullcontext():
+        with init_device(empty):
             self.vae = AutoencoderKL(
                 in_channels=config.in_channels,
                 out_channels=config.in_channels,

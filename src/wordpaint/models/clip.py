@@ -11,7 +11,6 @@ minutes on a CPU. Read top to bottom: config -> heads + loss -> the usable model
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from wordpaint.errors import ModelLoadError, WordpaintError
-from wordpaint.models.config import ConfigMixin
+from wordpaint.models.config import ConfigMixin, init_device
 
 BUNDLED_CLIP = Path(__file__).resolve().parent.parent / "weights" / "clip"
 
@@ -56,7 +55,7 @@ class ClipModel(torch.nn.Module):
     def __init__(self, config: ClipConfig, *, empty: bool = False):
         super().__init__()
         self.config = config
-        with torch.device("meta") if empty else contextlib.nullcontext():
+        with init_device(empty):
             self.image_head = _head(config.image_dim, config.hidden_dim, config.embed_dim, config.dropout)
             self.text_head = _head(config.text_dim, config.hidden_dim, config.embed_dim, config.dropout)
             self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))

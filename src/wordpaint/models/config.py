@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, fields
+
+import torch
+
+
+def init_device(empty: bool):
+    """Context for building a model: parameters on the meta device when ``empty`` (no random
+    initialisation, because weights are loaded next), else the default device."""
+    return torch.device("meta") if empty else contextlib.nullcontext()
 
 
 class ConfigMixin:

@@ -8,13 +8,12 @@ Classifier-free guidance comes from condition dropout, done on captions by the d
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from wordpaint.models.config import ConfigMixin
+from wordpaint.models.config import ConfigMixin, init_device
 
 
 @dataclass
@@ -87,7 +86,7 @@ class DiffusionModel(torch.nn.Module):
 
         self.config = config
         # empty: parameters on the meta device (no random init, ~1 s saved on every cold start)
-        with torch.device("meta") if empty else contextlib.nullcontext():
+        with init_device(empty):
             self.unet = UNet2DConditionModel(
                 sample_size=config.resolution,
                 in_channels=config.in_channels + config.layout_channels,

@@ -51,21 +51,10 @@ PRESETS: dict[str, tuple[str, dict]] = {
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         ),
     ),
-    # tests: an autoencoder with factor 2 (32 px -> 16x16x4) and a UNet on those latents
+    # tests: an autoencoder with factor 2 (32 px -> 16x16x4); tiny_latent (below) is the tiny UNet on its latents
     "tiny_ae": ("autoencoder", dict(resolution=32, block_out_channels=(4, 8), norm_num_groups=4, mid_block_add_attention=False)),
-    "tiny_latent": (
-        "diffusion",
-        dict(
-            resolution=16,
-            in_channels=4,
-            block_out_channels=(4, 8),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=4,
-            norm_num_groups=4,
-        ),
-    ),
 }
+PRESETS["tiny_latent"] = ("diffusion", {**PRESETS["tiny"][1], "resolution": 16, "in_channels": 4})
 
 
 def build_config(*, family: str = "diffusion", preset: str | None = None, **overrides):

@@ -37,7 +37,7 @@ def emoji_corpus(folder: str | os.PathLike, *, kinds: tuple[str, ...] = ("emoji"
     from wordpaint.data.emoji import short_caption
     from wordpaint.data.imagefolder import load_imagefolder
 
-    rows, images, _ = load_imagefolder(folder, keep=lambda r: r.get("kind", "emoji") in kinds)
+    rows, images, _ = load_imagefolder(folder, kinds=tuple(kinds))
     captions = [[r["text"], short_caption(r["name"], r["style"])] if "name" in r and "style" in r else [r["text"]] for r in rows]
     manifest = Path(folder, "manifest.json")
     key = hashlib.sha256(Path(folder, "metadata.jsonl").read_bytes() + (manifest.read_bytes() if manifest.is_file() else b"")

@@ -87,11 +87,6 @@ def lr_at(step: int, recipe: dict) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) in [-1, 1] -> uint8, as the images would be saved."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 class TextToImageTask:
     """Training a text-conditioned diffusion model: on pixels (the shapes world, Fashion-MNIST)
     or on the latents of a frozen autoencoder (an image folder such as the emoji corpus, with
@@ -217,7 +212,7 @@ class AutoencoderTask:
         self.stream = ImageFolderStream(data["folder"], size=config.resolution, seed=recipe.get("seed", 0), kinds=kinds,
                                         splits=tuple(data.get("splits", ["train"])), show_progress=show_progress)
         rows, images, _ = load_imagefolder(data["folder"], size=config.resolution, splits=tuple(data.get("eval_splits", ["heldout", "test"])),
-                                           keep=None if kinds is None else (lambda r: r.get("kind", "emoji") in kinds))
+                                           kinds=kinds)
         self.eval_images = torch.stack(images).float() / 127.5 - 1  # (M, 3, H, W)
         self.eval_groups = [f"{r.get('split', 'train')}_{r.get('kind', 'image')}" for r in rows]
         self.can_evaluate = True
@@ -239,8 +234,9 @@ class AutoencoderTask:
     def evaluate(self, module) -> dict:
         """Mean PSNR (dB, uint8 images) of reconstructions, overall and per held-out group."""
         from wordpaint.eval.metrics import psnr
+        from wordpaint.images import to_uint8
 
-        real, rec = _to_uint8(self.eval_images), _to_uint8(self._reconstruct(module, self.eval_images))
+        real, rec = to_uint8(self.eval_images), to_uint8(self._reconstruct(module, self.eval_images))
         out = {"psnr": psnr(list(real), list(rec)), "n": len(real)}
         for g in sorted(set(self.eval_groups)):
             idx = [i for i, h in enumerate(self.eval_groups) if h == g]
