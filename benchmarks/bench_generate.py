@@ -3,8 +3,8 @@
     python benchmarks/bench_generate.py [--model DIR] [--out benchmarks/results/generate.json]
 
 Measures: cold start of one `wordpaint generate` (process start to PNG, median of 3), seconds
-per image at batch 1 and 16 for 10 and 20 steps (DPM-Solver++ 2M, guidance 3, so two network
-evaluations per step), the same network driven by a stock diffusers scheduler loop (ratio),
+per image at batch 1 and 16 for the model's default step count and for 10 and 20 steps
+(DPM-Solver++ 2M, guidance 3 at every step, so two network evaluations per step), the same network driven by a stock diffusers scheduler loop (ratio),
 GFLOP per image (torch's FlopCounterMode) and the fraction of this machine's fp32 matmul peak.
 """
 
@@ -77,10 +77,12 @@ def stock_diffusers_loop(pipe, prompts: list[str], steps: int, guidance: float) 
     states = torch.cat([_pad(cond.hidden_states, L), _pad(unc.hidden_states, L)])
     mask = torch.cat([_pad(cond.attention_mask, L), _pad(unc.attention_mask, L)]).float()
     r = m.config.resolution
-    x = torch.randn(len(prompts), 3, r, r, generator=torch.Generator().manual_seed(0)) * sched.init_noise_sigma
+    x = torch.randn(len(prompts), m.config.in_channels, r, r, generator=torch.Generator().manual_seed(0)) * sched.init_noise_sigma
+    # a layout model reads layout channels beside the image; zeros cost the same as a real layout
+    lay = torch.zeros(2 * len(prompts), m.config.layout_channels, r, r)
     with torch.no_grad():
         for t in sched.timesteps:
-            xin = sched.scale_model_input(torch.cat([x, x]), t)
+            xin = torch.cat([sched.scale_model_input(torch.cat([x, x]), t), lay], dim=1)
             e_c, e_u = m.unet(xin, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample.chunk(2)
             x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
 
@@ -93,7 +95,7 @@ def unet_gflop_per_image(pipe) -> float:
     r = m.config.resolution
     enc = pipe.text_encoder.encode([PROMPT])
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        m.net(torch.randn(1, 3, r, r), torch.tensor([500.0]), enc.hidden_states, enc.attention_mask)
+        m.net(torch.randn(1, m.config.in_channels, r, r), torch.tensor([500.0]), enc.hidden_states, enc.attention_mask)
     return fc.get_total_flops() / 1e9
 
 
@@ -120,18 +122,22 @@ def main() -> None:
     res["unet_gflop_per_forward_per_image"] = round(gflop_fwd, 4)
     res["peak_fp32_matmul_gflops"] = round(matmul_peak_gflops(), 1)
     res["runs"] = []
-    for steps in (10, 20):
+    default_steps = pipe.defaults["num_inference_steps"]
+    for steps in sorted({default_steps, 10, 20}):
         for bs in (1, 16):
             prompts = [PROMPT] * bs
             ours = time_it(lambda: pipe(prompts, num_inference_steps=steps, guidance_scale=3.0, sampler="dpmpp_2m", seed=0, batch_size=bs),
                            args.reps) / bs
             stock = time_it(lambda: stock_diffusers_loop(pipe, prompts, steps, 3.0), args.reps) / bs
             gflop = gflop_fwd * 2 * steps  # CFG: conditional + unconditional pass per step
-            run = {"steps": steps, "batch": bs, "s_per_image": round(ours, 4), "stock_diffusers_s_per_image": round(stock, 4),
+            run = {"steps": steps, "default_settings": steps == default_steps, "batch": bs, "s_per_image": round(ours, 4), "stock_diffusers_s_per_image": round(stock, 4),
                    "ratio_ours_over_stock": round(ours / stock, 3), "gflop_per_image": round(gflop, 3),
                    "achieved_gflops": round(gflop / ours, 2), "fraction_of_peak": round(gflop / ours / res["peak_fp32_matmul_gflops"], 4)}
             res["runs"].append(run)
             print(json.dumps(run), flush=True)
+    at_default = next(r for r in res["runs"] if r["default_settings"] and r["batch"] == 16)
+    res["default_settings_s_per_image_batch16"] = at_default["s_per_image"]
+    print(f"default settings ({default_steps} steps), batch 16: {at_default['s_per_image']:.3f} s/image", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {args.out}")

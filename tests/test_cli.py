@@ -30,8 +30,10 @@ def test_generate_writes_png_with_metadata(capsys, tiny_dir, tmp_path):
 
 
 def test_generate_several(capsys, tiny_dir, tmp_path):
-    code, out, _ = run(capsys, "generate", "two stars", "-o", str(tmp_path / "s.png"), "--model", str(tiny_dir), "--n", "2", "--sampler", "ddim")
+    code, out, _ = run(capsys, "generate", "two stars", "-o", str(tmp_path / "s.png"), "--model", str(tiny_dir), "--n", "2", "--sampler", "ddim",
+                       "--guidance-interval", "0,1.5")
     assert code == 0 and (tmp_path / "s-0.png").is_file() and (tmp_path / "s-1.png").is_file()
+    assert read_png_metadata(tmp_path / "s-1.png")["guidance_interval"] == [0.0, 1.5]
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,8 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["generate", "a star", "--model", "TINY", "--steps", "0"], "num_inference_steps must be from 1"),
         (["generate", "a star", "--model", "TINY", "--guidance", "-2"], "guidance_scale must be a finite number >= 0"),
         (["generate", "a star", "--model", "TINY", "--sampler", "magic"], "unknown sampler 'magic'"),
+        (["generate", "a star", "--model", "TINY", "--guidance-interval", "low"], "--guidance-interval must be LO,HI"),
+        (["generate", "a star", "--model", "TINY", "--guidance-interval", "3,1"], "guidance_interval must be None or a pair"),
         (["generate", "a star", "--model", "TINY", "--size", "33"], "must be a multiple of 2"),
         (["generate", "a star", "--model", "/nonexistent/model"], "model folder not found"),
         (["generate", "a star", "--model", "TINY", "-o", "x.jpg"], "output must be a .png"),

@@ -55,6 +55,22 @@ def test_guidance_changes_the_image(tiny_pipe):
     assert not (a == b).all()
 
 
+def test_guidance_interval_guides_only_inside_it(tiny_pipe):
+    kw = dict(seed=0, guidance_scale=5.0, num_inference_steps=3)
+    sigmas = tiny_pipe.model.sigmas(3, "trailing")
+    full = arrays(tiny_pipe("a star", **kw))[0]
+    unguided = arrays(tiny_pipe("a star", **{**kw, "guidance_scale": 1.0}))[0]
+    # an interval that holds every noise level is ordinary guidance; one that holds none runs the
+    # conditional model alone, exactly what guidance 1 does
+    assert (arrays(tiny_pipe("a star", **kw, guidance_interval=(0.0, float("inf"))))[0] == full).all()
+    assert (arrays(tiny_pipe("a star", **kw, guidance_interval=(1e6, 2e6)))[0] == unguided).all()
+    # guiding only the last, low-noise steps gives a third image, and says so in its metadata
+    out = tiny_pipe("a star", **kw, guidance_interval=(0.0, float(sigmas[1]) * 0.99))
+    part = arrays(out)[0]
+    assert not (part == full).all() and not (part == unguided).all()
+    assert out.metadata[0]["guidance_interval"] == [0.0, pytest.approx(float(sigmas[1]) * 0.99)]
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -75,6 +91,9 @@ def test_guidance_changes_the_image(tiny_pipe):
         (dict(width=33), "width must be a multiple of 2"),
         (dict(num_images_per_prompt=0), "num_images_per_prompt"),
         (dict(seed=-1), "seed must be from 0"),
+        (dict(guidance_interval=(2.0, 1.0)), "guidance_interval must be None or a pair"),
+        (dict(guidance_interval=(0.5,)), "guidance_interval must be None or a pair"),
+        (dict(guidance_interval="low"), "guidance_interval must be None or a pair"),
     ],
 )
 def test_bad_input_is_a_clear_value_error(tiny_pipe, kwargs, match):

@@ -13,8 +13,11 @@ def add_parser(sub) -> None:
     p.add_argument("prompt", help="what to draw, e.g. 'a red circle to the left of a blue square'")
     p.add_argument("-o", "--output", default="wordpaint.png", help="PNG path; with --n > 1, -0, -1, ... are added before .png")
     p.add_argument("--model", default=None, help="pipeline folder, or 'shapes' for the bundled model (default)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 10)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; 6 for the bundled shapes model)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale >= 0 (default: the model's, 3.0)")
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                   help="guide only at noise levels LO <= sigma <= HI (e.g. 0,1.2; 'none' guides every step); "
+                   "outside it each step runs the conditional model alone (default: the model's)")
     p.add_argument("--sampler", default=None, help="dpmpp_2m, ddim, euler or ddpm (ancestral) (default: the model's)")
     p.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
@@ -38,6 +41,19 @@ def output_paths(output: str, n: int) -> list[Path]:
     return [path.with_name(f"{path.stem}-{k}{path.suffix}") for k in range(n)]
 
 
+def parse_interval(text: str | None):
+    """``--guidance-interval``: None (the model's default), 'none', or 'LO,HI' in sigma."""
+    if text is None:
+        return "default"
+    if text.strip().lower() == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise WordpaintError(f"--guidance-interval must be LO,HI (two numbers, e.g. 0,1.2) or none, got {text!r}") from None
+    return lo, hi
+
+
 def run(args: argparse.Namespace) -> int:
     paths = output_paths(args.output, args.n) if isinstance(args.n, int) and args.n >= 1 else None
     if paths is None:
@@ -57,11 +73,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.planner is not None:
         options = {"url": args.planner_url, "model": args.planner_model} if args.planner == "openai" else {}
         planner = get_planner(args.planner, **options)
+    interval = parse_interval(args.guidance_interval)
     pipe = TextToImagePipeline.from_pretrained(args.model, planner=planner)
     if args.show_plan and pipe.planner is None:
         raise WordpaintError(f"--show-plan needs --planner (one of: {', '.join(PLANNERS)})")
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
-               sigma_schedule=args.schedule, seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
+               sigma_schedule=args.schedule, guidance_interval=interval, seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
     for w in out.warnings:
         print(f"wordpaint: warning: {w}", file=sys.stderr)
     for k, path in enumerate(paths):

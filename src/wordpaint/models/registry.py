@@ -33,9 +33,11 @@ PRESETS: dict[str, tuple[str, dict]] = {
         dict(
             resolution=32,
             in_channels=1,
-            block_out_channels=(32, 64, 128),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(32, 64, 96),
+            # attention at 8x8 only: at 16x16 it more than doubles the training step (2.5 s vs
+            # 1.2 s at batch 64 on 2 cores) for a 10-class, 28 px dataset
+            down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         ),
     ),
     # emoji corpus (issue 4): 64x64x3 <-> 16x16x4 latents, and the text-conditioned UNet on them
