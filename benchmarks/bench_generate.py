@@ -4,8 +4,8 @@
 
 Measures: cold start of one `wordpaint generate` (process start to PNG, median of 3), seconds
 per image at batch 1 and 16 for the model's default step count and for 10 and 20 steps
-(DPM-Solver++ 2M, guidance 3 at every step, so two network evaluations per step), the same network driven by a stock diffusers scheduler loop (ratio),
-GFLOP per image (torch's FlopCounterMode) and the fraction of this machine's fp32 matmul peak.
+(DPM-Solver++ 2M, guidance 3 at every step, so two network evaluations per step), the same
+network driven by a stock diffusers scheduler loop (ratio), GFLOP per image (torch's FlopCounterMode) and the fraction of this machine's fp32 matmul peak.
 """
 
 from __future__ import annotations

@@ -38,8 +38,6 @@ def main() -> None:
     import torch
 
     from wordpaint import TextToImagePipeline, __version__
-    from wordpaint.eval.compositional import evaluate_compositional
-    from wordpaint.eval.prompts import load_prompts, subset
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
     cell = shapes_cell(pipe, args) if args.suite == "shapes" else fashion_cell(pipe, args)
@@ -110,7 +108,7 @@ def fashion_cell(pipe, args):
     import numpy as np
     import torch
 
-    from wordpaint.data.fashion_mnist import CLASSES, caption, load_fashion_mnist
+    from wordpaint.data.fashion_mnist import CLASSES, caption, from_model_images, load_fashion_mnist
     from wordpaint.eval import metrics as M
 
     xte, _ = load_fashion_mnist("test")
@@ -123,8 +121,7 @@ def fashion_cell(pipe, args):
         out = pipe(prompts, num_images_per_prompt=args.n_per_class, seed=0, num_inference_steps=steps,
                    guidance_scale=args.guidance, sampler=sampler, batch_size=32)
         dt = time.perf_counter() - t0
-        # 32 px samples back to the 28 px frame of the data (the padding is the data's border)
-        gen = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()) for im in out.images])[:, 2:30, 2:30]
+        gen = from_model_images(out.images)  # (N, 28, 28) uint8
         fake, _ = M.extract(gen.unsqueeze(1), what="generated images")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", M.FewSamplesWarning)  # stated in the report: few samples, compare within the curve

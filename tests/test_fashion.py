@@ -30,6 +30,16 @@ def test_loader_shapes_and_missing_folder(fm, tmp_path):
         load_fashion_mnist("test", root=tmp_path)
 
 
+def test_model_frame_round_trip(fm):
+    from wordpaint.data.fashion_mnist import from_model_images, to_model_images
+    from wordpaint.images import to_pil
+
+    (xtr, _), _ = fm
+    x = to_model_images(xtr[:5])  # (5, 1, 32, 32) in [-1, 1], black border
+    assert x.shape == (5, 1, 32, 32) and (x[:, :, :2] == -1).all()
+    assert (from_model_images(to_pil(x)).numpy() == xtr[:5]).all()
+
+
 def test_stream_is_a_pure_function_of_step(fm):
     from wordpaint.data.fashion_mnist import FashionMNISTStream
 

@@ -79,6 +79,15 @@ def to_model_images(images: np.ndarray) -> "torch.Tensor":
     return torch.nn.functional.pad(x, (PAD, PAD, PAD, PAD), value=-1.0)
 
 
+def from_model_images(images: list) -> "torch.Tensor":
+    """Generated 32 px PIL images -> (N, 28, 28) uint8 in the data's frame (the padding
+    ``to_model_images`` adds is the data's black border, so it is cut off again)."""
+    import torch
+
+    x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()) for im in images])
+    return x[:, PAD:-PAD, PAD:-PAD]
+
+
 class FashionMNISTStream:
     """Endless (image, caption) batches from the training split, in a fresh seeded order each
     epoch; batch ``step`` is a pure function of (seed, step), like the shapes stream."""

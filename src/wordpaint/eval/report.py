@@ -81,7 +81,7 @@ def shapes_suite(pipe, out: Path, *, samples_per_prompt: int, seed: int, steps: 
 
 def fashion_suite(pipe, out: Path, *, n_per_class: int, n_real: int, seed: int, steps: int | None, guidance: float | None,
                   cas_epochs: int, show_progress: bool) -> dict:
-    from wordpaint.data.fashion_mnist import CLASSES, caption, load_fashion_mnist, to_model_images
+    from wordpaint.data.fashion_mnist import CLASSES, caption, from_model_images, load_fashion_mnist, to_model_images
     from wordpaint.eval import metrics as M
     from wordpaint.eval.cas import CASConfig, classification_accuracy_score
     from wordpaint.images import make_grid, save_png
@@ -94,8 +94,7 @@ def fashion_suite(pipe, out: Path, *, n_per_class: int, n_real: int, seed: int, 
                batch_size=64, show_progress=show_progress)
     gen_seconds = time.perf_counter() - t0
     labels = torch.arange(len(CLASSES)).repeat_interleave(n_per_class)
-    # generated 32 px images back to the 28 px data frame (the padding is the data's border)
-    gen = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()) for im in res.images])[:, 2:30, 2:30]
+    gen = from_model_images(res.images)  # (N, 28, 28) uint8
     rng = np.random.default_rng(seed)
     real_idx = rng.choice(len(xtr), min(n_real, len(xtr)), replace=False)
     test_idx = rng.choice(len(xte), min(n_real, len(xte)), replace=False)

@@ -295,6 +295,8 @@ class TextToImagePipeline:
         noise = torch.stack([torch.randn(model.config.in_channels, h, w, generator=torch.Generator().manual_seed(s)) for s in seeds])
         x = noise * (1 + sigmas[0] ** 2) ** 0.5  # VP prior N(0, 1) seen in the VE view
         use_uncond = guidance_scale != 1.0
+        # the conditional batch alone: all of sampling at guidance 1, the steps outside the interval otherwise
+        cond_only = (cond.hidden_states, cond.attention_mask, layouts)
         if use_uncond:
             unc = self.text_encoder.encode([""] * b)
             L = max(cond.hidden_states.shape[1], unc.hidden_states.shape[1])
@@ -302,19 +304,14 @@ class TextToImagePipeline:
             mask = torch.cat([_pad(cond.attention_mask, L), _pad(unc.attention_mask, L)])
             if layouts is not None:
                 layouts = torch.cat([layouts, torch.zeros_like(layouts)])  # (2B, C_l, H, W)
-        else:
-            states, mask = cond.hidden_states, cond.attention_mask
-        cond_lay = layouts[:b] if layouts is not None else None
         lo, hi = guidance_interval or (0.0, math.inf)
 
         # pixels live in [-1, 1], so the x0 estimate is clamped there; latents have no such bound
         clamp = (lambda d: d) if self.vae is not None else (lambda d: d.clamp(-1, 1))
 
         def denoiser(xs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            if not use_uncond:
-                return clamp(model.denoise(xs, sigma, states, mask, layouts))
-            if not lo <= float(sigma) <= hi:  # outside the guidance interval: conditional only
-                return clamp(model.denoise(xs, sigma, cond.hidden_states, cond.attention_mask, cond_lay))
+            if not use_uncond or not lo <= float(sigma) <= hi:
+                return clamp(model.denoise(xs, sigma, *cond_only))
             d_c, d_u = model.denoise(torch.cat([xs, xs]), sigma, states, mask, layouts).chunk(2)
             # classifier-free guidance on the denoised estimate
             return clamp(d_u + guidance_scale * (d_c - d_u))
