@@ -1,11 +1,11 @@
 """Choose sampling defaults on a *dev* prompt set (seed 7, not the built-in evaluation set).
 
     python benchmarks/tune_sampling.py --model DIR [--per-task 8] [--samplers dpmpp_2m:10,ddpm:20]
-    python benchmarks/tune_sampling.py --settings dpmpp_2m:10:3:none,dpmpp_2m:10:3:0-1.2
+    python benchmarks/tune_sampling.py --settings dpmpp_2m:10:3:none dpmpp_2m:10:3:0,1.2
 
 Sweeps sampler (with its step count), guidance scale and sigma spacing (a grid), or explicit
-``sampler:steps:guidance:interval`` settings (interval ``none`` or ``LO-HI`` in sigma, ``inf``
-allowed; the schedule is the first of ``--schedules``), 2 samples per prompt, and writes the
+``sampler:steps:guidance:interval`` settings, space-separated (interval ``none`` or ``LO,HI`` in
+sigma as in ``wordpaint generate --guidance-interval``, ``inf`` allowed; the schedule is the first of ``--schedules``), 2 samples per prompt, and writes the
 overall compositional accuracy and seconds per image (batch 16) of each setting.
 """
 
@@ -23,11 +23,12 @@ def main() -> None:
     ap.add_argument("--guidance", default="1.5,3,5")
     ap.add_argument("--schedules", default="trailing,karras")
     ap.add_argument("--samplers", default="dpmpp_2m:10", help="comma-separated sampler:steps")
-    ap.add_argument("--settings", default=None, help="comma-separated sampler:steps:guidance:interval (replaces the grid)")
+    ap.add_argument("--settings", nargs="+", default=None, help="sampler:steps:guidance:interval ... (replaces the grid)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_sampling.json"))
     args = ap.parse_args()
 
     from wordpaint import TextToImagePipeline
+    from wordpaint.cli.generate import parse_interval
     from wordpaint.eval.compositional import evaluate_compositional
     from wordpaint.eval.prompts import generate_prompt_set
 
@@ -36,9 +37,9 @@ def main() -> None:
     schedules = args.schedules.split(",")
     if args.settings:
         grid = []
-        for spec in args.settings.split(","):
+        for spec in args.settings:
             sampler, steps, g, iv = spec.split(":")
-            grid.append((sampler, int(steps), schedules[0], float(g), None if iv == "none" else tuple(map(float, iv.split("-")))))
+            grid.append((sampler, int(steps), schedules[0], float(g), parse_interval(iv)))
     else:
         grid = [(sampler, int(steps), sched, g, None) for sampler, steps in (x.split(":") for x in args.samplers.split(","))
                 for sched in schedules for g in map(float, args.guidance.split(","))]

@@ -84,6 +84,13 @@ def test_cas_bad_input():
         train_classifier(torch.full((4, 1, 8, 8), float("nan")), torch.zeros(4, dtype=torch.long))
     with pytest.raises(WordpaintError, match="labels"):
         train_classifier(torch.zeros(4, 1, 8, 8), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(WordpaintError, match="square"):
+        train_classifier(torch.zeros(4, 1, 8, 12), torch.zeros(4, dtype=torch.long))
+    from wordpaint.eval.cas import classification_accuracy_score
+
+    with pytest.raises(WordpaintError, match=r"real test images are \(1, 28, 28\)"):
+        z = lambda *s: torch.zeros(*s)  # noqa: E731
+        classification_accuracy_score(z(4, 1, 32, 32), z(4).long(), z(4, 1, 32, 32), z(4).long(), z(4, 1, 28, 28), z(4).long())
 
 
 def test_eval_report_fashion_suite(fm, tmp_path, capsys):

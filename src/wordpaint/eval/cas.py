@@ -3,6 +3,10 @@ generated images (labelled by the class each was prompted with), test it on real
 The same CNN trained on real images of the same number gives the reference.
 
 The CNN and its training schedule are fixed here, so CAS figures are comparable across models.
+The head was chosen on real data only, before any generated image was classified: trained on
+10,000 real Fashion-MNIST training images and validated on training images 50,000-60,000, the
+global-average-pooled head reached 0.873 and the flattened head below 0.902 (the 90-92% usually
+quoted for a small CNN), so the flattened head is the one used.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ class CASConfig:
 
 
 class SmallCNN(torch.nn.Module):
-    """(B, 1, H, W) in [-1, 1] -> (B, classes) logits: two conv blocks and a linear head (~0.1M parameters)."""
+    """(B, C, S, S) in [-1, 1] -> (B, classes) logits: two conv blocks (S -> S/4) and a two-layer
+    head over the flattened (64, S/4, S/4) map (~0.55M parameters at S = 32)."""
 
-    def __init__(self, classes: int = 10, channels: int = 1):
+    def __init__(self, classes: int = 10, channels: int = 1, size: int = 32):
         super().__init__()
         self.features = torch.nn.Sequential(
             torch.nn.Conv2d(channels, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
@@ -35,7 +40,10 @@ class SmallCNN(torch.nn.Module):
             torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
             torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         )
-        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Dropout(0.2), torch.nn.Linear(64, classes))
+        # flattened rather than globally pooled: where the garment's mass sits (sleeves, heel,
+        # strap) is what separates shirt from T-shirt or sandal from sneaker
+        self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.3), torch.nn.Linear(64 * (size // 4) ** 2, 128),
+                                        torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(128, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -58,9 +66,11 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, classes: int
     from tqdm.auto import trange
 
     _check(images, labels, "classifier training set")
+    if images.shape[-2] != images.shape[-1] or images.shape[-1] % 4:
+        raise WordpaintError(f"classifier training set: images must be square with a side divisible by 4, got {tuple(images.shape[-2:])}")
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # init and dropout
-    model = SmallCNN(classes, images.shape[1])
+    model = SmallCNN(classes, images.shape[1], images.shape[-1])
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = images.shape[0]
     steps = config.epochs * ((n + config.batch_size - 1) // config.batch_size)
@@ -98,6 +108,10 @@ def classification_accuracy_score(generated: torch.Tensor, generated_labels: tor
     """CAS (trained on generated) next to the same CNN trained on as many real images, both
     tested on the real test set."""
     n = generated.shape[0]
+    for what, imgs in {"real training images": real_train, "real test images": real_test}.items():
+        if isinstance(imgs, torch.Tensor) and isinstance(generated, torch.Tensor) and imgs.shape[1:] != generated.shape[1:]:
+            raise WordpaintError(f"{what} are {tuple(imgs.shape[1:])} but the generated images are {tuple(generated.shape[1:])}: "
+                                 "bring them to one size and channel count first")
     if real_train.shape[0] < n:
         raise WordpaintError(f"need at least {n} real training images for the reference, got {real_train.shape[0]}")
     cas = accuracy(train_classifier(generated, generated_labels, config=config, show_progress=show_progress), real_test, real_test_labels)
