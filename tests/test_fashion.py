@@ -112,3 +112,19 @@ def test_eval_report_fashion_suite(fm, tmp_path, capsys):
     assert any("2000" in w for w in res["warnings"])  # too few samples for FID: said in the report
     code = main(["eval", "report", "--model", str(model), "--suite", "nope", "--out", str(tmp_path / "x")])
     assert code == 2
+
+
+def test_bundled_fashion_model_draws_the_class_it_is_asked_for(fm):
+    """Each of four prompted classes lies nearer (pixel L2) to its own real class mean than to the
+    other three; the model's defaults (16 steps, guidance 1, chosen on a dev split) are read back."""
+    from wordpaint import TextToImagePipeline
+    from wordpaint.data.fashion_mnist import caption, from_model_images
+
+    (xtr, ytr), _ = fm
+    pipe = TextToImagePipeline.from_pretrained("fashion")
+    assert pipe.defaults["num_inference_steps"] == 16 and pipe.defaults["guidance_scale"] == 1.0
+    classes = [1, 5, 8, 9]  # trouser, sandal, bag, ankle boot
+    out = pipe([caption(c) for c in classes], num_images_per_prompt=2, num_inference_steps=8, seed=0)
+    gen = from_model_images(out.images).float().reshape(len(classes), 2, -1).mean(1)  # (4, 784)
+    means = torch.stack([torch.from_numpy(xtr[ytr == c][:500]).float().mean(0).flatten() for c in classes])
+    assert torch.cdist(gen, means).argmin(1).tolist() == [0, 1, 2, 3]

@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate images from a prompt", description="Generate images from a text prompt.")
     p.add_argument("prompt", help="what to draw, e.g. 'a red circle to the left of a blue square'")
     p.add_argument("-o", "--output", default="wordpaint.png", help="PNG path; with --n > 1, -0, -1, ... are added before .png")
-    p.add_argument("--model", default=None, help="pipeline folder, or 'shapes' for the bundled model (default)")
+    p.add_argument("--model", default=None, help="pipeline folder, or a bundled model: shapes (default), emoji, fashion")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; 6 for the bundled shapes model)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale >= 0 (default: the model's, 3.0)")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",

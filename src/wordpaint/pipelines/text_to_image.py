@@ -29,7 +29,7 @@ from wordpaint.sampling.samplers import SAMPLERS, SIGMA_SCHEDULES
 from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes48"
-BUNDLED_MODELS = {"shapes": BUNDLED_DIR, "emoji": BUNDLED_DIR.parent / "emoji64"}
+BUNDLED_MODELS = {"shapes": BUNDLED_DIR, "emoji": BUNDLED_DIR.parent / "emoji64", "fashion": BUNDLED_DIR.parent / "fashion32"}
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
             "guidance_interval": None}
 MAX_STEPS = 1000
