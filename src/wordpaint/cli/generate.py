@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", default="wordpaint.png", help="PNG path; with --n > 1, -0, -1, ... are added before .png")
     p.add_argument("--model", default=None, help="pipeline folder, or a bundled model: shapes (default), emoji, fashion")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; 6 for the bundled shapes model)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale >= 0 (default: the model's, 3.0)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale >= 0 (default: the model's; 3.0 for the bundled shapes model, 1.0 for fashion)")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="guide only at noise levels LO <= sigma <= HI (e.g. 0,1.2; 'none' guides every step); "
                    "outside it each step runs the conditional model alone (default: the model's)")
