@@ -101,6 +101,30 @@ def test_trained_folders_round_trip_and_generate_pixels(runs, tmp_path):
         pipe("fox", height=30, num_inference_steps=1)
 
 
+def test_decoder_fine_tuning_keeps_the_encoder_and_its_scale(runs, tmp_path):
+    """train_encoder=False (the emoji_ae_decoder recipe): from a pipeline folder's autoencoder,
+    only the decoder moves, so latents and the diffusion model trained on them stay valid."""
+    from safetensors.torch import load_file
+
+    folder, ae, ld = runs
+    recipe = json.loads((ae.parent / "recipe.json").read_text())
+    recipe = {k: v for k, v in recipe.items() if k not in ("wordpaint_version", "resolved_model_config", "parameters")}
+    recipe["model"] = {"family": "autoencoder", "preset": "tiny_ae", "overrides": {"train_encoder": False}}
+    (tmp_path / "dec.json").write_text(json.dumps(recipe))
+    out = train(str(tmp_path / "dec.json"), tmp_path / "dec", data=folder, init_from=ld, show_progress=False)
+    before, after = load_file(ld / "autoencoder" / "model.safetensors"), load_file(out / "model.safetensors")
+    enc = [k for k in before if k.startswith(("vae.encoder.", "vae.quant_conv."))]
+    dec = [k for k in before if k.startswith("vae.decoder.")]
+    assert enc and all(torch.equal(before[k].float(), after[k].float()) for k in enc)
+    assert any(not torch.equal(before[k].float(), after[k].float()) for k in dec)
+    old, new = (json.loads((d / "config.json").read_text()) for d in (ld / "autoencoder", out))
+    assert new["scaling_factor"] == old["scaling_factor"] and new["train_encoder"] is False
+    with pytest.raises(WordpaintError, match="missing autoencoder config"):
+        train(str(tmp_path / "dec.json"), tmp_path / "dec2", data=folder, init_from=tmp_path, show_progress=False)
+    with pytest.raises(WordpaintError, match="pass --init-from"):
+        train(str(tmp_path / "dec.json"), tmp_path / "dec3", data=folder, show_progress=False)
+
+
 def test_mismatched_autoencoder_and_missing_autoencoder_are_clear(runs, text_encoder, tmp_path):
     folder, ae, ld = runs
     model = build_model(build_config(family="diffusion", preset="tiny"))  # 3 channels, not 4

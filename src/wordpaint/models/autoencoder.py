@@ -35,6 +35,9 @@ class AutoencoderConfig(ConfigMixin):
     kl_weight: float = 1e-6
     mse_weight: float = 1.0  # loss = L1 + mse_weight * MSE + kl_weight * KL
     scaling_factor: float = 1.0  # set after training: 1 / std of the training latents
+    # False: fine-tune the decoder alone on the frozen encoder's posterior means (as Stable
+    # Diffusion's ft-MSE VAE did), so latents, and every diffusion model trained on them, stay valid
+    train_encoder: bool = True
     extra: dict = field(default_factory=dict)
 
     @property
@@ -71,9 +74,17 @@ class AutoencoderModel(torch.nn.Module):
                 sample_size=config.resolution,
                 mid_block_add_attention=config.mid_block_add_attention,
             )
+        if not config.train_encoder:
+            self.vae.encoder.requires_grad_(False)
+            self.vae.quant_conv.requires_grad_(False)
 
     def forward(self, batch: dict, *, generator: torch.Generator | None = None) -> torch.Tensor:
         x = batch["pixel_values"]  # (B, C, H, W) in [-1, 1]
+        if not self.config.train_encoder:  # decoder alone, from the latents the diffusion model sees
+            with torch.no_grad():
+                z = self.vae.encode(x).latent_dist.mean  # (B, latent_channels, H/f, W/f), unscaled
+            recon = self.vae.decode(z).sample
+            return F.l1_loss(recon, x) + self.config.mse_weight * F.mse_loss(recon, x)
         posterior = self.vae.encode(x).latent_dist
         z = posterior.sample(generator=generator)  # (B, latent_channels, H/f, W/f), unscaled
         recon = self.vae.decode(z).sample

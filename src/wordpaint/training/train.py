@@ -254,7 +254,8 @@ class AutoencoderTask:
         from wordpaint.pipelines.text_to_image import save_model
 
         module.eval()
-        module.config.scaling_factor = latent_scale(module, self.stream.data[:: max(1, len(self.stream) // 2048)].to(self.device))
+        if module.config.train_encoder:  # a frozen encoder keeps the scale the diffusion model was trained with
+            module.config.scaling_factor = latent_scale(module, self.stream.data[:: max(1, len(self.stream) // 2048)].to(self.device))
         with atomic_dir(path) as tmp:
             save_model(module, tmp)
 
@@ -291,13 +292,25 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     torch.manual_seed(recipe.get("seed", 0))
     mcfg = dict(recipe["model"])
     config = build_config(family=mcfg.pop("family", "diffusion"), preset=mcfg.pop("preset", None), **mcfg.pop("overrides", {}), **mcfg)
+    if getattr(config, "family", "") == "autoencoder" and not config.train_encoder:
+        # a frozen encoder keeps the latent scale the diffusion model was trained with: from the
+        # --init-from autoencoder, or on resume from the run's own resolved config
+        if existing:
+            config.scaling_factor = float(read_json(out / "recipe.json", what="training recipe")["resolved_model_config"]["scaling_factor"])
+        elif init_from is not None:
+            config.scaling_factor = float(read_json(Path(init_from) / "autoencoder" / "config.json", what="autoencoder config")["scaling_factor"])
+        else:
+            raise WordpaintError("train_encoder=false fine-tunes an existing autoencoder's decoder: pass --init-from a pipeline folder with an autoencoder")
     model = build_model(config)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe.get("weight_decay", 0.0))
     ema = EMA(model, recipe.get("ema_decay", 0.999))
     step = 0
     if init_from is not None and not existing:
-        src = Path(init_from) / "diffusion" / "model.safetensors"
+        component = "autoencoder" if getattr(config, "family", "") == "autoencoder" else "diffusion"
+        src = Path(init_from) / component / "model.safetensors"
+        if not src.is_file():
+            raise WordpaintError(f"--init-from {init_from}: no {component}/model.safetensors there (a pipeline folder with a {component} component is expected)")
         weights = widen_conv_in(load_safetensors(src), model)
         load_state_dict_strict(model, weights, source=str(src))
         load_state_dict_strict(ema.module, weights, source=str(src))
