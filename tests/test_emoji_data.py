@@ -93,6 +93,25 @@ def test_build_writes_images_metadata_manifest_and_card(tmp_path):
     assert "CC-BY-SA-4.0" in card and "Apache-2.0" in card
 
 
+def test_fluent_style_from_iconify_json(tmp_path):
+    """Fluent Emoji Flat ships as Iconify JSON (SVG bodies in icons.json, code points in
+    chars.json): each body becomes an SVG file, skin tones are left out, a broken body is skipped
+    and named, and the images join the corpus as style "fluent" with the CLDR names."""
+    dirs = _fake_packages(tmp_path / "pkgs")
+    f = tmp_path / "pkgs" / "fluent"
+    f.mkdir()
+    body = '<circle cx="16" cy="16" r="10" fill="#00ff00"/>'
+    (f / "icons.json").write_text(json.dumps({"prefix": "fluent-emoji-flat", "width": 32, "height": 32, "icons": {
+        "fox": {"body": body}, "fox-light": {"body": body}, "red-apple": {"body": "<circle r=broken"}}}))
+    (f / "chars.json").write_text(json.dumps({"1f98a": "fox", "1f98a-1f3fb": "fox-light", "1f34e": "red-apple"}))
+    dirs["@iconify-json/fluent-emoji-flat"] = f
+    m, _ = _build(tmp_path, dirs, styles=["fluent"], icons=[])
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metadata.jsonl").read_text().splitlines()]
+    assert [(r["style"], r["name"], r["concept"], r["text"]) for r in rows] == [("fluent", "fox", "1F98A", "fox (face) in fluent style")]
+    assert rows[0]["licence"].startswith("MIT") and [s["file"].endswith("1f34e.svg") for s in m["skipped"]] == [True]
+    assert tuple(np.asarray(Image.open(tmp_path / "out" / rows[0]["file_name"]))[32, 32]) == (0, 255, 0)
+
+
 def test_rebuild_is_idempotent_and_tracks_changes(tmp_path):
     dirs = _fake_packages(tmp_path / "pkgs")
     m1, _ = _build(tmp_path, dirs)
@@ -137,7 +156,7 @@ def test_heldout_cells_are_fixed_and_cover_100_concepts():
 
 
 def test_bad_options():
-    with pytest.raises(WordpaintError, match="unknown emoji style 'fluent'"):
-        emoji.build_emoji("unused", styles=["fluent"], icons=[])
+    with pytest.raises(WordpaintError, match="unknown emoji style 'apple'"):
+        emoji.build_emoji("unused", styles=["apple"], icons=[])
     with pytest.raises(WordpaintError, match="nothing to build"):
         emoji.build_emoji("unused", styles=[], icons=[])

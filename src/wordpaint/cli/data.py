@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     b = s.add_parser("build", help="build a corpus from packaged sources")
     b.add_argument("dataset", choices=["emoji"], help="which corpus")
     b.add_argument("--out", required=True, help="folder to write or update (idempotent)")
-    b.add_argument("--styles", default="noto,twemoji,openmoji", help="emoji styles, comma-separated ('' for none)")
+    b.add_argument("--styles", default="noto,twemoji,openmoji", help="emoji styles, comma-separated: noto, twemoji, openmoji, fluent ('' for none)")
     b.add_argument("--icons", default="lucide,tabler", help="icon sets, comma-separated ('' for none)")
     b.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     b.add_argument("--cache", default=None, help="npm install folder (default ~/.cache/wordpaint/npm)")

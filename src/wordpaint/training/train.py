@@ -309,8 +309,6 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     if init_from is not None and not existing:
         component = "autoencoder" if getattr(config, "family", "") == "autoencoder" else "diffusion"
         src = Path(init_from) / component / "model.safetensors"
-        if not src.is_file():
-            raise WordpaintError(f"--init-from {init_from}: no {component}/model.safetensors there (a pipeline folder with a {component} component is expected)")
         weights = widen_conv_in(load_safetensors(src), model)
         load_state_dict_strict(model, weights, source=str(src))
         load_state_dict_strict(ema.module, weights, source=str(src))
