@@ -203,15 +203,15 @@ def read_source(style: str, folder: Path, labels: dict) -> list[Item]:
             if icon is None or concept in seen or any(t in concept.split("-") for t in _SKIN_TONES):
                 continue
             seen.add(concept)
+            label, keywords, group = labels.get(concept, (name.replace("-", " "), [], ""))
+            if group == "component":
+                continue
             w, h = icon.get("width", data.get("width", 16)), icon.get("height", data.get("height", 16))
             svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}">{icon["body"]}</svg>'
             path = svg_dir / f"{concept.lower()}.svg"
             if not path.is_file() or path.read_text() != svg:
                 with atomic_path(path) as tmp:
                     tmp.write_text(svg)
-            label, keywords, group = labels.get(concept, (name.replace("-", " "), [], ""))
-            if group == "component":
-                continue
             items.append(Item(style, concept, label, keywords, group or "emoji", path, "svg"))
     elif style == "lucide":
         tags = json.loads((folder / "tags.json").read_text())

@@ -80,16 +80,16 @@ class AutoencoderModel(torch.nn.Module):
 
     def forward(self, batch: dict, *, generator: torch.Generator | None = None) -> torch.Tensor:
         x = batch["pixel_values"]  # (B, C, H, W) in [-1, 1]
-        if not self.config.train_encoder:  # decoder alone, from the latents the diffusion model sees
+        if self.config.train_encoder:
+            posterior = self.vae.encode(x).latent_dist
+            z = posterior.sample(generator=generator)  # (B, latent_channels, H/f, W/f), unscaled
+            kl = self.config.kl_weight * posterior.kl().mean() / x[0].numel()  # per pixel: the weight does not depend on size
+        else:  # decoder alone, from the posterior means the diffusion model sees; no KL to shape
             with torch.no_grad():
-                z = self.vae.encode(x).latent_dist.mean  # (B, latent_channels, H/f, W/f), unscaled
-            recon = self.vae.decode(z).sample
-            return F.l1_loss(recon, x) + self.config.mse_weight * F.mse_loss(recon, x)
-        posterior = self.vae.encode(x).latent_dist
-        z = posterior.sample(generator=generator)  # (B, latent_channels, H/f, W/f), unscaled
+                z = self.vae.encode(x).latent_dist.mean
+            kl = 0.0
         recon = self.vae.decode(z).sample
-        kl = posterior.kl().mean() / x[0].numel()  # per pixel, so the weight does not depend on size
-        return F.l1_loss(recon, x) + self.config.mse_weight * F.mse_loss(recon, x) + self.config.kl_weight * kl
+        return F.l1_loss(recon, x) + self.config.mse_weight * F.mse_loss(recon, x) + kl
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from wordpaint.data.captions import NUMBER_WORDS, PLURALS, RELATION_WORDS
+from wordpaint.data.captions import JOINERS, NUMBER_WORDS, PLURALS, RELATION_WORDS
 from wordpaint.data.shapes import COLORS, SHAPES, SIZES
 from wordpaint.errors import WordpaintError, check_choice
 from wordpaint.text.plan import GAP, MAX_OBJECTS, PlanObject, ScenePlan, repair
@@ -28,7 +28,8 @@ _SIZE_WORDS = {"small": "small", "tiny": "small", "little": "small", "medium": "
 # colour words outside the palette: reported instead of silently ignored
 _OTHER_COLORS = ("brown", "violet", "magenta", "teal", "navy", "gold", "silver", "beige", "maroon", "lime", "white",
                  "black", "gray", "grey")
-_BACKGROUND = re.compile(r"\b(?:on|against|over)\s+(?:a|an|the)?\s*(white|black|gray|grey)(?:\s+background)?\b")
+_BACKGROUND_WORDS = {"white": "white", "black": "black", "gray": "gray", "grey": "gray"}  # word -> background
+_BACKGROUND = re.compile(r"\b(?:on|against|over)\s+(?:a|an|the)?\s*(" + "|".join(_BACKGROUND_WORDS) + r")(?:\s+background)?\b")
 _REL_TOKENS = {"left_of": "<left_of>", "right_of": "<right_of>", "above": "<above>", "below": "<below>"}
 _EXTRA_RELATIONS = {"left_of": (" on the left side of ",), "right_of": (" on the right side of ",),
                     "above": (" on top of ",), "below": (" underneath ",)}
@@ -66,7 +67,7 @@ def parse(prompt: str) -> tuple[list[_Mention], list[tuple[int, str, int]], str 
     background = None
     m = _BACKGROUND.search(text.lower())
     if m:
-        background = "gray" if m.group(1) == "grey" else m.group(1)
+        background = _BACKGROUND_WORDS[m.group(1)]
         text = text[: m.start()] + " " + text[m.end() :]
     mentions: list[_Mention] = []
     relations: list[tuple[int, str, int]] = []
@@ -294,11 +295,11 @@ Scene: nothing.
 # model does best) and code maps each form to its slot value. No option is a prefix of another
 # (the trie decoder needs that): "on white" and "on the left of" part at their second token.
 _COUNT_WORDS = {" a": 1, " an": 1, " one": 1, " two": 2, " three": 3, " four": 4, " 2": 2, " 3": 3, " 4": 4}
-_LINKS = {**{f" {w}": None for w in ("and", "next to", "beside", "with", "plus")},
+_LINKS = {**{j.rstrip(): None for j in (*JOINERS, " plus ")},
           **{p.rstrip(): r for r, ps in RELATION_WORDS.items() for p in ps},
           **{p.rstrip(): r for r, ps in _EXTRA_RELATIONS.items() for p in ps}}
-_BACKGROUND_PHRASES = {f" {pre}{art}{word}{post}": bg for bg, words in {"white": ("white",), "black": ("black",), "gray": ("gray", "grey")}.items()
-                       for word in words for pre in ("on ", "against ") for art, post in (("", ""), ("a ", " background"))}
+_BACKGROUND_PHRASES = {f" {pre}{art}{word}{post}": bg for word, bg in _BACKGROUND_WORDS.items()
+                       for pre in ("on ", "against ") for art, post in (("", ""), ("a ", " background"))}
 
 
 def _package_file(package: str, filename: str, *, install: str) -> str:

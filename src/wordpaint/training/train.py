@@ -292,13 +292,14 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     torch.manual_seed(recipe.get("seed", 0))
     mcfg = dict(recipe["model"])
     config = build_config(family=mcfg.pop("family", "diffusion"), preset=mcfg.pop("preset", None), **mcfg.pop("overrides", {}), **mcfg)
-    if getattr(config, "family", "") == "autoencoder" and not config.train_encoder:
+    component = "autoencoder" if getattr(config, "family", "") == "autoencoder" else "diffusion"  # folder in a pipeline
+    if component == "autoencoder" and not config.train_encoder:
         # a frozen encoder keeps the latent scale the diffusion model was trained with: from the
         # --init-from autoencoder, or on resume from the run's own resolved config
         if existing:
             config.scaling_factor = float(read_json(out / "recipe.json", what="training recipe")["resolved_model_config"]["scaling_factor"])
         elif init_from is not None:
-            config.scaling_factor = float(read_json(Path(init_from) / "autoencoder" / "config.json", what="autoencoder config")["scaling_factor"])
+            config.scaling_factor = float(read_json(Path(init_from) / component / "config.json", what="autoencoder config")["scaling_factor"])
         else:
             raise WordpaintError("train_encoder=false fine-tunes an existing autoencoder's decoder: pass --init-from a pipeline folder with an autoencoder")
     model = build_model(config)
@@ -307,7 +308,6 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     ema = EMA(model, recipe.get("ema_decay", 0.999))
     step = 0
     if init_from is not None and not existing:
-        component = "autoencoder" if getattr(config, "family", "") == "autoencoder" else "diffusion"
         src = Path(init_from) / component / "model.safetensors"
         weights = widen_conv_in(load_safetensors(src), model)
         load_state_dict_strict(model, weights, source=str(src))
@@ -328,7 +328,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", {**recipe, "wordpaint_version": wordpaint.__version__, "resolved_model_config": config.to_dict(), "parameters": n_params})
     # what is trained decides the batches, the sample grid, the quick evaluation and the export
-    task_cls = AutoencoderTask if getattr(config, "family", "") == "autoencoder" else TextToImageTask
+    task_cls = AutoencoderTask if component == "autoencoder" else TextToImageTask
     task = task_cls(recipe, config, accelerator, show_progress=show_progress)
 
     def log(rec: dict) -> None:
