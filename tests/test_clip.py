@@ -10,7 +10,7 @@ from PIL import Image
 from wordpaint.data.imagefolder import SkippedFileWarning, load_imagefolder
 from wordpaint.errors import ModelLoadError, WordpaintError
 from wordpaint.models.clip import ClipConfig, ClipModel, WordpaintClip
-from wordpaint.training.clip import recall_at
+from wordpaint.training.clip import Corpus, evaluate_clip, recall_at
 
 TINY = ClipConfig(hidden_dim=32, embed_dim=16, dropout=0.0)
 
@@ -51,6 +51,17 @@ def clip(tmp_path_factory):
     path = tmp_path_factory.mktemp("clip") / "model"
     WordpaintClip(ClipModel(TINY)).save_pretrained(path)
     return WordpaintClip.from_pretrained(path)
+
+
+def test_retrieval_is_reported_per_kind(clip):
+    # emoji held-out cells and icon test names are separate retrieval sets; training rows are in neither
+    rows = ([{"kind": "emoji", "split": "heldout"}] * 3 + [{"kind": "icon", "split": "test"}] * 5
+            + [{"kind": "emoji", "split": "train"}, {"kind": "icon", "split": "train"}])
+    caps = [[f"caption {i}"] for i in range(len(rows))]
+    c = Corpus("emoji", [None] * len(rows), caps, [r["split"] for r in rows], rows)
+    res = evaluate_clip(clip, [c], {"emoji": torch.randn(len(rows), 1280)})
+    assert res["retrieval_heldout"]["pairs"] == 3 and res["retrieval_icons_test"]["pairs"] == 5
+    assert 0 <= res["retrieval_icons_test"]["image_to_text"]["recall@1"] <= 1
 
 
 def test_round_trip_and_scores(clip, tmp_path):
