@@ -142,3 +142,13 @@ def test_eval_report_shapes_suite(capsys, tiny_dir, tmp_path):
     assert res["sampling"]["num_inference_steps"] == 1 and res["versions"]["diffusers"] != "not installed"
     assert (tmp_path / "rep" / "per_task.png").is_file() and (tmp_path / "rep" / "compositional" / "samples.png").is_file()
     assert len(json.loads((tmp_path / "rep" / "compositional" / "results.json").read_text())["records"]) == 6
+
+
+def test_model_info(capsys, tiny_pipe, tiny_dir, tmp_path):
+    code, out, _ = run(capsys, "model", "info", str(tiny_dir), "--json")
+    info = json.loads(out)
+    assert code == 0 and set(info["components"]) == {"diffusion"}
+    assert info["components"]["diffusion"]["parameters"] == sum(p.numel() for p in tiny_pipe.model.parameters())
+    assert info["resolution"] == tiny_pipe.resolution
+    code, _, err = run(capsys, "model", "info", str(tmp_path / "nowhere"))
+    assert code == 2 and "model folder not found" in err

@@ -15,6 +15,8 @@ from wordpaint.data.shapes import render_scene
 from wordpaint.errors import ModelLoadError, WordpaintError
 from wordpaint.models.autoencoder import AutoencoderConfig, AutoencoderModel, latent_scale
 from wordpaint.models.registry import build_config, build_model
+from wordpaint.cli.main import main
+from wordpaint.pipelines.text_to_image import save_model
 from wordpaint.training.train import train
 
 
@@ -119,6 +121,22 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_its_scale(runs, tmp_path):
     assert any(not torch.equal(before[k].float(), after[k].float()) for k in dec)
     old, new = (json.loads((d / "config.json").read_text()) for d in (ld / "autoencoder", out))
     assert new["scaling_factor"] == old["scaling_factor"] and new["train_encoder"] is False
+    # `wordpaint model replace` puts the new decoder into a copy of the pipeline (how the bundled
+    # emoji model got its fine-tuned decoder); the diffusion weights are carried over untouched
+    assert main(["model", "replace", str(ld), "--component", "autoencoder", "--from", str(out), "--out", str(tmp_path / "swapped")]) == 0
+    swapped = TextToImagePipeline.from_pretrained(tmp_path / "swapped")
+    got = load_file(tmp_path / "swapped" / "autoencoder" / "model.safetensors")
+    assert all(torch.equal(after[k].float(), got[k]) for k in after)
+    assert load_file(tmp_path / "swapped" / "diffusion" / "model.safetensors").keys() == load_file(ld / "diffusion" / "model.safetensors").keys()
+    assert swapped("fox in noto style", num_inference_steps=1, seed=0).images[0].size == (32, 32)
+    # an autoencoder with other encoder weights would feed the diffusion model foreign latents
+    other = AutoencoderModel(AutoencoderConfig(**{**swapped.vae.config.to_dict(), "train_encoder": True}))
+    save_model(other, tmp_path / "other")
+    with pytest.raises(WordpaintError, match="encoder weights differ"):
+        swapped.with_component("autoencoder", other)
+    assert swapped.with_component("autoencoder", other, allow_new_latents=True).vae is other
+    assert main(["model", "replace", str(ld), "--component", "autoencoder", "--from", str(ld / "diffusion"), "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
     with pytest.raises(WordpaintError, match="missing autoencoder config"):
         train(str(tmp_path / "dec.json"), tmp_path / "dec2", data=folder, init_from=tmp_path, show_progress=False)
     with pytest.raises(WordpaintError, match="pass --init-from"):

@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from wordpaint import __version__
-from wordpaint.cli import clip, data, evaluate, generate, train
+from wordpaint.cli import clip, data, evaluate, generate, model, train
 
-COMMANDS = {"generate": generate, "train": train, "eval": evaluate, "data": data, "clip": clip}
+COMMANDS = {"generate": generate, "train": train, "eval": evaluate, "data": data, "clip": clip, "model": model}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -144,6 +144,23 @@ class TextToImagePipeline:
                 save_model(self.vae, tmp / "autoencoder", dtype=dtype)
         return path
 
+    def with_component(self, name: str, model, *, allow_new_latents: bool = False) -> "TextToImagePipeline":
+        """A copy of this pipeline with component ``name`` ("diffusion" or "autoencoder")
+        replaced by ``model`` (e.g. a fine-tuned decoder from a ``train_encoder=false`` run).
+
+        A latent diffusion model was trained on its autoencoder's latents, so a new autoencoder
+        must encode exactly as the old one did (same encoder weights and ``scaling_factor``):
+        only its decoder may differ. ``allow_new_latents=True`` skips that check, for when the
+        diffusion model will be retrained on the new latents."""
+        check_choice("component", name, ("diffusion", "autoencoder"))
+        family = family_of(model.config)
+        if (family == "autoencoder") != (name == "autoencoder"):
+            raise WordpaintError(f"a {family!r} model cannot be the pipeline's {name!r} component")
+        vae, diffusion = (model, self.model) if name == "autoencoder" else (self.vae, model)
+        if name == "autoencoder" and self.vae is not None and not allow_new_latents:
+            _check_same_latents(self.vae, model)
+        return type(self)(text_encoder=self.text_encoder, model=diffusion, vae=vae, defaults=dict(self.defaults), planner=self.planner)
+
     # -- planning ------------------------------------------------------------------------------
     def plan(self, prompt: str, *, seed: int = 0):
         """The scene plan for ``prompt`` from this pipeline's planner (the rules planner if none)."""
@@ -331,6 +348,22 @@ def _pad(t: torch.Tensor, L: int) -> torch.Tensor:
 
 
 # -- component files ---------------------------------------------------------------------------
+def _check_same_latents(old, new) -> None:
+    """Raise unless two autoencoders map images to the same latents: equal encoder and
+    quant_conv weights (compared at the stored precision of either) and scaling_factor."""
+    if not math.isclose(old.config.scaling_factor, new.config.scaling_factor, rel_tol=1e-3):
+        raise WordpaintError(f"the new autoencoder's scaling_factor {new.config.scaling_factor:.4g} differs from the pipeline's "
+                             f"{old.config.scaling_factor:.4g}: the diffusion model was trained on the old latents")
+    a, b = old.state_dict(), new.state_dict()
+    for key in (k for k in a if k.startswith(("vae.encoder.", "vae.quant_conv."))):
+        if key not in b or a[key].shape != b[key].shape:
+            raise WordpaintError(f"the new autoencoder's encoder has a different architecture ({key}): its latents are not the pipeline's")
+        # a bundled fp16 copy of an encoder equals its fp32 source after rounding both to fp16
+        if not torch.equal(a[key].half(), b[key].half()):
+            raise WordpaintError("the new autoencoder's encoder weights differ from the pipeline's: the diffusion model was trained on "
+                                 "the old latents (fine-tune the decoder only, recipe emoji_ae_decoder, or pass allow_new_latents)")
+
+
 def save_model(model, folder: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> None:
     """``config.json`` (config + family + version) and ``model.safetensors`` for one model."""
     folder = Path(folder)
