@@ -54,6 +54,19 @@ def test_smollm2_reads_relations_backgrounds_and_the_shapes_named(smollm2):
     assert [o.shape for o in smollm2.plan("just a single star, nothing else").objects] == ["star"]
 
 
+def test_smollm2_copies_in_order_and_covers_what_is_named(smollm2):
+    """Copy order: the model may not jump ahead to the last-named colour or object (it read
+    "an orange square right of a red circle" as a red square right of an orange circle, and
+    "a cross and a circle" as one circle); coverage: it may not stop while a named shape or the
+    asked-for background is missing (it dropped "a red triangle" and "against a black background")."""
+    plan = smollm2.plan("a picture of an orange square right of a red circle")
+    assert [(o.shape, o.color) for o in plan.objects] == [("square", "orange"), ("circle", "red")]
+    assert plan.objects[0].box[0] > plan.objects[1].box[0]
+    assert [o.shape for o in smollm2.plan("there is a cross and a circle").objects] == ["cross", "circle"]
+    plan = smollm2.plan("a purple cross and a red triangle against a black background")
+    assert [(o.shape, o.color) for o in plan.objects] == [("cross", "purple"), ("triangle", "red")] and plan.background == "black"
+
+
 def test_smollm2_plans_held_out_prompts_accurately(smollm2):
     """Plan accuracy (each plan drawn exactly and scored) on prompts from a seed neither the
     few-shot examples nor the benchmark use: the LLM's reading, not the generator, is tested."""

@@ -99,3 +99,28 @@ def test_cache_returns_copies(planner):
 def test_unknown_planner():
     with pytest.raises(WordpaintError, match="rules"):
         get_planner("gpt-7")
+
+
+def test_copy_order_window_and_coverage():
+    """The smollm2 slot constraints, without the LM: which colour/shape words a slot may copy."""
+    from wordpaint.text.planners import _CopyOrder
+
+    words = "a picture of an orange square right of a red circle".split()
+    copy = _CopyOrder(words, window=3)
+    everything = ["red", "green", "orange"]
+    assert copy.allowed("color", everything) == ["orange"]  # "red" is beyond the window
+    copy.take("color", "orange")
+    assert copy.allowed("shape", ["circle", "square"]) == ["square"]
+    copy.take("shape", "square")
+    assert copy.shapes_left({"square"}) == {"circle"}  # the scene may not end yet
+    assert copy.allowed("color", everything) == ["red"] and copy.allowed("shape", ["circle", "square"]) == ["circle"]
+    copy.take("color", "red")
+    copy.take("shape", "circle")
+    assert copy.shapes_left({"square", "circle"}) == set()
+    assert copy.allowed("color", everything) == everything  # all copied: back to every option
+    # a shape first and its colour after it, within the window: both are open
+    copy = _CopyOrder("a star colored red".split(), window=3)
+    assert copy.allowed("color", everything) == ["red"] and copy.allowed("shape", ["star"]) == ["star"]
+    # the next word is a shape and no colour is near: this group has no colour
+    copy = _CopyOrder("a cross above a cyan circle".split(), window=3)
+    assert copy.allowed("color", ["cyan"]) == [] and copy.allowed("shape", ["circle", "cross"]) == ["cross"]

