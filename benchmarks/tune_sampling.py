@@ -2,11 +2,14 @@
 
     python benchmarks/tune_sampling.py --model DIR [--per-task 8] [--samplers dpmpp_2m:10,ddpm:20]
     python benchmarks/tune_sampling.py --settings dpmpp_2m:10:3:none dpmpp_2m:10:3:0,1.2
+    python benchmarks/tune_sampling.py --plans ground_truth --guidance 3,5,7 --samplers dpmpp_2m:6
 
 Sweeps sampler (with its step count), guidance scale and sigma spacing (a grid), or explicit
 ``sampler:steps:guidance:interval`` settings, space-separated (interval ``none`` or ``LO,HI`` in
 sigma as in ``wordpaint generate --guidance-interval``, ``inf`` allowed; the schedule is the first of ``--schedules``), 2 samples per prompt, and writes the
-overall compositional accuracy and seconds per image (batch 16) of each setting.
+overall compositional accuracy and seconds per image (batch 16) of each setting. ``--plans
+ground_truth`` draws the dev prompts' sampled shapes-world layouts instead of the pipeline's
+planner (layout models only), as the plan ablation's ground-truth row does.
 """
 
 from __future__ import annotations
@@ -24,16 +27,21 @@ def main() -> None:
     ap.add_argument("--schedules", default="trailing,karras")
     ap.add_argument("--samplers", default="dpmpp_2m:10", help="comma-separated sampler:steps")
     ap.add_argument("--settings", nargs="+", default=None, help="sampler:steps:guidance:interval ... (replaces the grid)")
+    ap.add_argument("--plans", choices=("planner", "ground_truth"), default="planner",
+                    help="layouts to draw: the pipeline's planner, or the dev prompts' ground-truth scenes")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_sampling.json"))
     args = ap.parse_args()
 
     from wordpaint import TextToImagePipeline
     from wordpaint.cli.generate import parse_interval
-    from wordpaint.eval.compositional import evaluate_compositional
+    from wordpaint.eval.compositional import evaluate_compositional, ground_truth_plan
     from wordpaint.eval.prompts import generate_prompt_set
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
     dev = generate_prompt_set(per_task=args.per_task, seed=7)
+    plans = None
+    if args.plans == "ground_truth":  # the same per-prompt seeds as benchmarks/plan_ablation.py
+        plans = [ground_truth_plan(p, seed=100 + i, size=pipe.resolution) for i, p in enumerate(dev)]
     schedules = args.schedules.split(",")
     if args.settings:
         grid = []
@@ -47,7 +55,7 @@ def main() -> None:
     for sampler, steps, sched, g, interval in grid:
         summary, _, _ = evaluate_compositional(pipe, dev, samples_per_prompt=2, seed=100, guidance_scale=g, sampler=sampler,
                                                sigma_schedule=sched, num_inference_steps=steps, guidance_interval=interval,
-                                               show_progress=False)
+                                               plans=plans, show_progress=False)
         row = {"sampler": sampler, "num_inference_steps": steps, "sigma_schedule": sched, "guidance_scale": g,
                "guidance_interval": list(interval) if interval else None,
                "overall": round(summary["overall"], 4), "seconds_per_image": round(summary["seconds"] / summary["n_images"], 4),
@@ -57,6 +65,7 @@ def main() -> None:
     best = max(rows, key=lambda r: r["overall"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"dev_prompts": "generate_prompt_set(per_task=%d, seed=7)" % args.per_task,
+                                          "plans": args.plans,
                                           "samples_per_prompt": 2, "rows": rows, "best": best}, indent=2) + "\n")
     print("best:", json.dumps(best))
 

@@ -409,7 +409,8 @@ class _CopyOrder:
 
     def take(self, kind: str, value: str) -> None:
         """Mark the first uncopied occurrence of ``value`` (in the window if there is one) copied."""
-        for k, _, v in self._open(kind) or [(k, i, v) for k, (i, kd, v) in enumerate(self.words) if k not in self.copied and kd == kind]:
+        anywhere = [(k, i, v) for k, (i, kd, v) in enumerate(self.words) if k not in self.copied and kd == kind]
+        for k, _, v in self._open(kind) or anywhere:
             if v == value:
                 self.copied.add(k)
                 return
