@@ -7,6 +7,12 @@ generated from the short prompts of 300 fixed training images, against those ima
 samples bias FID upwards, so compare points of the curve, not other papers' numbers).
 
     python benchmarks/emoji_curve.py --ae runs/emoji_ae --unet runs/emoji64 --out benchmarks/results/emoji64
+
+A continuation leg (``--leg runs/emoji64_leg2``, repeatable) is drawn after the UNet, its wall time
+added to the recipe's; ``--base curve.json`` starts from an earlier output of this script instead of
+the two first run folders (which need not be kept):
+
+    python benchmarks/emoji_curve.py --base benchmarks/results/emoji64/curve.json --leg runs/emoji64_leg2 --out benchmarks/results/emoji64
 """
 
 from __future__ import annotations
@@ -22,27 +28,44 @@ def read_metrics(run: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ae", required=True, help="autoencoder run folder")
-    ap.add_argument("--unet", required=True, help="latent UNet run folder")
+    ap.add_argument("--ae", help="autoencoder run folder")
+    ap.add_argument("--unet", help="latent UNet run folder")
+    ap.add_argument("--base", help="an earlier curve.json to extend (instead of --ae/--unet)")
+    ap.add_argument("--leg", action="append", default=[], help="a continuation run folder of the UNet (repeatable, in order)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if not args.base and not (args.ae and args.unet):
+        ap.error("give --ae and --unet, or --base")
     from wordpaint.io import atomic_path, write_json
 
-    ae, unet = read_metrics(Path(args.ae)), read_metrics(Path(args.unet))
     def span(run: str, recs: list[dict]) -> tuple[float, float]:
         """(start, end) of a run: its first logged record minus the time its earlier steps took."""
         first = next(r for r in recs if "loss" in r)
         batch = json.loads((Path(run) / "recipe.json").read_text())["batch_size"]
         return first["time"] - first["step"] * batch / first["images_per_s"], recs[-1]["time"]
 
-    a0, a1 = span(args.ae, ae)
-    u0, u1 = span(args.unet, unet)
-    ae_minutes = (a1 - a0) / 60
-    psnr = [{"step": r["step"], "minutes": (r["time"] - a0) / 60, **r["eval"]} for r in ae if "eval" in r]
-    fid = [{"step": r["step"], "minutes": ae_minutes + (r["time"] - u0) / 60, **r["eval"]} for r in unet if "eval" in r]
-    doc = {"autoencoder_minutes": ae_minutes, "unet_minutes": (u1 - u0) / 60, "total_minutes": ae_minutes + (u1 - u0) / 60,
-           "autoencoder_psnr": psnr, "fid_curve": fid,
-           "note": "FID (EfficientNet-Lite0 features), 300 generated vs 300 real training images of the same prompts, 10 dpmpp_2m steps, guidance 3"}
+    if args.base:
+        doc = json.loads(Path(args.base).read_text())
+    else:
+        ae, unet = read_metrics(Path(args.ae)), read_metrics(Path(args.unet))
+        a0, a1 = span(args.ae, ae)
+        u0, u1 = span(args.unet, unet)
+        ae_minutes = (a1 - a0) / 60
+        psnr = [{"step": r["step"], "minutes": (r["time"] - a0) / 60, **r["eval"]} for r in ae if "eval" in r]
+        fid = [{"step": r["step"], "minutes": ae_minutes + (r["time"] - u0) / 60, **r["eval"]} for r in unet if "eval" in r]
+        doc = {"autoencoder_minutes": ae_minutes, "unet_minutes": (u1 - u0) / 60, "total_minutes": ae_minutes + (u1 - u0) / 60,
+               "autoencoder_psnr": psnr, "fid_curve": fid, "legs": [],
+               "note": "FID (EfficientNet-Lite0 features), 300 generated vs 300 real training images of the same prompts, 10 dpmpp_2m steps, guidance 3"}
+    for leg in args.leg:
+        recs, (l0, l1) = read_metrics(Path(leg)), span(leg, read_metrics(Path(leg)))
+        start, name = doc["total_minutes"], Path(leg).name
+        if any(done["run"] == name for done in doc.get("legs", [])):
+            ap.error(f"{args.base} already holds the leg {name}")
+        doc["fid_curve"] += [{"step": r["step"], "minutes": start + (r["time"] - l0) / 60, "leg": name, **r["eval"]}
+                             for r in recs if "eval" in r]
+        doc.setdefault("legs", []).append({"run": name, "start_minutes": start, "minutes": (l1 - l0) / 60})
+        doc["total_minutes"] = start + (l1 - l0) / 60
+    psnr, fid = doc["autoencoder_psnr"], doc["fid_curve"]
     out = Path(args.out)
     write_json(out / "curve.json", doc)
     import matplotlib
@@ -58,6 +81,9 @@ def main() -> None:
     ax1.set(xlabel="wall time (min)", ylabel="PSNR (dB)", title="autoencoder reconstruction")
     ax1.legend()
     ax2.plot([p["minutes"] for p in fid], [p["fid_efficientnet_lite0"] for p in fid], "o-")
+    for leg in doc.get("legs", []):  # a dotted line where each continuation leg starts
+        ax2.axvline(leg["start_minutes"], color="grey", ls=":", lw=0.8)
+        ax2.annotate(leg["run"], (leg["start_minutes"], ax2.get_ylim()[1]), fontsize=7, va="top", ha="left")
     ax2.set(xlabel="wall time incl. autoencoder (min)", ylabel="FID (EfficientNet-Lite0, 300)", title="latent UNet")
     fig.tight_layout()
     with atomic_path(out / "curve.png") as tmp:

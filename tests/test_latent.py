@@ -137,6 +137,10 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_its_scale(runs, tmp_path):
     assert swapped.with_component("autoencoder", other, allow_new_latents=True).vae is other
     assert main(["model", "replace", str(ld), "--component", "autoencoder", "--from", str(ld / "diffusion"), "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+    # --from may name a whole pipeline folder: its manifest says where the component is
+    assert main(["model", "replace", str(ld), "--component", "diffusion", "--from", str(tmp_path / "swapped"), "--out", str(tmp_path / "again")]) == 0
+    assert load_file(tmp_path / "again" / "autoencoder" / "model.safetensors").keys() == before.keys()
+    assert main(["model", "replace", str(ld), "--component", "diffusion", "--from", str(out), "--out", str(tmp_path / "bad")]) == 2
     with pytest.raises(WordpaintError, match="missing autoencoder config"):
         train(str(tmp_path / "dec.json"), tmp_path / "dec2", data=folder, init_from=tmp_path, show_progress=False)
     with pytest.raises(WordpaintError, match="pass --init-from"):

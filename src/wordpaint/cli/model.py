@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from wordpaint.errors import WordpaintError
+
 DTYPES = ("float32", "float16")
 
 
@@ -22,7 +24,7 @@ def add_parser(sub) -> None:
     r.add_argument("model", help="pipeline folder or bundled name (shapes, emoji, fashion)")
     r.add_argument("--component", required=True, choices=("autoencoder", "diffusion"), help="which component to replace")
     r.add_argument("--from", dest="source", required=True, help="the new component's folder (config.json + model.safetensors), "
-                                                                "e.g. the pipeline/ folder of an autoencoder run")
+                                                                "or a pipeline folder holding it, e.g. the pipeline/ folder of an autoencoder or diffusion run")
     r.add_argument("--out", required=True, help="where to write the new pipeline folder (may be MODEL itself: written atomically)")
     r.add_argument("--dtype", default="float32", choices=DTYPES, help="weight precision of the written files (float16 halves them)")
     r.add_argument("--allow-new-latents", action="store_true", help="accept an autoencoder whose encoder differs (the diffusion model must then be retrained)")
@@ -62,13 +64,32 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def component_folder(source: str | Path, component: str) -> Path:
+    """The folder of ``component`` in ``source``: ``source`` itself when it is a model folder, or
+    the folder its ``model_index.json`` names when it is a pipeline folder (a diffusion run's
+    ``pipeline/``)."""
+    source = Path(source)
+    index = source / "model_index.json"
+    if (source / "config.json").is_file() or not index.is_file():
+        return source  # a model folder; load_model names what is missing otherwise
+    try:
+        names = json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+        raise WordpaintError(f"cannot read {index}: {e}") from None
+    key = {"autoencoder": "vae", "diffusion": "model"}[component]
+    if not isinstance(names.get(key), str):
+        raise WordpaintError(f"{source} is a pipeline folder without a {component} component ({index} has no {key!r})")
+    return source / names[key]
+
+
 def run_replace(args: argparse.Namespace) -> int:
     import torch
 
     from wordpaint.pipelines.text_to_image import load_model
 
     pipe = _load_pipeline(args.model)
-    new = pipe.with_component(args.component, load_model(args.source), allow_new_latents=args.allow_new_latents)
+    new = pipe.with_component(args.component, load_model(component_folder(args.source, args.component)),
+                              allow_new_latents=args.allow_new_latents)
     new.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
     print(f"wrote {args.out} ({args.component} from {args.source}, {args.dtype})")
     return 0
