@@ -123,6 +123,32 @@ def test_layout_model_draws_the_plan(layout_pipe, tmp_path):
     assert path.is_file()
 
 
+def test_guide_weights_the_layout_apart_from_the_text():
+    from wordpaint.pipelines.text_to_image import guide
+
+    full, text, none = (torch.full((1, 1, 2, 2), v) for v in (3.0, 2.0, 0.5))
+    assert torch.equal(guide(full, None, none, guidance_scale=4.0), none + 4 * (full - none))
+    assert torch.equal(guide(full, None, None, guidance_scale=1.0), full)
+    # none + g (text - none) + g_l (full - text): 0.5 + 4 * 1.5 + 2 * 1
+    assert torch.allclose(guide(full, text, none, guidance_scale=4.0, layout_guidance_scale=2.0), torch.full_like(full, 8.5))
+    assert torch.allclose(guide(full, text, none, guidance_scale=4.0, layout_guidance_scale=4.0), guide(full, None, none, guidance_scale=4.0))
+    assert torch.allclose(guide(full, text, None, guidance_scale=1.0, layout_guidance_scale=3.0), text + 3 * (full - text))
+
+
+def test_layout_guidance_scale_in_the_pipeline(layout_pipe):
+    kw = dict(seed=5, num_inference_steps=2, guidance_scale=3.0)
+    arrays = lambda out: np.asarray(out.images[0], dtype=float)
+    usual = arrays(layout_pipe("a red circle", **kw))
+    same = layout_pipe("a red circle", **kw, layout_guidance_scale=3.0)  # g_l = g: the usual two passes
+    assert np.array_equal(arrays(same), usual) and same.metadata[0]["layout_guidance_scale"] == 3.0
+    strong = layout_pipe("a red circle", **kw, layout_guidance_scale=8.0)
+    assert np.abs(arrays(strong) - usual).mean() > 1.0  # the layout's own scale changes the image
+    assert np.array_equal(arrays(layout_pipe("a red circle", **kw, layout_guidance_scale=8.0)), arrays(strong))
+    for bad in (-1.0, float("inf"), "high", True):
+        with pytest.raises(WordpaintError, match="layout_guidance_scale must be a finite number >= 0"):
+            layout_pipe("a red circle", **kw, layout_guidance_scale=bad)
+
+
 def test_given_plans_are_checked_and_repaired(layout_pipe):
     with pytest.raises(WordpaintError, match="one per prompt"):
         layout_pipe(["a star", "a circle"], plans=[layout_pipe.plan("a star")])

@@ -31,7 +31,7 @@ from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes48"
 BUNDLED_MODELS = {"shapes": BUNDLED_DIR, "emoji": BUNDLED_DIR.parent / "emoji64", "fashion": BUNDLED_DIR.parent / "fashion32"}
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
-            "guidance_interval": None}
+            "guidance_interval": None, "layout_guidance_scale": None}
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
 
@@ -45,6 +45,12 @@ class TextToImageOutput:
     def save(self, path: str | os.PathLike, index: int = 0) -> Path:
         """Save image ``index`` as a PNG with its generation metadata."""
         return save_png(self.images[index], path, metadata=self.metadata[index])
+
+
+def _check_scale(name: str, value: object) -> None:
+    """A guidance scale: a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise WordpaintError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _check_interval(value: object) -> tuple[float, float] | None:
@@ -225,8 +231,7 @@ class TextToImagePipeline:
             if self.planner is None and plans is None:  # with a plan, its rewritten prompt is what gets encoded
                 self.text_encoder.check_prompt(p)
         _check_int("num_inference_steps", steps, 1, MAX_STEPS)
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
-            raise WordpaintError(f"guidance_scale must be a finite number >= 0, got {guidance!r}")
+        _check_scale("guidance_scale", guidance)
         check_choice("sampler", sampler, SAMPLERS)
         _check_int("num_images_per_prompt", n, 1, 1024)
         f = self.model.config.downsample_factor * self.vae_factor
@@ -252,6 +257,7 @@ class TextToImagePipeline:
         width: int | None = None,
         sigma_schedule: str | None = None,
         guidance_interval: tuple[float, float] | None | str = "default",
+        layout_guidance_scale: float | None | str = "default",
         batch_size: int = 16,
         plans: list | None = None,
         show_progress: bool = False,
@@ -262,10 +268,15 @@ class TextToImagePipeline:
         e.g. ground-truth layouts, or plans a user edited. ``guidance_interval=(lo, hi)`` applies
         guidance only at noise levels lo <= sigma <= hi and runs the conditional model alone
         elsewhere (Kynkaanniemi et al. 2024): cheaper, and often no worse; ``None`` guides every
-        step; ``"default"`` takes the model folder's."""
+        step; ``"default"`` takes the model folder's. ``layout_guidance_scale`` (layout models)
+        weights the plan's layout apart from the text (:func:`guide`; one more model pass per
+        step); ``None`` guides both with ``guidance_scale``; ``"default"`` takes the folder's."""
         interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+        layout_guidance = self.defaults["layout_guidance_scale"] if layout_guidance_scale == "default" else layout_guidance_scale
+        if layout_guidance is not None:
+            _check_scale("layout_guidance_scale", layout_guidance)
         sampler = sampler or self.defaults["sampler"]
         schedule = sigma_schedule or self.defaults["sigma_schedule"]
         check_choice("sigma_schedule", schedule, SIGMA_SCHEDULES)
@@ -286,11 +297,13 @@ class TextToImagePipeline:
             lays = [lay for *_, lay in chunk]
             lay = None if lays[0] is None else torch.stack(lays)  # (B, C_l, H, W) for a layout model
             x = self.sample_batch([t for _, t, _, _ in chunk], seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler,
-                                  height=height, width=width, layouts=lay, guidance_interval=interval, show_progress=show_progress)
+                                  height=height, width=width, layouts=lay, layout_guidance_scale=layout_guidance,
+                                  guidance_interval=interval, show_progress=show_progress)
             images += to_pil(x)
             for (p, t, pl, _), s in zip(chunk, seeds):
                 m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
-                     "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None, "height": height, "width": width, "wordpaint_version": wordpaint.__version__}
+                     "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None,
+                     "layout_guidance_scale": layout_guidance, "height": height, "width": width, "wordpaint_version": wordpaint.__version__}
                 if pl is not None:
                     m.update(planner=planner_name, conditioning_prompt=t, plan=pl.to_dict())
                 meta.append(m)
@@ -298,12 +311,14 @@ class TextToImagePipeline:
 
     def sample_batch(self, prompts: list[str], *, seeds: list[int], sigmas: torch.Tensor, guidance_scale: float,
                        sampler: str, height: int, width: int, layouts: torch.Tensor | None = None,
+                       layout_guidance_scale: float | None = None,
                        guidance_interval: tuple[float, float] | None = None, show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
-        of guidance gets none). Outside ``guidance_interval`` (sigma range) a step runs the
-        conditional batch alone, half the work. Returns (B, C, H, W) images in [-1, 1] (decoded from latents by a
-        latent pipeline)."""
+        of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text
+        (see :func:`guide`; a third model pass). Outside ``guidance_interval`` (sigma range) a step
+        runs the conditional batch alone. Returns (B, C, H, W) images in [-1, 1] (decoded from
+        latents by a latent pipeline)."""
         model = self.model
         cond = self.text_encoder.encode(prompts)
         b = len(prompts)
@@ -311,32 +326,52 @@ class TextToImagePipeline:
         # per-image generators: image k's noise depends on its seed only
         noise = torch.stack([torch.randn(model.config.in_channels, h, w, generator=torch.Generator().manual_seed(s)) for s in seeds])
         x = noise * (1 + sigmas[0] ** 2) ** 0.5  # VP prior N(0, 1) seen in the VE view
-        use_uncond = guidance_scale != 1.0
-        # the conditional batch alone: all of sampling at guidance 1, the steps outside the interval otherwise
+        if layouts is None or layout_guidance_scale == guidance_scale:
+            layout_guidance_scale = None  # the layout is guided with the text: the usual two passes
+        # the passes each guided step runs, stacked on the batch: "full" (text + layout) always,
+        # "text" (text, no layout) for separate layout guidance, "none" (no text, no layout)
+        passes = ["full"] + (["text"] if layout_guidance_scale is not None else []) + (["none"] if guidance_scale != 1.0 else [])
         cond_only = (cond.hidden_states, cond.attention_mask, layouts)
-        if use_uncond:
+        if len(passes) > 1:
             unc = self.text_encoder.encode([""] * b)
             L = max(cond.hidden_states.shape[1], unc.hidden_states.shape[1])
-            states = torch.cat([_pad(cond.hidden_states, L), _pad(unc.hidden_states, L)])  # (2B, L, D)
-            mask = torch.cat([_pad(cond.attention_mask, L), _pad(unc.attention_mask, L)])
-            if layouts is not None:
-                layouts = torch.cat([layouts, torch.zeros_like(layouts)])  # (2B, C_l, H, W)
+            text = {"full": cond, "text": cond, "none": unc}
+            states = torch.cat([_pad(text[p].hidden_states, L) for p in passes])  # (P*B, L, D)
+            mask = torch.cat([_pad(text[p].attention_mask, L) for p in passes])
+            if layouts is not None:  # (P*B, C_l, H, W): only the full pass sees the layout
+                layouts = torch.cat([layouts] + [torch.zeros_like(layouts)] * (len(passes) - 1))
         lo, hi = guidance_interval or (0.0, math.inf)
 
         # pixels live in [-1, 1], so the x0 estimate is clamped there; latents have no such bound
         clamp = (lambda d: d) if self.vae is not None else (lambda d: d.clamp(-1, 1))
 
         def denoiser(xs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            if not use_uncond or not lo <= float(sigma) <= hi:
+            if len(passes) == 1 or not lo <= float(sigma) <= hi:
                 return clamp(model.denoise(xs, sigma, *cond_only))
-            d_c, d_u = model.denoise(torch.cat([xs, xs]), sigma, states, mask, layouts).chunk(2)
-            # classifier-free guidance on the denoised estimate
-            return clamp(d_u + guidance_scale * (d_c - d_u))
+            d = dict(zip(passes, model.denoise(torch.cat([xs] * len(passes)), sigma, states, mask, layouts).chunk(len(passes))))
+            return clamp(guide(d["full"], d.get("text"), d.get("none"), guidance_scale=guidance_scale,
+                               layout_guidance_scale=layout_guidance_scale))
 
         fn = SAMPLERS[sampler]
         gen = torch.Generator().manual_seed(seeds[0] + 7919)
         x0 = fn(denoiser, x, sigmas, generator=gen, disable_progress=not show_progress)
         return self.vae.decode(x0) if self.vae is not None else x0
+
+
+def guide(full: torch.Tensor, text: torch.Tensor | None, none: torch.Tensor | None, *, guidance_scale: float,
+          layout_guidance_scale: float | None = None) -> torch.Tensor:
+    """Classifier-free guidance on denoised estimates (each (B, C, H, W)): ``full`` saw text and
+    layout, ``text`` the text alone, ``none`` neither (None where its scale makes it unneeded).
+
+    Without a layout scale this is the usual ``none + g * (full - none)``. With one, the layout's
+    own direction gets its own weight, as InstructPix2Pix guides image and text apart:
+    ``none + g * (text - none) + g_l * (full - text)`` (``text + g_l * (full - text)`` at g = 1);
+    g_l = g gives the usual formula back. Why: the layout carries each box's colour and shape,
+    so weighting it above the text binds attributes to the right object."""
+    if layout_guidance_scale is None:
+        return full if none is None else none + guidance_scale * (full - none)
+    base = text if none is None else none + guidance_scale * (text - none)
+    return base + layout_guidance_scale * (full - text)
 
 
 def _pad(t: torch.Tensor, L: int) -> torch.Tensor:
