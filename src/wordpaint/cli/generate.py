@@ -80,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
     pipe = TextToImagePipeline.from_pretrained(args.model, planner=planner)
     if args.show_plan and pipe.planner is None:
         raise WordpaintError(f"--show-plan needs --planner (one of: {', '.join(PLANNERS)})")
+    layout_guidance = "default" if args.layout_guidance is None else args.layout_guidance
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
-               sigma_schedule=args.schedule, guidance_interval=interval,
-               layout_guidance_scale="default" if args.layout_guidance is None else args.layout_guidance, seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
+               sigma_schedule=args.schedule, guidance_interval=interval, layout_guidance_scale=layout_guidance,
+               seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
     for w in out.warnings:
         print(f"wordpaint: warning: {w}", file=sys.stderr)
     for k, path in enumerate(paths):

@@ -66,7 +66,8 @@ def evaluate_compositional(
         # image k of prompt j gets seed + j * K + k: the pipeline numbers images from its seed
         out = pipe([p["prompt"] for p in chunk], num_images_per_prompt=samples_per_prompt, seed=seed + start * samples_per_prompt,
                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler,
-                   sigma_schedule=sigma_schedule, guidance_interval=guidance_interval, layout_guidance_scale=layout_guidance_scale, batch_size=batch_size,
+                   sigma_schedule=sigma_schedule, guidance_interval=guidance_interval,
+                   layout_guidance_scale=layout_guidance_scale, batch_size=batch_size,
                    plans=None if plans is None else plans[start : start + per_batch])
         for n, (img, meta) in enumerate(zip(out.images, out.metadata)):
             p = chunk[n // samples_per_prompt]

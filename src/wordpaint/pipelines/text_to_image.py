@@ -303,7 +303,8 @@ class TextToImagePipeline:
             for (p, t, pl, _), s in zip(chunk, seeds):
                 m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
                      "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None,
-                     "layout_guidance_scale": layout_guidance, "height": height, "width": width, "wordpaint_version": wordpaint.__version__}
+                     "layout_guidance_scale": layout_guidance, "height": height, "width": width,
+                     "wordpaint_version": wordpaint.__version__}
                 if pl is not None:
                     m.update(planner=planner_name, conditioning_prompt=t, plan=pl.to_dict())
                 meta.append(m)
