@@ -2,12 +2,14 @@
 shared loop, and the pipeline that denoises latents and decodes them."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import wordpaint
 from wordpaint import TextToImagePipeline
 from wordpaint.data.captions import sample_example
 from wordpaint.data.imagefolder import ImageFolderStream
@@ -145,6 +147,25 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_its_scale(runs, tmp_path):
         train(str(tmp_path / "dec.json"), tmp_path / "dec2", data=folder, init_from=tmp_path, show_progress=False)
     with pytest.raises(WordpaintError, match="pass --init-from"):
         train(str(tmp_path / "dec.json"), tmp_path / "dec3", data=folder, show_progress=False)
+
+
+def test_autoencoder_trains_on_some_kinds_and_evaluates_others(tmp_path):
+    """data.kinds picks the training rows (the emoji-only decoder leg); data.eval_kinds the
+    evaluated ones, by default the same kinds."""
+    folder = _folder(tmp_path / "folder", n=12)
+    rows = [json.loads(l) for l in (folder / "metadata.jsonl").read_text().splitlines()]
+    for i, r in enumerate(rows):
+        if i % 2:
+            r.update(kind="icon", split="test" if i % 4 == 1 else "train")
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = json.loads((Path(wordpaint.__file__).parent / "recipes" / "tiny_ae.json").read_text())
+    for name, extra in {"emoji": {}, "both": {"eval_kinds": ["emoji", "icon"]}}.items():
+        recipe = {**base, "max_steps": 2, "eval_every": 2, "data": {**base["data"], "kinds": ["emoji"], **extra}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(recipe))
+        out = train(str(tmp_path / f"{name}.json"), tmp_path / name, data=folder, show_progress=False)
+        evals = [json.loads(l)["eval"] for l in (out.parent / "metrics.jsonl").read_text().splitlines() if "eval" in l]
+        groups = sorted(k for k in evals[-1] if k.startswith("psnr_"))
+        assert groups == (["psnr_heldout_emoji"] if name == "emoji" else ["psnr_heldout_emoji", "psnr_test_icon"])
 
 
 def test_mismatched_autoencoder_and_missing_autoencoder_are_clear(runs, text_encoder, tmp_path):

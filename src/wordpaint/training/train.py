@@ -211,8 +211,11 @@ class AutoencoderTask:
         kinds = tuple(data["kinds"]) if data.get("kinds") else None
         self.stream = ImageFolderStream(data["folder"], size=config.resolution, seed=recipe.get("seed", 0), kinds=kinds,
                                         splits=tuple(data.get("splits", ["train"])), show_progress=show_progress)
+        # eval_kinds: the rows evaluated, by default those trained on (an emoji-only decoder leg
+        # can still report the icons' PSNR with eval_kinds = ["emoji", "icon"])
+        eval_kinds = tuple(data["eval_kinds"]) if data.get("eval_kinds") else kinds
         rows, images, _ = load_imagefolder(data["folder"], size=config.resolution, splits=tuple(data.get("eval_splits", ["heldout", "test"])),
-                                           kinds=kinds)
+                                           kinds=eval_kinds)
         self.eval_images = torch.stack(images).float() / 127.5 - 1  # (M, 3, H, W)
         self.eval_groups = [f"{r.get('split', 'train')}_{r.get('kind', 'image')}" for r in rows]
         self.can_evaluate = True
