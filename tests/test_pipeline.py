@@ -49,6 +49,28 @@ def test_fp16_save_halves_the_file_and_still_loads(tiny_pipe, tmp_path, text_enc
     TextToImagePipeline.from_pretrained(tmp_path / "h", text_encoder=text_encoder)("a star", seed=0)
 
 
+def test_saved_weights_are_byte_identical_from_save_to_save(tiny_pipe, tmp_path):
+    """safetensors writes its metadata in a random order (its issue #584); our files must not
+    change bytes (and checksums) when the same weights are saved again."""
+    import hashlib
+
+    from safetensors import safe_open
+
+    from wordpaint.io import save_safetensors
+
+    meta = {f"key{i}": str(i) for i in range(16)}
+    digests = set()
+    for i in range(6):
+        save_safetensors(tmp_path / f"{i}.safetensors", {"b": torch.ones(3), "a": torch.zeros(2, 2)}, metadata=meta)
+        digests.add(hashlib.sha256((tmp_path / f"{i}.safetensors").read_bytes()).hexdigest())
+    assert len(digests) == 1
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
+        assert f.metadata() == meta and torch.equal(f.get_tensor("b"), torch.ones(3))
+    a, b = tiny_pipe.save_pretrained(tmp_path / "p1"), tiny_pipe.save_pretrained(tmp_path / "p2")
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
 def test_guidance_changes_the_image(tiny_pipe):
     a = arrays(tiny_pipe("a star", seed=0, guidance_scale=0.0))[0]
     b = arrays(tiny_pipe("a star", seed=0, guidance_scale=5.0))[0]

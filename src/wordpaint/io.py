@@ -80,13 +80,33 @@ def read_json(path: str | os.PathLike, *, what: str = "file") -> dict:
     return obj
 
 
+def _canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its ``__metadata__`` keys sorted.
+
+    safetensors writes the metadata from a Rust HashMap, in an order that changes from one save
+    to the next (safetensors issue #584), so the same weights gave different bytes and checksums.
+    Tensor entries are already in a fixed order; only the metadata is reordered here. Layout:
+    8-byte little-endian header length, JSON header padded with spaces to 8 bytes, tensor data.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    if not header.get("__metadata__"):
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
 def save_safetensors(path: str | os.PathLike, tensors: dict, *, metadata: dict[str, str] | None = None) -> None:
-    """Save a flat ``name -> tensor`` dict as safetensors, atomically."""
-    from safetensors.torch import save_file
+    """Save a flat ``name -> tensor`` dict as safetensors, atomically; the same tensors and
+    metadata always give the same bytes."""
+    from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    data = _canonical_safetensors(save(tensors, metadata=metadata))
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        Path(tmp).write_bytes(data)
 
 
 def load_safetensors(path: str | os.PathLike) -> dict:
