@@ -9,7 +9,7 @@ from wordpaint.data.shapes import COLORS
 from wordpaint.data.stream import ShapesStream, make_stream
 from wordpaint.errors import WordpaintError
 from wordpaint.models.registry import build_config, build_model
-from wordpaint.text.layout import LAYOUT_CHANNELS, LayoutObject, layout_from_example, layout_from_plan, rasterize
+from wordpaint.text.layout import LAYOUT_CHANNELS, LayoutObject, layout_from_example, layout_from_plan, object_weight_map, rasterize
 from wordpaint.text.plan import PlanObject, ScenePlan
 
 
@@ -70,6 +70,42 @@ def test_stream_layouts_match_images_and_drop_with_captions():
         bg = img[:, 0, 0]
         fg = (img - bg[:, None, None]).abs().amax(0) > 60
         assert (lay[j, 0][fg] > 0).all()
+
+
+def test_object_weight_map_gives_every_object_the_same_total_weight():
+    small, large = LayoutObject("star", None, (0.0, 0.0, 0.25, 0.25)), LayoutObject("circle", "red", (0.5, 0.5, 1.0, 1.0))
+    m = object_weight_map([small, large], height=32, width=32)
+    assert m.shape == (1, 32, 32) and m[0, 20:, :16].eq(0).all()  # background
+    # the small box is a quarter the side of the canvas: 4x the large one's weight per pixel, equal sums
+    assert m[0, 2, 2].item() == pytest.approx(4 * m[0, 20, 20].item())
+    assert m[0, :8, :8].sum().item() == pytest.approx(m[0, 16:, 16:].sum().item(), rel=1e-5)
+    s = ShapesStream(size=32, seed=1, cond_drop_prob=0.5, layout_drop_prob=0.5)
+    maps, lay = s.object_maps(2, 8), s.layouts(2, 8)
+    assert maps.shape == (8, 1, 32, 32) and torch.equal(maps, s.object_maps(2, 8))
+    assert ((maps[:, 0] > 0) == (lay[:, 0] > 0))[lay.flatten(1).abs().sum(1) > 0].all()  # same boxes as the layout
+    assert (maps.flatten(1).sum(1) > 0).all()  # and kept where the layout input was dropped
+
+
+def test_object_weighted_loss_counts_object_pixels_more():
+    model = build_model(build_config(preset="tiny", object_loss_weight=8.0))
+    model.net = lambda x, *a, **k: torch.zeros_like(x)  # pred = 0: the error is the target itself
+    # the image is 0 except a block of 1s; with v-prediction the target there is larger on average
+    x0 = torch.zeros(8, 3, 32, 32)
+    x0[:, :, :8, :8] = 1.0
+    batch = {"pixel_values": x0, "encoder_hidden_states": torch.randn(8, 5, 384), "encoder_attention_mask": torch.ones(8, 5, dtype=torch.bool)}
+    on_block, elsewhere = torch.zeros(8, 1, 32, 32), torch.zeros(8, 1, 32, 32)
+    on_block[:, :, :8, :8] = 1.0
+    elsewhere[:, :, 16:24, 16:24] = 1.0
+
+    def loss(obj_map):
+        return model({**batch, "object_map": obj_map}, generator=torch.Generator().manual_seed(0)).item()
+
+    with pytest.raises(ValueError, match="object_map"):
+        model(batch)
+    plain = loss(torch.zeros(8, 1, 32, 32))  # no objects: the weights renormalise to plain MSE
+    assert loss(on_block) > 1.2 * plain and loss(elsewhere) < plain
+    with pytest.raises(ValueError, match="object_loss_weight"):
+        build_config(preset="tiny", object_loss_weight=-1.0)
 
 
 def test_layouts_need_the_shapes_stream():

@@ -54,6 +54,19 @@ class ShapesStream(torch.utils.data.IterableDataset):
         ex = self.example(i)
         return rasterize(*layout_from_example(ex.spec, ex.scene), height=self.size, width=self.size)
 
+    def object_maps(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """(B, 1, H, W) :func:`~wordpaint.text.layout.object_weight_map` of the examples of
+        :meth:`batch`, from the true boxes even when the layout input is dropped: the target image
+        is the same either way."""
+        from wordpaint.text.layout import layout_from_example, object_weight_map
+
+        start = (step * world_size + rank) * batch_size
+        maps = []
+        for j in range(batch_size):
+            ex = self.example(start + j)
+            maps.append(object_weight_map(layout_from_example(ex.spec, ex.scene)[0], height=self.size, width=self.size))
+        return torch.stack(maps)
+
     def layouts(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """(B, LAYOUT_CHANNELS, H, W) layouts of the examples of :meth:`batch` (same indices)."""
         start = (step * world_size + rank) * batch_size

@@ -68,6 +68,21 @@ def rasterize(objects: list[LayoutObject], background: str | None, *, height: in
     return torch.from_numpy(out)
 
 
+def object_weight_map(objects: list[LayoutObject], *, height: int, width: int, ref_area: float = 0.26**2) -> torch.Tensor:
+    """(1, height, width) map that is 0 on the background and ``ref_area / area`` inside each
+    object's box, so every object carries the same total weight whatever its size (a small star,
+    ~9 px across at 48 px, otherwise gets a quarter of a large one's gradient). The default
+    ``ref_area`` is a medium shapes-world object's, whose map value is 1.
+    :class:`~wordpaint.models.diffusion.DiffusionModel` turns it into loss weights."""
+    out = np.zeros((height, width), dtype=np.float32)
+    for o in objects:
+        x0, y0, x1, y1 = o.box
+        area = max((x1 - x0) * (y1 - y0), 1e-4)
+        cov = np.outer(_coverage_1d(y0, y1, height), _coverage_1d(x0, x1, width))
+        out = np.maximum(out, (cov * (ref_area / area)).astype(np.float32))
+    return torch.from_numpy(out)[None]
+
+
 def _square(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
     """The square the renderer draws in a box: centred, side = the shorter side."""
     x0, y0, x1, y1 = box

@@ -122,6 +122,8 @@ class TextToImageTask:
         else:
             self.stream = make_stream(self.data_name, size=config.resolution, seed=seed, split=data.get("split", "train"),
                                       cond_drop_prob=config.cond_drop_prob, layout_drop_prob=config.layout_drop_prob if self.layouts else None)
+        if config.object_loss_weight and not hasattr(self.stream, "object_maps"):
+            raise WordpaintError(f"object_loss_weight needs true object boxes, which dataset {self.data_name!r} lacks; it trains on: shapes")
         # quick evaluation: exact compositional scores on the shapes world; FID on an image folder
         self.fid_samples = int(recipe.get("eval", {}).get("fid_samples", 0)) if self.data_name == "imagefolder" else 0
         self.can_evaluate = self.data_name == "shapes" or self.fid_samples > 0
@@ -135,6 +137,8 @@ class TextToImageTask:
                  "encoder_attention_mask": enc.attention_mask.to(self.device)}
         if self.layouts:
             batch["layout"] = self.stream.layouts(step, bs, rank=self.rank, world_size=self.world).to(self.device)
+        if self.config.object_loss_weight:
+            batch["object_map"] = self.stream.object_maps(step, bs, rank=self.rank, world_size=self.world).to(self.device)
         return batch
 
     def pipeline(self, module):
