@@ -1,7 +1,7 @@
 """Does planning help? Prompt-only vs plan(rules) vs plan(smollm2) vs ground-truth plans, on the
 built-in compositional prompts and on paraphrases outside the caption grammar.
 
-    python benchmarks/plan_ablation.py --model DIR [--samples-per-prompt 2] [--conditions prompt,rules,smollm2,ground_truth]
+    python benchmarks/plan_ablation.py --model DIR [--samples-per-prompt 2] [--conditions prompt,rules,smollm2,ground_truth] [--steps N]
 
 For each prompt set and condition: per-task accuracy of generated images (exact shapes-world
 scorer), overall, held-out pairs; for planners also the plan's own accuracy (the plan drawn
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--sets", default="builtin,paraphrase")
     ap.add_argument("--max-prompts", type=int, default=None, help="first N prompts of each set (quick runs)")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own; a run's pipeline says 10, the bundle 6)")
     ap.add_argument("--out", default="benchmarks/results/plan_ablation")
     args = ap.parse_args()
 
@@ -78,6 +79,10 @@ def main() -> None:
         if c not in CONDITIONS:
             sys.exit(f"unknown condition {c!r}; expected some of: {', '.join(CONDITIONS)}")
     pipe = TextToImagePipeline.from_pretrained(args.model, planner=None)  # conditions choose their planner
+    if args.steps is not None:
+        if args.steps < 1:
+            sys.exit(f"--steps must be >= 1, got {args.steps}")
+        pipe.defaults["num_inference_steps"] = args.steps
     res = pipe.resolution
     sets = {"builtin": load_prompts(), "paraphrase": load_prompts(PARAPHRASE)}
     results: dict = {"settings": {**vars(args), "model_layout_channels": pipe.model.config.layout_channels,
