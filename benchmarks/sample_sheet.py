@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from wordpaint import TextToImagePipeline
-    from wordpaint.images import save_png
+    from wordpaint.images import label_font, save_png
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
     out = pipe(PROMPTS, num_images_per_prompt=args.seeds, seed=0)
@@ -41,7 +41,7 @@ def main() -> None:
     draw = ImageDraw.Draw(sheet)
     for r, prompt in enumerate(PROMPTS):
         y = pad + r * (size + pad)
-        draw.text((6, y + size // 2 - 6), prompt, fill=(0, 0, 0))
+        draw.text((6, y + size // 2 - 6), prompt, fill=(0, 0, 0), font=label_font(11))
         for c in range(args.seeds):
             im = out.images[r * args.seeds + c].resize((size, size), Image.NEAREST)
             sheet.paste(im, (label_w + c * (size + pad), y))

@@ -178,3 +178,34 @@ def test_pipeline_plan_and_planner_conditioning(tiny_dir):
     out = pipe("un cercle rouge", num_inference_steps=1)
     assert out.warnings and "no object" in out.warnings[0]
     assert out.metadata[0]["conditioning_prompt"] == "un cercle rouge"  # nothing planned: the prompt itself
+
+
+def test_sample_sheet_writes_each_caption_under_its_picture(tmp_path, monkeypatch):
+    from PIL import Image, ImageFont
+
+    from wordpaint.eval.report import sample_sheet
+    from wordpaint.images import label_font
+
+    pics = [(Image.new("RGB", (64, 64), c), f"picture {k} in noto style") for k, c in enumerate(["red", "green", "blue"])]
+    sample_sheet(pics, tmp_path / "s.png", cols=2, scale=2)
+    sheet = np.asarray(Image.open(tmp_path / "s.png").convert("L"))
+    cw, ch = 64 * 2 + 40, 64 * 2 + 34
+    assert sheet.shape == (2 * ch, 2 * cw)
+    for k in range(3):  # dark text in the caption strip of each cell, none in the empty fourth cell
+        x, y = (k % 2) * cw, (k // 2) * ch
+        assert (sheet[y + 128 + 2:y + ch, x:x + cw] < 100).sum() > 20
+    assert (sheet[ch:, cw:] < 100).sum() == 0
+    # no DejaVu on the machine: PIL's own font, still a usable font
+    label_font.cache_clear()
+    real_truetype = ImageFont.truetype
+
+    def no_dejavu(font, *a, **k):
+        if font == "DejaVuSans.ttf":
+            raise OSError("cannot open resource")
+        return real_truetype(font, *a, **k)
+
+    monkeypatch.setattr(ImageFont, "truetype", no_dejavu)
+    try:
+        assert hasattr(label_font(10), "getbbox")
+    finally:
+        label_font.cache_clear()

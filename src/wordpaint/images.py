@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,18 @@ def pil_to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+@lru_cache(maxsize=None)
+def label_font(size: int = 10):
+    """A font for labels on pictures: DejaVu Sans where the system has it (PIL's built-in default
+    runs letters together at 10 px: "noto style" reads "notostyle"), else PIL's default."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        return ImageFont.load_default(size)
+
+
 def draw_boxes(image: Image.Image, boxes: list[tuple[str, tuple[float, float, float, float]]], *, scale: int = 4) -> Image.Image:
     """``image`` enlarged ``scale`` times with labelled boxes (label, (x0, y0, x1, y1) in 0..1) on
     top: how a scene plan lines up with what was drawn."""
@@ -86,5 +99,5 @@ def draw_boxes(image: Image.Image, boxes: list[tuple[str, tuple[float, float, fl
         colour = ((255, 64, 64), (64, 160, 255), (64, 200, 64), (255, 160, 0))[k % 4]
         r = [x0 * big.width, y0 * big.height, x1 * big.width - 1, y1 * big.height - 1]
         draw.rectangle(r, outline=colour, width=max(1, scale // 2))
-        draw.text((r[0] + 2, max(0, r[1] - 11)), label, fill=colour)
+        draw.text((r[0] + 2, max(0, r[1] - 11)), label, fill=colour, font=label_font())
     return big

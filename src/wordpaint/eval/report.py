@@ -211,6 +211,9 @@ def sample_sheet(pictures: list, path: Path, *, cols: int = 6, scale: int = 2) -
     rows = (len(pictures) + cols - 1) // cols
     sheet = Image.new("RGB", (cols * cw, rows * ch), "white")
     draw = ImageDraw.Draw(sheet)
+    from wordpaint.images import label_font
+
+    font = label_font(10)
     for k, (im, text) in enumerate(pictures):
         x, y = (k % cols) * cw, (k // cols) * ch
         sheet.paste(im.convert("RGB").resize((w * scale, h * scale), Image.Resampling.NEAREST), (x + 20, y + 2))
@@ -218,7 +221,7 @@ def sample_sheet(pictures: list, path: Path, *, cols: int = 6, scale: int = 2) -
         for word in words:  # wrap at ~24 characters, two lines at most
             lines[-1:] = [lines[-1] + " " + word] if len(lines[-1]) + len(word) < 24 else [lines[-1], word]
         for j, line in enumerate(lines[:2]):
-            draw.text((x + 4, y + h * scale + 4 + 12 * j), line.strip(), fill="black")
+            draw.text((x + 4, y + h * scale + 4 + 12 * j), line.strip(), fill="black", font=font)
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
 
