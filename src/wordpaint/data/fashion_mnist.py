@@ -14,6 +14,7 @@ import numpy as np
 
 from typing import TYPE_CHECKING
 
+from wordpaint.data.stream import batch_indices
 from wordpaint.errors import WordpaintError, check_choice
 
 if TYPE_CHECKING:
@@ -107,10 +108,10 @@ class FashionMNISTStream:
         return int(self._perm[1][i % n])
 
     def batch(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1):
-        start = (step * world_size + rank) * batch_size
-        idx = [self._index(start + j) for j in range(batch_size)]
+        indices = batch_indices(step, batch_size, rank=rank, world_size=world_size)
+        idx = [self._index(i) for i in indices]
         captions = []
-        for j, k in enumerate(idx):
-            rng = np.random.default_rng([self.seed, start + j, 1])
+        for i, k in zip(indices, idx):
+            rng = np.random.default_rng([self.seed, i, 1])
             captions.append("" if rng.random() < self.cond_drop_prob else caption(int(self.labels[k]), rng))
         return to_model_images(self.images[idx]), captions

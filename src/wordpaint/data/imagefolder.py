@@ -128,9 +128,10 @@ class ImageFolderStream:
         """Batch ``step`` for ``rank``: examples (step * world + rank) * B ... + B - 1."""
         import numpy as np
 
-        start = (step * world_size + rank) * batch_size
+        from wordpaint.data.stream import batch_indices
+
         idx, caps = [], []
-        for i in range(start, start + batch_size):
+        for i in batch_indices(step, batch_size, rank=rank, world_size=world_size):
             j = self.index(i)
             r = np.random.default_rng([self.seed, i, 1])
             alts = self.captions[j]

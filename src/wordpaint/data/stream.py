@@ -19,6 +19,13 @@ from wordpaint.errors import WordpaintError, check_choice
 SPLITS = {"train": HELD_OUT_PAIRS, "all": frozenset()}
 
 
+def batch_indices(step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> range:
+    """Example indices of batch ``step`` on ``rank``: (step * world + rank) * B ... + B - 1, so
+    ranks take disjoint examples and a resumed run sees the batches it would have seen."""
+    start = (step * world_size + rank) * batch_size
+    return range(start, start + batch_size)
+
+
 class ShapesStream(torch.utils.data.IterableDataset):
     """Endless (image, caption) examples. ``split="train"`` never shows the held-out pairs."""
 
@@ -60,22 +67,19 @@ class ShapesStream(torch.utils.data.IterableDataset):
         is the same either way."""
         from wordpaint.text.layout import layout_from_example, object_weight_map
 
-        start = (step * world_size + rank) * batch_size
         maps = []
-        for j in range(batch_size):
-            ex = self.example(start + j)
+        for i in batch_indices(step, batch_size, rank=rank, world_size=world_size):
+            ex = self.example(i)
             maps.append(object_weight_map(layout_from_example(ex.spec, ex.scene)[0], height=self.size, width=self.size))
         return torch.stack(maps)
 
     def layouts(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """(B, LAYOUT_CHANNELS, H, W) layouts of the examples of :meth:`batch` (same indices)."""
-        start = (step * world_size + rank) * batch_size
-        return torch.stack([self.layout(start + j) for j in range(batch_size)])
+        return torch.stack([self.layout(i) for i in batch_indices(step, batch_size, rank=rank, world_size=world_size)])
 
     def batch(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, list[str]]:
         """Batch ``step`` for ``rank``: indices (step * world + rank) * B ... + B - 1."""
-        start = (step * world_size + rank) * batch_size
-        items = [self.item(start + j) for j in range(batch_size)]
+        items = [self.item(i) for i in batch_indices(step, batch_size, rank=rank, world_size=world_size)]
         return torch.stack([x for x, _ in items]), [c for _, c in items]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, str]]:

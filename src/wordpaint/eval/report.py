@@ -204,6 +204,8 @@ def sample_sheet(pictures: list, path: Path, *, cols: int = 6, scale: int = 2) -
     """A PNG of (PIL image, caption) pairs with the caption written under each image."""
     from PIL import Image, ImageDraw
 
+    from wordpaint.images import label_font
+
     if not pictures:
         return
     w, h = pictures[0][0].size
@@ -211,8 +213,6 @@ def sample_sheet(pictures: list, path: Path, *, cols: int = 6, scale: int = 2) -
     rows = (len(pictures) + cols - 1) // cols
     sheet = Image.new("RGB", (cols * cw, rows * ch), "white")
     draw = ImageDraw.Draw(sheet)
-    from wordpaint.images import label_font
-
     font = label_font(10)
     for k, (im, text) in enumerate(pictures):
         x, y = (k % cols) * cw, (k // cols) * ch
