@@ -26,6 +26,22 @@ def test_train_tiny_then_resume_loses_no_step(tmp_path, capsys):
     assert names == ["step-0000002", "step-0000004"]
 
 
+def test_dataloader_workers_train_the_same_weights(tmp_path):
+    # batches are pure functions of the step: rendered ahead by 2 worker processes or inline,
+    # a layout run (images, captions, layouts) ends with identical weights
+    train("tiny_layout", tmp_path / "inline", max_steps=3, show_progress=False)
+    assert main(["train", "--recipe", "tiny_layout", "--out", str(tmp_path / "workers"), "--max-steps", "3", "--workers", "2"]) == 0
+    a, b = (load_file(tmp_path / d / "checkpoints" / "step-0000003" / "model.safetensors") for d in ("inline", "workers"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "workers" / "recipe.json").read_text())["num_workers"] == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [({"workers": -1}, "num_workers"), ({"mixed_precision": "fp8"}, "mixed_precision")])
+def test_bad_device_options_are_clear_errors(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        train("tiny", tmp_path / "x", max_steps=1, show_progress=False, **kwargs)
+
+
 def test_refuses_to_overwrite_without_resume(tmp_path):
     train("tiny", tmp_path / "r", max_steps=2, show_progress=False)
     with pytest.raises(ValueError, match="--resume"):

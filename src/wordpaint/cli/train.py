@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--init-from", default=None, help="start from the weights of a pipeline folder (e.g. the bundled model)")
     p.add_argument("--data", default=None, help="image folder for an imagefolder recipe (e.g. the emoji corpus from `wordpaint data build emoji`)")
     p.add_argument("--autoencoder", default=None, help="autoencoder folder for a latent diffusion recipe (the pipeline/ folder of an autoencoder run)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader processes that render batches ahead (recipe num_workers; default 0); use them on a GPU")
+    p.add_argument("--mixed-precision", default=None, choices=("no", "bf16", "fp16"), help="accelerate autocast (recipe mixed_precision; default no): bf16 on a GPU, no on a CPU")
     p.set_defaults(func=run)
 
 
@@ -23,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from wordpaint.training.train import train
 
     path = train(args.recipe, args.out, resume=args.resume, max_steps=args.max_steps, init_from=args.init_from,
-                 data=args.data, autoencoder=args.autoencoder)
+                 data=args.data, autoencoder=args.autoencoder, workers=args.workers, mixed_precision=args.mixed_precision)
     print(f"wrote {path}")
     return 0

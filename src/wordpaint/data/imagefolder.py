@@ -109,7 +109,7 @@ class ImageFolderStream:
             from tqdm.auto import tqdm
 
             chunks = range(0, len(x), 128)
-            x = torch.cat([autoencoder.encode(x[i : i + 128]) for i in tqdm(chunks, desc="encode latents", disable=not show_progress)])
+            x = torch.cat([autoencoder.encode(x[i : i + 128]).cpu() for i in tqdm(chunks, desc="encode latents", disable=not show_progress)])
         self.data = x  # (N, C, h, w)
         self._epoch: tuple[int, object] = (-1, None)  # (epoch, its permutation): drawn once per epoch
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from wordpaint.models.config import ConfigMixin, init_device
+from wordpaint.models.config import ConfigMixin, init_device, module_device
 
 
 @dataclass
@@ -95,12 +95,12 @@ class AutoencoderModel(torch.nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [-1, 1] -> scaled latents: the posterior mean (deterministic) times
         ``scaling_factor``."""
-        return self.vae.encode(x).latent_dist.mean * self.config.scaling_factor
+        return self.vae.encode(x.to(module_device(self))).latent_dist.mean * self.config.scaling_factor
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> (B, C, H, W) images clamped to [-1, 1]."""
-        return self.vae.decode(z / self.config.scaling_factor).sample.clamp(-1, 1)
+        return self.vae.decode(z.to(module_device(self)) / self.config.scaling_factor).sample.clamp(-1, 1)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

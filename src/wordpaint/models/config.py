@@ -14,6 +14,12 @@ def init_device(empty: bool):
     return torch.device("meta") if empty else contextlib.nullcontext()
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a module's parameters (CPU for a module without any)."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 class ConfigMixin:
     """``to_dict`` (tuples as lists, JSON-ready) and ``from_dict`` (lists back to tuples; unknown
     keys are an error naming the accepted ones). Mixed into each model's config dataclass."""

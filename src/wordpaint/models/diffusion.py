@@ -118,16 +118,19 @@ class DiffusionModel(torch.nn.Module):
         min-SNR-gamma weighted so that easy low-noise steps do not dominate the gradient."""
         x0 = batch["pixel_values"]
         b = x0.shape[0]
+        # random draws come from the generator's device (the trainer's is a CPU one) and are then
+        # moved: the same seed gives the same timesteps and noise on a CPU and on a GPU
+        gen_device = generator.device if generator is not None else torch.device("cpu")
         if self.config.timestep_sampling == "lognormal":
             ls = self.log_sigmas
-            log_sigma = self.config.lognormal_mean + self.config.lognormal_std * torch.randn(b, device=x0.device, generator=generator)
+            log_sigma = self.config.lognormal_mean + self.config.lognormal_std * torch.randn(b, generator=generator, device=gen_device).to(x0.device)
             sigma = log_sigma.clamp(ls[0], ls[-1]).exp()
             t = self.sigma_to_t(sigma)  # continuous timesteps, as the samplers use
             abar = (1 / (1 + sigma**2)).view(b, 1, 1, 1)
         else:
-            t = torch.randint(0, self.config.num_train_timesteps, (b,), device=x0.device, generator=generator)
+            t = torch.randint(0, self.config.num_train_timesteps, (b,), generator=generator, device=gen_device).to(x0.device)
             abar = self.alphas_cumprod[t].view(b, 1, 1, 1)
-        noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device)
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         pred = self.net(xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"], batch.get("layout"))
         v = self.config.prediction_type == "v_prediction"
@@ -170,6 +173,7 @@ class DiffusionModel(torch.nn.Module):
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
                 layout: torch.Tensor | None = None) -> torch.Tensor:
         """Denoiser D(x; sigma) ~ E[x0 | x] in the VE parametrisation x = x0 + sigma * eps."""
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)  # samplers keep sigmas on the CPU
         s = sigma.reshape(-1, 1, 1, 1)
         c_in = 1 / (s**2 + 1) ** 0.5  # = sqrt(abar): back to the VP input the UNet was trained on
         t = self.sigma_to_t(sigma.reshape(-1)).expand(x.shape[0])

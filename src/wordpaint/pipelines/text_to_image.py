@@ -24,6 +24,7 @@ import wordpaint
 from wordpaint.errors import ModelLoadError, WordpaintError, check_choice
 from wordpaint.images import save_png, to_pil
 from wordpaint.io import atomic_dir, load_safetensors, load_state_dict_strict, read_json, save_safetensors, write_json
+from wordpaint.models.config import module_device
 from wordpaint.models.registry import FAMILIES, build_model, family_of
 from wordpaint.sampling.samplers import SAMPLERS, SIGMA_SCHEDULES
 from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
@@ -321,24 +322,31 @@ class TextToImagePipeline:
         runs the conditional batch alone. Returns (B, C, H, W) images in [-1, 1] (decoded from
         latents by a latent pipeline)."""
         model = self.model
+        sigmas = sigmas.cpu()  # samplers step on the CPU's copy; the model gets each sigma on its device
         cond = self.text_encoder.encode(prompts)
         b = len(prompts)
         h, w = height // self.vae_factor, width // self.vae_factor  # the grid the model denoises
         # per-image generators: image k's noise depends on its seed only
         noise = torch.stack([torch.randn(model.config.in_channels, h, w, generator=torch.Generator().manual_seed(s)) for s in seeds])
         x = noise * (1 + sigmas[0] ** 2) ** 0.5  # VP prior N(0, 1) seen in the VE view
+        # noise, text states and layouts are made on the CPU (same seed, same noise on any
+        # device) and moved to the model's device; the images come back on the CPU
+        device = module_device(model)
+        x = x.to(device)
+        if layouts is not None:
+            layouts = layouts.to(device)
         if layouts is None or layout_guidance_scale == guidance_scale:
             layout_guidance_scale = None  # the layout is guided with the text: the usual two passes
         # the passes each guided step runs, stacked on the batch: "full" (text + layout) always,
         # "text" (text, no layout) for separate layout guidance, "none" (no text, no layout)
         passes = ["full"] + (["text"] if layout_guidance_scale is not None else []) + (["none"] if guidance_scale != 1.0 else [])
-        cond_only = (cond.hidden_states, cond.attention_mask, layouts)
+        cond_only = (cond.hidden_states.to(device), cond.attention_mask.to(device), layouts)
         if len(passes) > 1:
             unc = self.text_encoder.encode([""] * b)
             L = max(cond.hidden_states.shape[1], unc.hidden_states.shape[1])
             text = {"full": cond, "text": cond, "none": unc}
-            states = torch.cat([_pad(text[p].hidden_states, L) for p in passes])  # (P*B, L, D)
-            mask = torch.cat([_pad(text[p].attention_mask, L) for p in passes])
+            states = torch.cat([_pad(text[p].hidden_states, L) for p in passes]).to(device)  # (P*B, L, D)
+            mask = torch.cat([_pad(text[p].attention_mask, L) for p in passes]).to(device)
             if layouts is not None:  # (P*B, C_l, H, W): only the full pass sees the layout
                 layouts = torch.cat([layouts] + [torch.zeros_like(layouts)] * (len(passes) - 1))
         lo, hi = guidance_interval or (0.0, math.inf)
@@ -356,7 +364,7 @@ class TextToImagePipeline:
         fn = SAMPLERS[sampler]
         gen = torch.Generator().manual_seed(seeds[0] + 7919)
         x0 = fn(denoiser, x, sigmas, generator=gen, disable_progress=not show_progress)
-        return self.vae.decode(x0) if self.vae is not None else x0
+        return (self.vae.decode(x0) if self.vae is not None else x0).cpu()
 
 
 def guide(full: torch.Tensor, text: torch.Tensor | None, none: torch.Tensor | None, *, guidance_scale: float,

@@ -52,7 +52,7 @@ def sample_ddim(
             var = eta**2 * (1 - a_next) / (1 - a) * (1 - a / a_next)
             s_up = (var / a_next).sqrt()
             s_down = (s_next**2 - s_up**2).clamp(min=0).sqrt()
-            x = x0 + eps * s_down + s_up * torch.randn(x.shape, generator=generator, device=x.device)
+            x = x0 + eps * s_down + s_up * torch.randn(x.shape, generator=generator).to(x.device)
         else:
             x = x0 + eps * s_next
     return x

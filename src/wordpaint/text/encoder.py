@@ -105,10 +105,12 @@ class TextEncoder(torch.nn.Module):
             groups.setdefault(len(seq), []).append(i)
         results: list = [None] * len(prompts)
         for idx in groups.values():
-            batch = torch.tensor([ids[i] for i in idx])  # (b, n), all real tokens
-            out = self.model(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state.float()
+            batch = torch.tensor([ids[i] for i in idx], device=self.model.device)  # (b, n), all real tokens
+            # one forward and one copy per token count (a training batch has ~17 counts): on a GPU
+            # the launches and device-to-host copies, not the arithmetic, are the cost
+            out = self.model(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state.float().cpu()
             for j, i in enumerate(idx):
-                h = out[j].clone()  # (n, D)
+                h = out[j].clone()  # (n, D); the cache and callers get CPU tensors
                 pooled = h.mean(0)
                 if self.config.normalize_pooled:
                     pooled = torch.nn.functional.normalize(pooled, dim=0)
@@ -120,14 +122,21 @@ class TextEncoder(torch.nn.Module):
         if isinstance(prompts, str):
             prompts = [prompts]
         prompts = [self.check_prompt(p) for p in prompts]
-        todo = list(dict.fromkeys(p for p in prompts if p not in self._cache))
-        for i in range(0, len(todo), 64):
-            chunk = todo[i : i + 64]
+        # this call's encodings are held here, so evicting old cache entries (least recently
+        # used first) can never drop one this batch still needs
+        found = {}
+        for p in dict.fromkeys(prompts):
+            if p in self._cache:
+                self._cache.move_to_end(p)
+                found[p] = self._cache[p]
+        todo = [p for p in dict.fromkeys(prompts) if p not in found]
+        for i in range(0, len(todo), 512):
+            chunk = todo[i : i + 512]
             for p, r in zip(chunk, self._encode_new(chunk)):
-                self._cache[p] = r
+                found[p] = self._cache[p] = r
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-        items = [self._cache[p] for p in prompts]
+        items = [found[p] for p in prompts]
         L = max(h.shape[0] for h, _ in items)
         hs = torch.zeros(len(items), L, self.dim)
         mask = torch.zeros(len(items), L, dtype=torch.bool)

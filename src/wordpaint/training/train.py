@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import wordpaint
-from wordpaint.errors import WordpaintError
+from wordpaint.errors import WordpaintError, check_choice
 from wordpaint.io import atomic_dir, load_safetensors, load_state_dict_strict, read_json, save_safetensors, write_json
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -87,6 +87,40 @@ def lr_at(step: int, recipe: dict) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def text_image_cpu_batch(stream, step: int, bs: int, *, rank: int, world_size: int, layouts: bool, object_maps: bool) -> dict:
+    """Images (B, C, H, W), captions, and where asked layouts (B, 13, H, W) and object maps
+    (B, 1, H, W) of batch ``step``: the same examples, a pure function of (seed, step, rank)."""
+    images, captions = stream.batch(step, bs, rank=rank, world_size=world_size)
+    out = {"pixel_values": images, "captions": captions}
+    if layouts:
+        out["layout"] = stream.layouts(step, bs, rank=rank, world_size=world_size)
+    if object_maps:
+        out["object_map"] = stream.object_maps(step, bs, rank=rank, world_size=world_size)
+    return out
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item k = the CPU half of training batch k. Batches are pure functions of the step, so
+    DataLoader workers can render them ahead of the accelerator (the shapes world renders ~1,500
+    images/s per core, fewer than a GPU trains on) and a resumed run starts at any step."""
+
+    def __init__(self, task, batch_size: int):
+        self.stream, self.bs, self.rank, self.world = task.stream, batch_size, task.rank, task.world
+        self.layouts = bool(getattr(task, "layouts", False))
+        self.object_maps = bool(getattr(task.config, "object_loss_weight", 0.0))
+        self.text = isinstance(task, TextToImageTask)
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, step: int) -> dict:
+        if self.text:
+            return text_image_cpu_batch(self.stream, step, self.bs, rank=self.rank, world_size=self.world, layouts=self.layouts,
+                                        object_maps=self.object_maps)
+        x, _ = self.stream.batch(step, self.bs, rank=self.rank, world_size=self.world)
+        return {"pixel_values": x}
+
+
 class TextToImageTask:
     """Training a text-conditioned diffusion model: on pixels (the shapes world, Fashion-MNIST)
     or on the latents of a frozen autoencoder (an image folder such as the emoji corpus, with
@@ -130,16 +164,12 @@ class TextToImageTask:
         self.eval_prompts = subset(load_prompts(), recipe.get("eval", {}).get("prompts_per_task", 4)) if self.data_name == "shapes" else []
         self._real = None  # (indices, features) of the real images FID compares with, computed once
 
-    def batch(self, step: int, bs: int) -> dict:
-        images, captions = self.stream.batch(step, bs, rank=self.rank, world_size=self.world)
-        enc = self.text_encoder.encode(captions)
-        batch = {"pixel_values": images.to(self.device), "encoder_hidden_states": enc.hidden_states.to(self.device),
-                 "encoder_attention_mask": enc.attention_mask.to(self.device)}
-        if self.layouts:
-            batch["layout"] = self.stream.layouts(step, bs, rank=self.rank, world_size=self.world).to(self.device)
-        if self.config.object_loss_weight:
-            batch["object_map"] = self.stream.object_maps(step, bs, rank=self.rank, world_size=self.world).to(self.device)
-        return batch
+    def to_device(self, cpu: dict) -> dict:
+        """A :class:`StepBatches` item -> the model's batch: captions encoded (on the text
+        encoder's device), tensors moved to the device."""
+        enc = self.text_encoder.encode(cpu.pop("captions"))
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in cpu.items()}
+        return {**batch, "encoder_hidden_states": enc.hidden_states.to(self.device), "encoder_attention_mask": enc.attention_mask.to(self.device)}
 
     def pipeline(self, module):
         from wordpaint.pipelines.text_to_image import TextToImagePipeline
@@ -224,9 +254,8 @@ class AutoencoderTask:
         self.eval_groups = [f"{r.get('split', 'train')}_{r.get('kind', 'image')}" for r in rows]
         self.can_evaluate = True
 
-    def batch(self, step: int, bs: int) -> dict:
-        x, _ = self.stream.batch(step, bs, rank=self.rank, world_size=self.world)
-        return {"pixel_values": x.to(self.device)}
+    def to_device(self, cpu: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) for k, v in cpu.items()}
 
     def _reconstruct(self, module, x: torch.Tensor) -> torch.Tensor:
         module.eval()
@@ -274,10 +303,14 @@ def _checkpoints(out: Path) -> list[Path]:
 
 def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
           init_from: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
-          autoencoder: str | os.PathLike | None = None, show_progress: bool = True) -> Path:
+          autoencoder: str | os.PathLike | None = None, workers: int | None = None, mixed_precision: str | None = None,
+          show_progress: bool = True) -> Path:
     """Train ``recipe_name`` into ``out``; returns the exported pipeline folder. ``init_from``
     starts a new run from a pipeline folder's weights (model and EMA; fresh optimizer); ``data``
-    and ``autoencoder`` replace the recipe's image folder and autoencoder folder."""
+    and ``autoencoder`` replace the recipe's image folder and autoencoder folder. ``workers``
+    (recipe ``num_workers``, default 0) DataLoader processes render batches ahead;
+    ``mixed_precision`` (recipe ``mixed_precision``: no, bf16, fp16; default no) is accelerate's
+    autocast, for GPUs (bf16 is slower than fp32 on most CPUs)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -295,7 +328,17 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     if existing and not resume:
         raise WordpaintError(f"{out} already holds checkpoints (latest {existing[-1].name}); pass --resume to continue or choose a new --out")
 
-    accelerator = Accelerator()
+    for key, value in (("num_workers", workers), ("mixed_precision", mixed_precision)):
+        if value is not None:
+            recipe[key] = value
+    precision = recipe.get("mixed_precision", "no")
+    check_choice("mixed_precision", precision, ("no", "bf16", "fp16"))
+    n_workers = recipe.get("num_workers", 0)
+    if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 0:
+        raise WordpaintError(f"num_workers must be an integer >= 0, got {n_workers!r}")
+    accelerator = Accelerator(mixed_precision=precision)
+    if accelerator.device.type == "cuda":  # TF32 for the fp32 matmuls and convolutions left
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(recipe.get("seed", 0))
     mcfg = dict(recipe["model"])
     config = build_config(family=mcfg.pop("family", "diffusion"), preset=mcfg.pop("preset", None), **mcfg.pop("overrides", {}), **mcfg)
@@ -324,7 +367,9 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         state = read_json(ck / "state.json", what="training state")
         load_state_dict_strict(model, load_safetensors(ck / "model.safetensors"), source=str(ck))
         load_state_dict_strict(ema.module, load_safetensors(ck / "ema.safetensors"), source=str(ck))
-        opt.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))  # tensors and numbers only
+        # tensors and numbers only; read onto the CPU (a GPU run's checkpoint resumes anywhere),
+        # load_state_dict moves the state to the parameters' device
+        opt.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True, map_location="cpu"))
         step = int(state["step"])
         if accelerator.is_main_process:
             print(f"resumed from {ck} at step {step}")
@@ -359,8 +404,10 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (show_progress and accelerator.is_main_process))
     t_last, n_last, losses = time.perf_counter(), step, []
     model.train()
+    loader = iter(torch.utils.data.DataLoader(StepBatches(task, bs), batch_size=None, sampler=range(step, total), num_workers=n_workers,
+                                              prefetch_factor=4 if n_workers else None, pin_memory=accelerator.device.type == "cuda"))
     while step < total:
-        batch = task.batch(step, bs)
+        batch = task.to_device(next(loader))
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
         # timesteps and noise of step k depend on (seed, k) only: resuming repeats nothing
