@@ -24,6 +24,43 @@ def test_train_tiny_then_resume_loses_no_step(tmp_path, capsys):
     # only the last keep_checkpoints survive, and no temporary folders are left behind
     names = sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir())
     assert names == ["step-0000002", "step-0000004"]
+    # a spent time limit stops after the first step with a checkpoint off the recipe's schedule
+    # (checkpoint_every 2) and the pipeline written; --resume then ends where the full run did
+    timed = train("tiny", tmp_path / "timed", time_limit=0, show_progress=False)
+    assert "stopped at step 1 of 4 (time limit of 0 min)" in capsys.readouterr().err
+    assert (timed / "model_index.json").is_file() and (tmp_path / "timed" / "checkpoints" / "step-0000001").is_dir()
+    assert main(["train", "--recipe", "tiny", "--out", str(tmp_path / "timed"), "--resume"]) == 0
+    c = tmp_path / "timed" / "checkpoints" / "step-0000004"
+    ta, tc = load_file(a / "ema.safetensors"), load_file(c / "ema.safetensors")
+    assert all(torch.equal(ta[k], tc[k]) for k in ta)
+
+
+def test_sigterm_stops_with_a_checkpoint(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "wordpaint.cli.main", "train", "--recipe", "tiny", "--out", str(run), "--max-steps", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "checkpoints" / "step-0000002").is_dir():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "no checkpoint in 240 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "(signal SIGTERM)" in err and "--resume" in err
+    last = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["stopped"] == "signal SIGTERM"
+    # the stop's checkpoint is the step the run reached: nothing trained is lost
+    assert (run / "checkpoints" / f"step-{last['step']:07d}" / "ema.safetensors").is_file()
+    assert (run / "pipeline" / "model_index.json").is_file()
 
 
 def test_dataloader_workers_train_the_same_weights(tmp_path):
@@ -36,7 +73,8 @@ def test_dataloader_workers_train_the_same_weights(tmp_path):
     assert json.loads((tmp_path / "workers" / "recipe.json").read_text())["num_workers"] == 2
 
 
-@pytest.mark.parametrize("kwargs, message", [({"workers": -1}, "num_workers"), ({"mixed_precision": "fp8"}, "mixed_precision")])
+@pytest.mark.parametrize("kwargs, message", [({"workers": -1}, "num_workers"), ({"mixed_precision": "fp8"}, "mixed_precision"),
+                                            ({"time_limit": -1}, "time_limit"), ({"time_limit": "5"}, "time_limit")])
 def test_bad_device_options_are_clear_errors(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train("tiny", tmp_path / "x", max_steps=1, show_progress=False, **kwargs)

@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--autoencoder", default=None, help="autoencoder folder for a latent diffusion recipe (the pipeline/ folder of an autoencoder run)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes that render batches ahead (recipe num_workers; default 0); use them on a GPU")
     p.add_argument("--mixed-precision", default=None, choices=("no", "bf16", "fp16"), help="accelerate autocast (recipe mixed_precision; default no): bf16 on a GPU, no on a CPU")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop after the step that passes MINUTES of wall time, with a checkpoint and pipeline/ written; "
+                        "--resume continues (SIGTERM and Ctrl-C stop the same way)")
     p.set_defaults(func=run)
 
 
@@ -25,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from wordpaint.training.train import train
 
     path = train(args.recipe, args.out, resume=args.resume, max_steps=args.max_steps, init_from=args.init_from,
-                 data=args.data, autoencoder=args.autoencoder, workers=args.workers, mixed_precision=args.mixed_precision)
+                 data=args.data, autoencoder=args.autoencoder, workers=args.workers, mixed_precision=args.mixed_precision,
+                 time_limit=args.time_limit)
     print(f"wrote {path}")
     return 0

@@ -9,12 +9,16 @@ pure function of (seed, step, rank), so resuming from a checkpoint loses and rep
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import re
 import shutil
+import signal
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -296,6 +300,42 @@ class AutoencoderTask:
             save_model(module, tmp)
 
 
+class _StopRequest:
+    """Why a run should stop before ``max_steps``: a wall-clock budget (``time_limit`` minutes
+    from ``t_start``) or SIGTERM / SIGINT. Handlers only set a flag, so a step is never cut in
+    half; the training loop asks :meth:`wanted` between steps."""
+
+    def __init__(self, t_start: float, time_limit: float | None) -> None:
+        self.deadline = None if time_limit is None else t_start + 60.0 * time_limit
+        self.time_limit, self.signal_name = time_limit, None
+
+    def wanted(self) -> bool:
+        return self.signal_name is not None or (self.deadline is not None and time.perf_counter() >= self.deadline)
+
+    @property
+    def reason(self) -> str:
+        return f"signal {self.signal_name}" if self.signal_name else f"time limit of {self.time_limit:g} min"
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the final checkpoint
+        self.signal_name = signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def on_signals(self):
+        """Catch SIGTERM and SIGINT while the loop runs (main thread only, where Python allows
+        handlers); the previous handlers come back afterwards."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
 def _checkpoints(out: Path) -> list[Path]:
     ck = out / "checkpoints"
     return sorted((p for p in ck.glob("step-*") if re.fullmatch(r"step-\d+", p.name)), key=lambda p: int(p.name[5:])) if ck.is_dir() else []
@@ -304,13 +344,20 @@ def _checkpoints(out: Path) -> list[Path]:
 def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
           init_from: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
           autoencoder: str | os.PathLike | None = None, workers: int | None = None, mixed_precision: str | None = None,
-          show_progress: bool = True) -> Path:
+          time_limit: float | None = None, show_progress: bool = True) -> Path:
     """Train ``recipe_name`` into ``out``; returns the exported pipeline folder. ``init_from``
     starts a new run from a pipeline folder's weights (model and EMA; fresh optimizer); ``data``
     and ``autoencoder`` replace the recipe's image folder and autoencoder folder. ``workers``
     (recipe ``num_workers``, default 0) DataLoader processes render batches ahead;
     ``mixed_precision`` (recipe ``mixed_precision``: no, bf16, fp16; default no) is accelerate's
-    autocast, for GPUs (bf16 is slower than fp32 on most CPUs)."""
+    autocast, for GPUs (bf16 is slower than fp32 on most CPUs).
+
+    The run stops early, with a checkpoint and ``pipeline/`` written so that ``resume=True``
+    continues it exactly, after the step that passes ``time_limit`` minutes of wall time (counted
+    from this call; leave a margin for the final save) or on SIGTERM / Ctrl-C (a second Ctrl-C
+    interrupts at once): a job under ``timeout``, a batch scheduler or a leased GPU machine ends
+    with its work kept."""
+    t_start = time.perf_counter()
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -331,6 +378,8 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     for key, value in (("num_workers", workers), ("mixed_precision", mixed_precision)):
         if value is not None:
             recipe[key] = value
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or not time_limit >= 0):
+        raise WordpaintError(f"time_limit must be a number of minutes >= 0, got {time_limit!r}")
     precision = recipe.get("mixed_precision", "no")
     check_choice("mixed_precision", precision, ("no", "bf16", "fp16"))
     n_workers = recipe.get("num_workers", 0)
@@ -406,41 +455,54 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     model.train()
     loader = iter(torch.utils.data.DataLoader(StepBatches(task, bs), batch_size=None, sampler=range(step, total), num_workers=n_workers,
                                               prefetch_factor=4 if n_workers else None, pin_memory=accelerator.device.type == "cuda"))
-    while step < total:
-        batch = task.to_device(next(loader))
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, recipe)
-        # timesteps and noise of step k depend on (seed, k) only: resuming repeats nothing
-        gen.manual_seed(recipe.get("seed", 0) * 1_000_003 + step * accelerator.num_processes + accelerator.process_index)
-        loss = model(batch, generator=gen)
-        if not torch.isfinite(loss):
-            raise WordpaintError(f"loss became {loss.item()} at step {step}; lower the learning rate (now {recipe['lr']})")
-        accelerator.backward(loss)
-        if recipe.get("grad_clip"):
-            accelerator.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(accelerator.unwrap_model(model), step)
-        step += 1
-        losses.append(loss.item())
-        bar.update(1)
-        if not accelerator.is_main_process:
-            continue
-        if step % recipe.get("log_every", 25) == 0 or step == total:
-            dt = time.perf_counter() - t_last
-            rec = {"step": step, "loss": sum(losses) / len(losses), "lr": lr_at(step - 1, recipe),
-                   "images_per_s": (step - n_last) * bs * accelerator.num_processes / dt, "time": time.time()}
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
-            log(rec)
-            t_last, n_last, losses = time.perf_counter(), step, []
-        if step % recipe.get("sample_every", 250) == 0 or step == total:
-            save_png(task.sample_grid(ema.module), out / "samples" / f"step-{step:07d}.png")
-        if task.can_evaluate and (step % recipe.get("eval_every", 500) == 0 or step == total):
-            rec = task.evaluate(ema.module)
-            log({"step": step, "eval": rec, "time": time.time()})
-            bar.write(f"step {step}: {task.describe(rec)}")
-        if step % recipe.get("checkpoint_every", 100) == 0 or step == total:
-            save_checkpoint()
+    first_step, stop = step, _StopRequest(t_start, time_limit)
+    with stop.on_signals():
+        while step < total:
+            # collective: a process whose clock or signal says stop stops every process at this step
+            if step > first_step and stop.wanted():
+                accelerator.set_trigger()
+            if accelerator.check_trigger():
+                break
+            batch = task.to_device(next(loader))
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, recipe)
+            # timesteps and noise of step k depend on (seed, k) only: resuming repeats nothing
+            gen.manual_seed(recipe.get("seed", 0) * 1_000_003 + step * accelerator.num_processes + accelerator.process_index)
+            loss = model(batch, generator=gen)
+            if not torch.isfinite(loss):
+                raise WordpaintError(f"loss became {loss.item()} at step {step}; lower the learning rate (now {recipe['lr']})")
+            accelerator.backward(loss)
+            if recipe.get("grad_clip"):
+                accelerator.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ema.update(accelerator.unwrap_model(model), step)
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            if not accelerator.is_main_process:
+                continue
+            if step % recipe.get("log_every", 25) == 0 or step == total:
+                dt = time.perf_counter() - t_last
+                rec = {"step": step, "loss": sum(losses) / len(losses), "lr": lr_at(step - 1, recipe),
+                       "images_per_s": (step - n_last) * bs * accelerator.num_processes / dt, "time": time.time()}
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
+                log(rec)
+                t_last, n_last, losses = time.perf_counter(), step, []
+            if step % recipe.get("sample_every", 250) == 0 or step == total:
+                save_png(task.sample_grid(ema.module), out / "samples" / f"step-{step:07d}.png")
+            if task.can_evaluate and (step % recipe.get("eval_every", 500) == 0 or step == total):
+                rec = task.evaluate(ema.module)
+                log({"step": step, "eval": rec, "time": time.time()})
+                bar.write(f"step {step}: {task.describe(rec)}")
+            if step % recipe.get("checkpoint_every", 100) == 0 or step == total:
+                save_checkpoint()
     bar.close()
+    if step < total and accelerator.is_main_process:
+        if not (out / "checkpoints" / f"step-{step:07d}").is_dir():
+            save_checkpoint()
+        log({"step": step, "stopped": stop.reason, "time": time.time()})
+        print(f"stopped at step {step} of {total} ({stop.reason}); checkpoint and {out / 'pipeline'} written, "
+              f"continue with --resume", file=sys.stderr)
     accelerator.wait_for_everyone()
     return out / "pipeline"
