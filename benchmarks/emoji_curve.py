@@ -13,6 +13,10 @@ added to the recipe's; ``--base curve.json`` starts from an earlier output of th
 the two first run folders (which need not be kept):
 
     python benchmarks/emoji_curve.py --base benchmarks/results/emoji64/curve.json --leg runs/emoji64_leg2 --out benchmarks/results/emoji64
+
+A run stopped and resumed (``--time-limit``, SIGTERM, ``--resume``) counts only its training
+segments: the trainer logs ``{"started": ...}`` at each start, and the time from a segment's last
+record to the next start is left out.
 """
 
 from __future__ import annotations
@@ -20,10 +24,26 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Callable
 
 
 def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def training_clock(run: str, recs: list[dict]) -> Callable[[float], float]:
+    """Seconds a run had trained at wall time ``t``. Runs logged with ``{"started": ...}`` records
+    count from the first start and leave out each pause (a segment's last record to the next
+    start); older runs start at their first loss record minus the time its earlier steps took."""
+    starts = [i for i, r in enumerate(recs) if "started" in r]
+    if not starts:
+        first = next(r for r in recs if "loss" in r)
+        batch = json.loads((Path(run) / "recipe.json").read_text())["batch_size"]
+        t0 = first["time"] - first["step"] * batch / first["images_per_s"]
+        return lambda t: t - t0
+    t0 = recs[starts[0]]["time"]
+    pauses = [(recs[i]["time"], recs[i]["time"] - recs[i - 1]["time"]) for i in starts[1:]]  # (resumed at, seconds paused)
+    return lambda t: t - t0 - sum(gap for at, gap in pauses if at <= t)
 
 
 def main() -> None:
@@ -38,33 +58,27 @@ def main() -> None:
         ap.error("give --ae and --unet, or --base")
     from wordpaint.io import atomic_path, write_json
 
-    def span(run: str, recs: list[dict]) -> tuple[float, float]:
-        """(start, end) of a run: its first logged record minus the time its earlier steps took."""
-        first = next(r for r in recs if "loss" in r)
-        batch = json.loads((Path(run) / "recipe.json").read_text())["batch_size"]
-        return first["time"] - first["step"] * batch / first["images_per_s"], recs[-1]["time"]
-
     if args.base:
         doc = json.loads(Path(args.base).read_text())
     else:
         ae, unet = read_metrics(Path(args.ae)), read_metrics(Path(args.unet))
-        a0, a1 = span(args.ae, ae)
-        u0, u1 = span(args.unet, unet)
-        ae_minutes = (a1 - a0) / 60
-        psnr = [{"step": r["step"], "minutes": (r["time"] - a0) / 60, **r["eval"]} for r in ae if "eval" in r]
-        fid = [{"step": r["step"], "minutes": ae_minutes + (r["time"] - u0) / 60, **r["eval"]} for r in unet if "eval" in r]
-        doc = {"autoencoder_minutes": ae_minutes, "unet_minutes": (u1 - u0) / 60, "total_minutes": ae_minutes + (u1 - u0) / 60,
+        ca, cu = training_clock(args.ae, ae), training_clock(args.unet, unet)
+        ae_minutes, unet_minutes = ca(ae[-1]["time"]) / 60, cu(unet[-1]["time"]) / 60
+        psnr = [{"step": r["step"], "minutes": ca(r["time"]) / 60, **r["eval"]} for r in ae if "eval" in r]
+        fid = [{"step": r["step"], "minutes": ae_minutes + cu(r["time"]) / 60, **r["eval"]} for r in unet if "eval" in r]
+        doc = {"autoencoder_minutes": ae_minutes, "unet_minutes": unet_minutes, "total_minutes": ae_minutes + unet_minutes,
                "autoencoder_psnr": psnr, "fid_curve": fid, "legs": [],
                "note": "FID (EfficientNet-Lite0 features), 300 generated vs 300 real training images of the same prompts, 10 dpmpp_2m steps, guidance 3"}
     for leg in args.leg:
-        recs, (l0, l1) = read_metrics(Path(leg)), span(leg, read_metrics(Path(leg)))
+        recs = read_metrics(Path(leg))
+        cl = training_clock(leg, recs)
         start, name = doc["total_minutes"], Path(leg).name
         if any(done["run"] == name for done in doc.get("legs", [])):
             ap.error(f"{args.base} already holds the leg {name}")
-        doc["fid_curve"] += [{"step": r["step"], "minutes": start + (r["time"] - l0) / 60, "leg": name, **r["eval"]}
+        doc["fid_curve"] += [{"step": r["step"], "minutes": start + cl(r["time"]) / 60, "leg": name, **r["eval"]}
                              for r in recs if "eval" in r]
-        doc.setdefault("legs", []).append({"run": name, "start_minutes": start, "minutes": (l1 - l0) / 60})
-        doc["total_minutes"] = start + (l1 - l0) / 60
+        doc.setdefault("legs", []).append({"run": name, "start_minutes": start, "minutes": cl(recs[-1]["time"]) / 60})
+        doc["total_minutes"] = start + cl(recs[-1]["time"]) / 60
     psnr, fid = doc["autoencoder_psnr"], doc["fid_curve"]
     out = Path(args.out)
     write_json(out / "curve.json", doc)

@@ -19,7 +19,8 @@ def test_train_tiny_then_resume_loses_no_step(tmp_path, capsys):
         assert all(torch.equal(ta[k], tb[k]) for k in ta), name
     assert (full / "model_index.json").is_file()
     metrics = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
-    assert any("eval" in m for m in metrics) and all("loss" in m for m in metrics if "eval" not in m)
+    assert metrics[0] == {"step": 0, "started": "fresh", "time": metrics[0]["time"]}
+    assert any("eval" in m for m in metrics) and all("loss" in m for m in metrics[1:] if "eval" not in m)
     assert (tmp_path / "full" / "samples" / "step-0000004.png").is_file()
     # only the last keep_checkpoints survive, and no temporary folders are left behind
     names = sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir())
@@ -30,6 +31,9 @@ def test_train_tiny_then_resume_loses_no_step(tmp_path, capsys):
     assert "stopped at step 1 of 4 (time limit of 0 min)" in capsys.readouterr().err
     assert (timed / "model_index.json").is_file() and (tmp_path / "timed" / "checkpoints" / "step-0000001").is_dir()
     assert main(["train", "--recipe", "tiny", "--out", str(tmp_path / "timed"), "--resume"]) == 0
+    events = [{k: m[k] for k in m if k in ("step", "started", "stopped")} for m in map(json.loads, (tmp_path / "timed" / "metrics.jsonl").read_text().splitlines())]
+    assert [e for e in events if len(e) == 2] == [{"step": 0, "started": "fresh"}, {"step": 1, "stopped": "time limit of 0 min"},
+                                                  {"step": 1, "started": "resume"}]
     c = tmp_path / "timed" / "checkpoints" / "step-0000004"
     ta, tc = load_file(a / "ema.safetensors"), load_file(c / "ema.safetensors")
     assert all(torch.equal(ta[k], tc[k]) for k in ta)

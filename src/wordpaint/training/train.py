@@ -436,6 +436,11 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
 
+    if accelerator.is_main_process:
+        # with the "stopped" record at the end, these mark the run's segments, so that wall-time
+        # curves of a run stopped and resumed (benchmarks/emoji_curve.py) leave the pauses out
+        log({"step": step, "started": "resume" if existing else "init_from" if init_from is not None else "fresh", "time": time.time()})
+
     def save_checkpoint() -> None:
         unwrapped = accelerator.unwrap_model(model)
         with atomic_dir(out / "checkpoints" / f"step-{step:07d}") as tmp:
