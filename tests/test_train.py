@@ -46,18 +46,21 @@ def test_sigterm_stops_with_a_checkpoint(tmp_path):
     import sys
     import time
 
+    # SIGTERM to the whole process group, as a scheduler or a terminal sends it: the DataLoader
+    # workers must leave it to the training loop instead of dying under it mid-step
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "wordpaint.cli.main", "train", "--recipe", "tiny", "--out", str(run), "--max-steps", "100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    proc = subprocess.Popen([sys.executable, "-m", "wordpaint.cli.main", "train", "--recipe", "tiny", "--out", str(run), "--max-steps", "100000",
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while not (run / "checkpoints" / "step-0000002").is_dir():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "no checkpoint in 240 s"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=240)
     finally:
-        proc.kill()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
     assert "(signal SIGTERM)" in err and "--resume" in err
     last = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()][-1]

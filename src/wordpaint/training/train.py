@@ -300,6 +300,14 @@ class AutoencoderTask:
             save_model(module, tmp)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM / SIGINT to the training process: a scheduler or a terminal
+    signals the whole process group, and a worker killed by it makes PyTorch raise in the middle
+    of a step instead of letting the loop finish it and save. The loop shuts its workers down."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _StopRequest:
     """Why a run should stop before ``max_steps``: a wall-clock budget (``time_limit`` minutes
     from ``t_start``) or SIGTERM / SIGINT. Handlers only set a flag, so a step is never cut in
@@ -459,7 +467,8 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     t_last, n_last, losses = time.perf_counter(), step, []
     model.train()
     loader = iter(torch.utils.data.DataLoader(StepBatches(task, bs), batch_size=None, sampler=range(step, total), num_workers=n_workers,
-                                              prefetch_factor=4 if n_workers else None, pin_memory=accelerator.device.type == "cuda"))
+                                              prefetch_factor=4 if n_workers else None, pin_memory=accelerator.device.type == "cuda",
+                                              worker_init_fn=_ignore_stop_signals if n_workers else None))
     first_step, stop = step, _StopRequest(t_start, time_limit)
     with stop.on_signals():
         while step < total:
