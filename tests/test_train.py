@@ -118,3 +118,17 @@ def test_init_from_a_pipeline_folder(tmp_path):
     assert all(torch.allclose(ta[k], tb[k], atol=2e-2) for k in ta)  # one Adam step (lr 1e-3) from the loaded weights
     with pytest.raises(ValueError, match="missing weights file"):
         train("tiny", tmp_path / "c", init_from=tmp_path / "nope", show_progress=False)
+
+
+def test_every_shipped_recipe_names_a_buildable_model():
+    # recipes for long or GPU runs are not trained by the suite: at least their model section,
+    # schedule and device options must be valid, so a typo fails here and not on a leased machine
+    from wordpaint.training.train import list_recipes, load_recipe, recipe_model_config
+
+    for name in list_recipes():
+        recipe = load_recipe(name)
+        config = recipe_model_config(recipe)
+        assert config.to_dict(), name
+        assert recipe.get("mixed_precision", "no") in ("no", "bf16", "fp16"), name
+        assert isinstance(recipe.get("num_workers", 0), int) and recipe["max_steps"] > 0 and recipe["batch_size"] > 0, name
+        assert lr_at(recipe["max_steps"] - 1, recipe) > 0, name

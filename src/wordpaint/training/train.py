@@ -33,6 +33,14 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 REQUIRED = ("model", "batch_size", "max_steps", "lr")
 
 
+def recipe_model_config(recipe: dict):
+    """The model config a recipe's ``model`` section names: family, size preset, overrides."""
+    from wordpaint.models.registry import build_config
+
+    mcfg = dict(recipe["model"])
+    return build_config(family=mcfg.pop("family", "diffusion"), preset=mcfg.pop("preset", None), **mcfg.pop("overrides", {}), **mcfg)
+
+
 def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.json"))
 
@@ -370,7 +378,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     from tqdm.auto import tqdm
 
     from wordpaint.images import save_png
-    from wordpaint.models.registry import build_config, build_model
+    from wordpaint.models.registry import build_model
 
     recipe = load_recipe(recipe_name)
     if max_steps is not None:
@@ -397,8 +405,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     if accelerator.device.type == "cuda":  # TF32 for the fp32 matmuls and convolutions left
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(recipe.get("seed", 0))
-    mcfg = dict(recipe["model"])
-    config = build_config(family=mcfg.pop("family", "diffusion"), preset=mcfg.pop("preset", None), **mcfg.pop("overrides", {}), **mcfg)
+    config = recipe_model_config(recipe)
     component = "autoencoder" if getattr(config, "family", "") == "autoencoder" else "diffusion"  # folder in a pipeline
     if component == "autoencoder" and not config.train_encoder:
         # a frozen encoder keeps the latent scale the diffusion model was trained with: from the
