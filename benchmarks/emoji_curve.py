@@ -77,8 +77,9 @@ def main() -> None:
             ap.error(f"{args.base} already holds the leg {name}")
         doc["fid_curve"] += [{"step": r["step"], "minutes": start + cl(r["time"]) / 60, "leg": name, **r["eval"]}
                              for r in recs if "eval" in r]
-        doc.setdefault("legs", []).append({"run": name, "start_minutes": start, "minutes": cl(recs[-1]["time"]) / 60})
-        doc["total_minutes"] = start + cl(recs[-1]["time"]) / 60
+        minutes = cl(recs[-1]["time"]) / 60
+        doc.setdefault("legs", []).append({"run": name, "start_minutes": start, "minutes": minutes})
+        doc["total_minutes"] = start + minutes
     psnr, fid = doc["autoencoder_psnr"], doc["fid_curve"]
     out = Path(args.out)
     write_json(out / "curve.json", doc)

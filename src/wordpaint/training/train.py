@@ -99,16 +99,9 @@ def lr_at(step: int, recipe: dict) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def text_image_cpu_batch(stream, step: int, bs: int, *, rank: int, world_size: int, layouts: bool, object_maps: bool) -> dict:
-    """Images (B, C, H, W), captions, and where asked layouts (B, 13, H, W) and object maps
-    (B, 1, H, W) of batch ``step``: the same examples, a pure function of (seed, step, rank)."""
-    images, captions = stream.batch(step, bs, rank=rank, world_size=world_size)
-    out = {"pixel_values": images, "captions": captions}
-    if layouts:
-        out["layout"] = stream.layouts(step, bs, rank=rank, world_size=world_size)
-    if object_maps:
-        out["object_map"] = stream.object_maps(step, bs, rank=rank, world_size=world_size)
-    return out
+def _to_device(cpu: dict, device: torch.device) -> dict:
+    """A batch's tensors on ``device`` (non-blocking: from pinned memory when on a GPU)."""
+    return {k: v.to(device, non_blocking=True) for k, v in cpu.items()}
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -126,11 +119,18 @@ class StepBatches(torch.utils.data.Dataset):
         return 2**62
 
     def __getitem__(self, step: int) -> dict:
-        if self.text:
-            return text_image_cpu_batch(self.stream, step, self.bs, rank=self.rank, world_size=self.world, layouts=self.layouts,
-                                        object_maps=self.object_maps)
-        x, _ = self.stream.batch(step, self.bs, rank=self.rank, world_size=self.world)
-        return {"pixel_values": x}
+        """Images (B, C, H, W); for a text task captions, and where trained layouts (B, 13, H, W)
+        and object maps (B, 1, H, W) of the same examples."""
+        where = dict(rank=self.rank, world_size=self.world)
+        images, captions = self.stream.batch(step, self.bs, **where)
+        if not self.text:
+            return {"pixel_values": images}
+        out = {"pixel_values": images, "captions": captions}
+        if self.layouts:
+            out["layout"] = self.stream.layouts(step, self.bs, **where)
+        if self.object_maps:
+            out["object_map"] = self.stream.object_maps(step, self.bs, **where)
+        return out
 
 
 class TextToImageTask:
@@ -180,8 +180,8 @@ class TextToImageTask:
         """A :class:`StepBatches` item -> the model's batch: captions encoded (on the text
         encoder's device), tensors moved to the device."""
         enc = self.text_encoder.encode(cpu.pop("captions"))
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in cpu.items()}
-        return {**batch, "encoder_hidden_states": enc.hidden_states.to(self.device), "encoder_attention_mask": enc.attention_mask.to(self.device)}
+        return {**_to_device(cpu, self.device), "encoder_hidden_states": enc.hidden_states.to(self.device),
+                "encoder_attention_mask": enc.attention_mask.to(self.device)}
 
     def pipeline(self, module):
         from wordpaint.pipelines.text_to_image import TextToImagePipeline
@@ -267,7 +267,7 @@ class AutoencoderTask:
         self.can_evaluate = True
 
     def to_device(self, cpu: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) for k, v in cpu.items()}
+        return _to_device(cpu, self.device)
 
     def _reconstruct(self, module, x: torch.Tensor) -> torch.Tensor:
         module.eval()
