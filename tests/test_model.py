@@ -100,3 +100,29 @@ def test_lognormal_timesteps_are_continuous_and_in_range():
     assert 0 <= t.min() and t.max() <= model.config.num_train_timesteps - 1 and t[1] != t[1].round()
     with pytest.raises(ValueError, match="timestep_sampling"):
         build_config(preset="tiny", timestep_sampling="beta")
+
+
+def test_pooled_text_is_the_encoders_vector_and_warm_starts_exactly(text_encoder):
+    from wordpaint.models.diffusion import DiffusionConfig, pooled_states
+    from wordpaint.training.train import zero_new_class_embedding
+
+    # prompts of different lengths: the shorter one is padded, and padding must not leak in
+    enc = text_encoder.encode(["a red circle", "three small purple triangles left of a big yellow square"])
+    assert not enc.attention_mask.all()
+    assert torch.allclose(pooled_states(enc.hidden_states, enc.attention_mask), enc.pooled, atol=1e-5)
+
+    torch.manual_seed(0)
+    base = build_model(build_config(preset="tiny"))
+    cfg = build_config(preset="tiny", pooled_text=True)
+    assert DiffusionConfig.from_dict(cfg.to_dict()).pooled_text
+    pooled = build_model(cfg)
+    pooled.load_state_dict(zero_new_class_embedding(base.state_dict(), pooled))
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10.0, 500.0])
+    with torch.no_grad():
+        assert torch.allclose(pooled.net(x, t, enc.hidden_states, enc.attention_mask),
+                              base.net(x, t, enc.hidden_states, enc.attention_mask), atol=1e-6)
+    # the zero last layer still gets a gradient, so the prompt vector starts to count at once
+    batch = {"pixel_values": x.clamp(-1, 1), "encoder_hidden_states": enc.hidden_states, "encoder_attention_mask": enc.attention_mask}
+    pooled(batch, generator=torch.Generator().manual_seed(0)).backward()
+    assert pooled.unet.class_embedding.linear_2.weight.grad.abs().sum() > 0
+    assert zero_new_class_embedding(pooled.state_dict(), pooled).keys() == pooled.state_dict().keys()

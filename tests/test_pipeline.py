@@ -209,3 +209,21 @@ def test_sample_sheet_writes_each_caption_under_its_picture(tmp_path, monkeypatc
         assert hasattr(label_font(10), "getbbox")
     finally:
         label_font.cache_clear()
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    # mkstemp/mkdtemp create private files (0600/0700); written results must be readable like
+    # any file the user makes (0666/0777 less the umask), or a shared model folder or a served
+    # image is unreadable by others
+    import os
+
+    from wordpaint.io import atomic_dir, write_json
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    write_json(tmp_path / "a.json", {"x": 1})
+    with atomic_dir(tmp_path / "folder") as tmp:
+        write_json(tmp / "config.json", {})
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (tmp_path / "folder" / "config.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -55,6 +55,12 @@ class DiffusionConfig(ConfigMixin):
     # renormalised to mean 1 per image, so small objects' shapes and colours are not drowned by the
     # background's pixels. 0 = plain MSE. Needs training data with true boxes (the shapes world).
     object_loss_weight: float = 0.0
+    # pooled-text conditioning: the prompt's sentence vector (masked mean of the token states,
+    # L2-normalised as sentence-transformers pools MiniLM) goes through diffusers' "projection"
+    # class embedding (an MLP) and is added to the timestep embedding, so every ResNet block at
+    # every resolution is modulated by the whole prompt, as Imagen and SDXL add a pooled text
+    # vector. Cross-attention alone sits only at the two coarsest levels of the small presets.
+    pooled_text: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -78,6 +84,15 @@ def make_alphas_cumprod(config: DiffusionConfig) -> torch.Tensor:
 
     sched = DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule)
     return sched.alphas_cumprod.float().clone()
+
+
+def pooled_states(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, D) L2-normalised mean of the (B, L, D) token states over the real tokens of the
+    (B, L) mask: the text encoder's pooled vector, recomputed here so batches and samplers need
+    not carry it."""
+    m = mask.to(states.dtype).unsqueeze(-1)  # (B, L, 1)
+    mean = (states * m).sum(1) / m.sum(1).clamp(min=1)
+    return F.normalize(mean, dim=-1)
 
 
 class DiffusionModel(torch.nn.Module):
@@ -106,6 +121,8 @@ class DiffusionModel(torch.nn.Module):
                 attention_head_dim=config.attention_head_dim,
                 norm_num_groups=config.norm_num_groups,
                 cross_attention_dim=config.cross_attention_dim,
+                class_embed_type="projection" if config.pooled_text else None,
+                projection_class_embeddings_input_dim=config.cross_attention_dim if config.pooled_text else None,
             )
         ac = make_alphas_cumprod(config)
         self.register_buffer("alphas_cumprod", ac, persistent=False)
@@ -157,8 +174,9 @@ class DiffusionModel(torch.nn.Module):
             if layout is None:
                 layout = x.new_zeros(x.shape[0], self.config.layout_channels, *x.shape[2:])
             x = torch.cat([x, layout.to(x.dtype)], dim=1)
+        pooled = pooled_states(states, mask) if self.config.pooled_text else None  # (B, D)
         # diffusers turns the 0/1 mask into an additive bias; 1 = attend
-        return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask.to(x.dtype)).sample
+        return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask.to(x.dtype), class_labels=pooled).sample
 
     # -- sampling view -------------------------------------------------------------------------
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:

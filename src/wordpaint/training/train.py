@@ -90,6 +90,18 @@ def widen_conv_in(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> d
     return {**weights, key: torch.cat([w, pad], dim=1)}
 
 
+def zero_new_class_embedding(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Start a pooled-text model from one without it: the new class-embedding MLP keeps its
+    random first layer and gets a zero last layer, so its output (added to the timestep
+    embedding) starts at 0 and training starts from exactly the old model's behaviour. Weights
+    that already have it pass unchanged."""
+    own = model.state_dict()
+    new = [k for k in own if k.startswith("unet.class_embedding.") and k not in weights]
+    if not new:
+        return weights
+    return {**weights, **{k: own[k].detach().clone() if ".linear_1." in k else torch.zeros_like(own[k]) for k in new}}
+
+
 def lr_at(step: int, recipe: dict) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak at max_steps."""
     peak, warm, total = recipe["lr"], recipe.get("warmup_steps", 0), recipe["max_steps"]
@@ -423,7 +435,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     step = 0
     if init_from is not None and not existing:
         src = Path(init_from) / component / "model.safetensors"
-        weights = widen_conv_in(load_safetensors(src), model)
+        weights = zero_new_class_embedding(widen_conv_in(load_safetensors(src), model), model)
         load_state_dict_strict(model, weights, source=str(src))
         load_state_dict_strict(ema.module, weights, source=str(src))
     if existing:
