@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--sets", default="builtin,paraphrase")
     ap.add_argument("--max-prompts", type=int, default=None, help="first N prompts of each set (quick runs)")
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own; a run's pipeline says 10, the bundle 6)")
+    ap.add_argument("--text-guidance", type=float, default=None,
+                    help="layout models: the text's own guidance scale, apart from the layout (0: the layout alone; default: the model's)")
     ap.add_argument("--out", default="benchmarks/results/plan_ablation")
     args = ap.parse_args()
 
@@ -113,8 +115,10 @@ def main() -> None:
             elif cond == "ground_truth":
                 plans = [ground_truth_plan(p, seed=args.seed + i, size=res) for i, p in enumerate(prompts)]
                 entry["plan_accuracy"] = plan_accuracy(plans, prompts, res)
+            # prompt-only has no layout to draw from, so it keeps the text at full weight
+            tg = "default" if args.text_guidance is None or cond == "prompt" else args.text_guidance
             summary, _, _ = evaluate_compositional(pipe, prompts, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
-                                                   plans=plans, show_progress=True)
+                                                   plans=plans, text_guidance_scale=tg, show_progress=True)
             entry["images"] = summary
             out_set[cond] = entry
             print(f"  overall {summary['overall']:.3f} " + " ".join(f"{k}={v:.2f}" for k, v in summary["per_task"].items()), flush=True)

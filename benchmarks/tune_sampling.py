@@ -4,9 +4,10 @@
     python benchmarks/tune_sampling.py --settings dpmpp_2m:10:3:none dpmpp_2m:10:3:0,1.2
     python benchmarks/tune_sampling.py --plans ground_truth --guidance 3,5,7 --samplers dpmpp_2m:6
     python benchmarks/tune_sampling.py --settings dpmpp_2m:6:3:none dpmpp_2m:6:1:none:5   # layout guidance 5
+    python benchmarks/tune_sampling.py --plans ground_truth --settings dpmpp_2m:6:3:none:none:0   # text guidance 0: layout alone
 
 Sweeps sampler (with its step count), guidance scale and sigma spacing (a grid), or explicit
-``sampler:steps:guidance:interval[:layout_guidance]`` settings, space-separated (interval ``none`` or ``LO,HI`` in
+``sampler:steps:guidance:interval[:layout_guidance[:text_guidance]]`` settings (``none`` for an unset scale), space-separated (interval ``none`` or ``LO,HI`` in
 sigma as in ``wordpaint generate --guidance-interval``, ``inf`` allowed; the schedule is the first of ``--schedules``), 2 samples per prompt, and writes the
 overall compositional accuracy and seconds per image (batch 16) of each setting. ``--plans
 ground_truth`` draws the dev prompts' sampled shapes-world layouts instead of the pipeline's
@@ -27,7 +28,7 @@ def main() -> None:
     ap.add_argument("--guidance", default="1.5,3,5")
     ap.add_argument("--schedules", default="trailing,karras")
     ap.add_argument("--samplers", default="dpmpp_2m:10", help="comma-separated sampler:steps")
-    ap.add_argument("--settings", nargs="+", default=None, help="sampler:steps:guidance:interval[:layout_guidance] ... (replaces the grid)")
+    ap.add_argument("--settings", nargs="+", default=None, help="sampler:steps:guidance:interval[:layout_guidance[:text_guidance]] ... (replaces the grid)")
     ap.add_argument("--plans", choices=("planner", "ground_truth"), default="planner",
                     help="layouts to draw: the pipeline's planner, or the dev prompts' ground-truth scenes")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_sampling.json"))
@@ -47,18 +48,19 @@ def main() -> None:
     if args.settings:
         grid = []
         for spec in args.settings:
-            sampler, steps, g, iv, *lg = spec.split(":")
-            grid.append((sampler, int(steps), schedules[0], float(g), parse_interval(iv), float(lg[0]) if lg else None))
+            sampler, steps, g, iv, *extra = spec.split(":")
+            lg, tg = ([None if v == "none" else float(v) for v in extra] + [None, None])[:2]
+            grid.append((sampler, int(steps), schedules[0], float(g), parse_interval(iv), lg, tg))
     else:
-        grid = [(sampler, int(steps), sched, g, None, None) for sampler, steps in (x.split(":") for x in args.samplers.split(","))
+        grid = [(sampler, int(steps), sched, g, None, None, None) for sampler, steps in (x.split(":") for x in args.samplers.split(","))
                 for sched in schedules for g in map(float, args.guidance.split(","))]
     rows = []
-    for sampler, steps, sched, g, interval, lg in grid:
+    for sampler, steps, sched, g, interval, lg, tg in grid:
         summary, _, _ = evaluate_compositional(pipe, dev, samples_per_prompt=2, seed=100, guidance_scale=g, sampler=sampler,
                                                sigma_schedule=sched, num_inference_steps=steps, guidance_interval=interval,
-                                               layout_guidance_scale=lg, plans=plans, show_progress=False)
+                                               layout_guidance_scale=lg, text_guidance_scale=tg, plans=plans, show_progress=False)
         row = {"sampler": sampler, "num_inference_steps": steps, "sigma_schedule": sched, "guidance_scale": g,
-               "guidance_interval": list(interval) if interval else None, "layout_guidance_scale": lg,
+               "guidance_interval": list(interval) if interval else None, "layout_guidance_scale": lg, "text_guidance_scale": tg,
                "overall": round(summary["overall"], 4), "seconds_per_image": round(summary["seconds"] / summary["n_images"], 4),
                "per_task": {k: round(v, 3) for k, v in summary["per_task"].items()}}
         rows.append(row)

@@ -1,6 +1,8 @@
 """Layout grounding: layout rasters, ground-truth layouts in the stream, the layout UNet input,
 warm start from a prompt-only model, and planned generation through the pipeline."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -159,16 +161,22 @@ def test_layout_model_draws_the_plan(layout_pipe, tmp_path):
     assert path.is_file()
 
 
-def test_guide_weights_the_layout_apart_from_the_text():
+def test_guide_weights_the_layout_or_the_text_apart():
     from wordpaint.pipelines.text_to_image import guide
 
-    full, text, none = (torch.full((1, 1, 2, 2), v) for v in (3.0, 2.0, 0.5))
-    assert torch.equal(guide(full, None, none, guidance_scale=4.0), none + 4 * (full - none))
-    assert torch.equal(guide(full, None, None, guidance_scale=1.0), full)
+    full, text, layout, none = (torch.full((1, 1, 2, 2), v) for v in (3.0, 2.0, 1.0, 0.5))
+    assert torch.equal(guide({"full": full, "none": none}, guidance_scale=4.0), none + 4 * (full - none))
+    assert torch.equal(guide({"full": full}, guidance_scale=1.0), full)
     # none + g (text - none) + g_l (full - text): 0.5 + 4 * 1.5 + 2 * 1
-    assert torch.allclose(guide(full, text, none, guidance_scale=4.0, layout_guidance_scale=2.0), torch.full_like(full, 8.5))
-    assert torch.allclose(guide(full, text, none, guidance_scale=4.0, layout_guidance_scale=4.0), guide(full, None, none, guidance_scale=4.0))
-    assert torch.allclose(guide(full, text, None, guidance_scale=1.0, layout_guidance_scale=3.0), text + 3 * (full - text))
+    d = {"full": full, "text": text, "none": none}
+    assert torch.allclose(guide(d, guidance_scale=4.0, layout_guidance_scale=2.0), torch.full_like(full, 8.5))
+    assert torch.allclose(guide(d, guidance_scale=4.0, layout_guidance_scale=4.0), guide(d, guidance_scale=4.0))
+    assert torch.allclose(guide({"full": full, "text": text}, guidance_scale=1.0, layout_guidance_scale=3.0), text + 3 * (full - text))
+    # none + g (layout - none) + g_t (full - layout): 0.5 + 4 * 0.5 + 2 * 2; at g_t = 0 the full pass is not needed
+    d = {"full": full, "layout": layout, "none": none}
+    assert torch.allclose(guide(d, guidance_scale=4.0, text_guidance_scale=2.0), torch.full_like(full, 6.5))
+    assert torch.allclose(guide(d, guidance_scale=4.0, text_guidance_scale=4.0), guide(d, guidance_scale=4.0))
+    assert torch.allclose(guide({"layout": layout, "none": none}, guidance_scale=4.0, text_guidance_scale=0.0), none + 4 * (layout - none))
 
 
 def test_layout_guidance_scale_in_the_pipeline(layout_pipe):
@@ -183,6 +191,41 @@ def test_layout_guidance_scale_in_the_pipeline(layout_pipe):
     for bad in (-1.0, float("inf"), "high", True):
         with pytest.raises(WordpaintError, match="layout_guidance_scale must be a finite number >= 0"):
             layout_pipe("a red circle", **kw, layout_guidance_scale=bad)
+
+
+def test_text_guidance_scale_in_the_pipeline(layout_pipe, text_encoder):
+    from wordpaint.pipelines.text_to_image import TextToImagePipeline
+
+    kw = dict(seed=5, num_inference_steps=2, guidance_scale=3.0)
+    arrays = lambda out: np.asarray(out.images[0], dtype=float)
+    plan = [layout_pipe.plan("a red circle")]
+    usual = arrays(layout_pipe("a red circle", **kw, plans=plan))
+    same = layout_pipe("a red circle", **kw, plans=plan, text_guidance_scale=3.0)  # g_t = g: the usual two passes
+    assert np.array_equal(arrays(same), usual) and same.metadata[0]["text_guidance_scale"] == 3.0
+    # at g_t = 0 the image comes from the layout alone: the conditioning text no longer matters
+    reworded = [plan, [dataclasses.replace(plan[0], prompt="a huge blue star")]]
+    alone = [arrays(layout_pipe("a red circle", **kw, plans=p, text_guidance_scale=0.0)) for p in reworded]
+    assert np.array_equal(alone[0], alone[1]) and not np.array_equal(alone[0], usual)
+    with_text = [arrays(layout_pipe("a red circle", **kw, plans=p)) for p in reworded]
+    assert not np.array_equal(with_text[0], with_text[1])
+    assert not np.array_equal(arrays(layout_pipe("a red circle", **kw, plans=plan, text_guidance_scale=1.0)), usual)
+    with pytest.raises(WordpaintError, match="set at most one"):
+        layout_pipe("a red circle", **kw, text_guidance_scale=0.0, layout_guidance_scale=2.0)
+    with pytest.raises(WordpaintError, match="text_guidance_scale must be a finite number >= 0"):
+        layout_pipe("a red circle", **kw, text_guidance_scale=-1.0)
+    plain = TextToImagePipeline(text_encoder=text_encoder, model=build_model(build_config(preset="tiny")))
+    with pytest.raises(WordpaintError, match="reads no layout"):
+        plain("a red circle", **kw, text_guidance_scale=0.0)
+
+
+def test_a_saved_layout_pipeline_keeps_its_planner(layout_pipe, tmp_path):
+    from wordpaint.pipelines.text_to_image import TextToImagePipeline
+
+    again = TextToImagePipeline.from_pretrained(layout_pipe.save_pretrained(tmp_path / "p"))
+    assert again.planner is not None and again.planner.name == "rules"
+    out = again("a red circle to the left of a blue square", seed=1)
+    assert out.metadata[0]["planner"] == "rules" and len(out.metadata[0]["plan"]["objects"]) == 2
+    assert TextToImagePipeline.from_pretrained(tmp_path / "p", planner=None).planner is None
 
 
 def test_given_plans_are_checked_and_repaired(layout_pipe):
@@ -209,3 +252,19 @@ def test_tiny_layout_recipe_trains_and_round_trips(tmp_path, text_encoder):
     b = TextToImagePipeline.from_pretrained(folder, text_encoder=text_encoder, planner="rules")("three stars", seed=0, num_inference_steps=2)
     assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
     assert len(a.metadata[0]["plan"]["objects"]) == 3
+
+
+def test_text_drop_keeps_the_layout_and_leaves_other_streams_unchanged():
+    plain = ShapesStream(size=32, seed=1, cond_drop_prob=0.2, layout_drop_prob=0.2)
+    td = ShapesStream(size=32, seed=1, cond_drop_prob=0.2, layout_drop_prob=0.2, text_drop_prob=0.5)
+    drops = [td._drops(i) for i in range(200)]
+    base = [plain._drops(i) for i in range(200)]
+    # the caption-and-layout and layout-only drops are the plain stream's; only captions are added
+    assert [d[1] for d in drops] == [b[1] for b in base]
+    assert all(d[0] for d, b in zip(drops, base) if b[0])
+    text_only = [i for i, (c, l) in enumerate(drops) if c and not l]
+    assert 40 < len(text_only) < 90  # about half of the ~128 examples that keep their layout
+    _, captions = td.batch(0, 64)
+    lay = td.layouts(0, 64)
+    kept = lay.flatten(1).abs().sum(1) > 0
+    assert any(c == "" and kept[j] for j, c in enumerate(captions))  # a layout without its caption

@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--layout-guidance", type=float, default=None, metavar="SCALE",
                    help="layout models: guide the plan's layout with its own scale, apart from the text "
                    "(one more model pass per step; default: with the text, at --guidance)")
+    p.add_argument("--text-guidance", type=float, default=None, metavar="SCALE",
+                   help="layout models: guide the text with its own scale, apart from the plan's layout; 0 draws "
+                   "from the layout alone (default: with the layout, at --guidance)")
     p.add_argument("--sampler", default=None, help="dpmpp_2m, ddim, euler or ddpm (ancestral) (default: the model's)")
     p.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
@@ -81,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if args.show_plan and pipe.planner is None:
         raise WordpaintError(f"--show-plan needs --planner (one of: {', '.join(PLANNERS)})")
     layout_guidance = "default" if args.layout_guidance is None else args.layout_guidance
+    text_guidance = "default" if args.text_guidance is None else args.text_guidance
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
                sigma_schedule=args.schedule, guidance_interval=interval, layout_guidance_scale=layout_guidance,
+               text_guidance_scale=text_guidance,
                seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
     for w in out.warnings:
         print(f"wordpaint: warning: {w}", file=sys.stderr)

@@ -30,21 +30,27 @@ class ShapesStream(torch.utils.data.IterableDataset):
     """Endless (image, caption) examples. ``split="train"`` never shows the held-out pairs."""
 
     def __init__(self, *, size: int = 48, seed: int = 0, split: str = "train", cond_drop_prob: float = 0.0,
-                 layout_drop_prob: float = 0.0):
+                 layout_drop_prob: float = 0.0, text_drop_prob: float = 0.0):
         check_choice("split", split, SPLITS)
         self.size, self.seed, self.split = check_size(size), seed, split
         self.exclude = SPLITS[split]
-        self.cond_drop_prob, self.layout_drop_prob = cond_drop_prob, layout_drop_prob
+        self.cond_drop_prob, self.layout_drop_prob, self.text_drop_prob = cond_drop_prob, layout_drop_prob, text_drop_prob
 
     def example(self, i: int) -> Example:
         rng = np.random.default_rng([self.seed, i])
         return sample_example(rng, size=self.size, exclude=self.exclude)
 
     def _drops(self, i: int) -> tuple[bool, bool]:
-        """(drop caption, drop layout) of example i: an unconditional example (for CFG) loses both."""
+        """(drop caption, drop layout) of example i: an unconditional example (for CFG) loses both;
+        of the rest, one loses its layout alone (layout_drop_prob) or else its caption alone
+        (text_drop_prob: the layout must then carry colours and shapes by itself)."""
         r = np.random.default_rng([self.seed, i, 1])
         drop_caption = r.random() < self.cond_drop_prob
-        return drop_caption, drop_caption or r.random() < self.layout_drop_prob
+        drop_layout = drop_caption or r.random() < self.layout_drop_prob
+        # drawn last and only when asked for, so streams without it are unchanged
+        if self.text_drop_prob and not drop_layout:
+            drop_caption = r.random() < self.text_drop_prob
+        return drop_caption, drop_layout
 
     def item(self, i: int) -> tuple[torch.Tensor, str]:
         """(3, H, W) float in [-1, 1] and the caption ('' with prob. cond_drop_prob, for CFG)."""
@@ -91,9 +97,10 @@ class ShapesStream(torch.utils.data.IterableDataset):
 
 
 def make_stream(name: str, *, size: int, seed: int = 0, split: str = "train", cond_drop_prob: float = 0.0,
-                layout_drop_prob: float | None = None):
+                layout_drop_prob: float | None = None, text_drop_prob: float = 0.0):
     """The training stream registered as ``name`` (shapes, fashion_mnist). ``layout_drop_prob``
-    (not None) asks for ground-truth layouts, which only the shapes stream has."""
+    (not None) asks for ground-truth layouts, which only the shapes stream has;
+    ``text_drop_prob`` drops a layout example's caption alone."""
     from wordpaint.data.fashion_mnist import FashionMNISTStream
 
     streams = {"shapes": ShapesStream, "fashion_mnist": FashionMNISTStream}
@@ -101,5 +108,6 @@ def make_stream(name: str, *, size: int, seed: int = 0, split: str = "train", co
     if layout_drop_prob is not None:
         if name != "shapes":
             raise WordpaintError(f"dataset {name!r} has no layouts; a layout model (layout_channels > 0) trains on: shapes")
-        return ShapesStream(size=size, seed=seed, split=split, cond_drop_prob=cond_drop_prob, layout_drop_prob=layout_drop_prob)
+        return ShapesStream(size=size, seed=seed, split=split, cond_drop_prob=cond_drop_prob, layout_drop_prob=layout_drop_prob,
+                            text_drop_prob=text_drop_prob)
     return streams[name](size=size, seed=seed, split=split, cond_drop_prob=cond_drop_prob)

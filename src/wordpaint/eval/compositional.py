@@ -46,6 +46,7 @@ def evaluate_compositional(
     sigma_schedule: str | None = None,
     guidance_interval: tuple[float, float] | None | str = "default",
     layout_guidance_scale: float | None | str = "default",
+    text_guidance_scale: float | None | str = "default",
     batch_size: int = 32,
     plans: list | None = None,
     show_progress: bool = True,
@@ -67,7 +68,7 @@ def evaluate_compositional(
         out = pipe([p["prompt"] for p in chunk], num_images_per_prompt=samples_per_prompt, seed=seed + start * samples_per_prompt,
                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler,
                    sigma_schedule=sigma_schedule, guidance_interval=guidance_interval,
-                   layout_guidance_scale=layout_guidance_scale, batch_size=batch_size,
+                   layout_guidance_scale=layout_guidance_scale, text_guidance_scale=text_guidance_scale, batch_size=batch_size,
                    plans=None if plans is None else plans[start : start + per_batch])
         for n, (img, meta) in enumerate(zip(out.images, out.metadata)):
             p = chunk[n // samples_per_prompt]

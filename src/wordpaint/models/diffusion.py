@@ -50,6 +50,10 @@ class DiffusionConfig(ConfigMixin):
     # both prompt-only and planned generation.
     layout_channels: int = 0
     layout_drop_prob: float = 0.1
+    # ... and of the examples that keep their layout, this fraction loses its caption alone, so the
+    # model learns to draw from the layout by itself (colours and shapes painted in their boxes)
+    # instead of reading them from the text, where a held-out pair's colours bleed between objects
+    text_drop_prob: float = 0.0
     # object-weighted loss: per-pixel weight 1 + object_loss_weight * object map (0 on the
     # background, ref_area / area inside each object's box; wordpaint.text.layout.object_weight_map),
     # renormalised to mean 1 per image, so small objects' shapes and colours are not drowned by the

@@ -32,7 +32,7 @@ from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes48"
 BUNDLED_MODELS = {"shapes": BUNDLED_DIR, "emoji": BUNDLED_DIR.parent / "emoji64", "fashion": BUNDLED_DIR.parent / "fashion32"}
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
-            "guidance_interval": None, "layout_guidance_scale": None}
+            "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None}
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
 
@@ -134,8 +134,13 @@ class TextToImagePipeline:
         return cls(text_encoder=text_encoder, model=model, vae=vae, defaults=defaults, planner=planner)
 
     def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
-        """Write the pipeline folder atomically (``dtype=torch.float16`` halves the file)."""
+        """Write the pipeline folder atomically (``dtype=torch.float16`` halves the file). A
+        planner that needs no options (rules, smollm2) is written as the folder's default, so a
+        layout model loads with the planner it was evaluated with."""
         path = Path(path)
+        defaults = dict(self.defaults)
+        if self.planner is not None and self.planner.name in ("rules", "smollm2"):
+            defaults["planner"] = self.planner.name
         with atomic_dir(path) as tmp:
             write_json(tmp / "model_index.json", {
                 "_class_name": type(self).__name__,
@@ -143,7 +148,7 @@ class TextToImagePipeline:
                 "text_encoder": "text_encoder",
                 "model": "diffusion",
                 **({"vae": "autoencoder"} if self.vae is not None else {}),
-                "defaults": self.defaults,
+                "defaults": defaults,
             })
             write_json(tmp / "text_encoder" / "config.json", {**self.text_encoder.to_config_dict(), "wordpaint_version": wordpaint.__version__})
             save_model(self.model, tmp / "diffusion", dtype=dtype)
@@ -259,6 +264,7 @@ class TextToImagePipeline:
         sigma_schedule: str | None = None,
         guidance_interval: tuple[float, float] | None | str = "default",
         layout_guidance_scale: float | None | str = "default",
+        text_guidance_scale: float | None | str = "default",
         batch_size: int = 16,
         plans: list | None = None,
         show_progress: bool = False,
@@ -271,13 +277,24 @@ class TextToImagePipeline:
         elsewhere (Kynkaanniemi et al. 2024): cheaper, and often no worse; ``None`` guides every
         step; ``"default"`` takes the model folder's. ``layout_guidance_scale`` (layout models)
         weights the plan's layout apart from the text (:func:`guide`; one more model pass per
-        step); ``None`` guides both with ``guidance_scale``; ``"default"`` takes the folder's."""
+        step); ``None`` guides both with ``guidance_scale``; ``"default"`` takes the folder's.
+        ``text_guidance_scale`` is the other way round: the layout gets ``guidance_scale`` and the
+        text its own weight; 0 draws from the layout alone (for a model trained with
+        ``text_drop_prob``). At most one of the two may be set."""
         interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
         layout_guidance = self.defaults["layout_guidance_scale"] if layout_guidance_scale == "default" else layout_guidance_scale
-        if layout_guidance is not None:
-            _check_scale("layout_guidance_scale", layout_guidance)
+        text_guidance = self.defaults["text_guidance_scale"] if text_guidance_scale == "default" else text_guidance_scale
+        for name, value in (("layout_guidance_scale", layout_guidance), ("text_guidance_scale", text_guidance)):
+            if value is not None:
+                _check_scale(name, value)
+        if text_guidance is not None and not self.model.config.layout_channels:
+            raise WordpaintError("text_guidance_scale weighs the text apart from a plan's layout; this model reads no layout "
+                                 "(layout_channels = 0)")
+        if layout_guidance is not None and text_guidance is not None:
+            raise WordpaintError("layout_guidance_scale and text_guidance_scale are alternatives (one weighs the layout apart "
+                                 "from the text, the other the text apart from the layout): set at most one")
         sampler = sampler or self.defaults["sampler"]
         schedule = sigma_schedule or self.defaults["sigma_schedule"]
         check_choice("sigma_schedule", schedule, SIGMA_SCHEDULES)
@@ -299,12 +316,12 @@ class TextToImagePipeline:
             lay = None if lays[0] is None else torch.stack(lays)  # (B, C_l, H, W) for a layout model
             x = self.sample_batch([t for _, t, _, _ in chunk], seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler,
                                   height=height, width=width, layouts=lay, layout_guidance_scale=layout_guidance,
-                                  guidance_interval=interval, show_progress=show_progress)
+                                  text_guidance_scale=text_guidance, guidance_interval=interval, show_progress=show_progress)
             images += to_pil(x)
             for (p, t, pl, _), s in zip(chunk, seeds):
                 m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
                      "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None,
-                     "layout_guidance_scale": layout_guidance, "height": height, "width": width,
+                     "layout_guidance_scale": layout_guidance, "text_guidance_scale": text_guidance, "height": height, "width": width,
                      "wordpaint_version": wordpaint.__version__}
                 if pl is not None:
                     m.update(planner=planner_name, conditioning_prompt=t, plan=pl.to_dict())
@@ -313,12 +330,13 @@ class TextToImagePipeline:
 
     def sample_batch(self, prompts: list[str], *, seeds: list[int], sigmas: torch.Tensor, guidance_scale: float,
                        sampler: str, height: int, width: int, layouts: torch.Tensor | None = None,
-                       layout_guidance_scale: float | None = None,
+                       layout_guidance_scale: float | None = None, text_guidance_scale: float | None = None,
                        guidance_interval: tuple[float, float] | None = None, show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
-        of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text
-        (see :func:`guide`; a third model pass). Outside ``guidance_interval`` (sigma range) a step
+        of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text,
+        ``text_guidance_scale`` the text apart from the layout (see :func:`guide`; a third model
+        pass, none for the text at 0). Outside ``guidance_interval`` (sigma range) a step
         runs the conditional batch alone. Returns (B, C, H, W) images in [-1, 1] (decoded from
         latents by a latent pipeline)."""
         model = self.model
@@ -337,18 +355,23 @@ class TextToImagePipeline:
             layouts = layouts.to(device)
         if layouts is None or layout_guidance_scale == guidance_scale:
             layout_guidance_scale = None  # the layout is guided with the text: the usual two passes
-        # the passes each guided step runs, stacked on the batch: "full" (text + layout) always,
-        # "text" (text, no layout) for separate layout guidance, "none" (no text, no layout)
-        passes = ["full"] + (["text"] if layout_guidance_scale is not None else []) + (["none"] if guidance_scale != 1.0 else [])
-        cond_only = (cond.hidden_states.to(device), cond.attention_mask.to(device), layouts)
+        if layouts is None or text_guidance_scale == guidance_scale:
+            text_guidance_scale = None
+        # the passes each guided step runs, stacked on the batch: "full" (text + layout), "text"
+        # (text, no layout) for separate layout guidance, "layout" (layout, no text) for separate
+        # text guidance, "none" (neither); "full" is skipped when the text's weight is 0
+        passes = ((["full"] if text_guidance_scale != 0 else []) + (["text"] if layout_guidance_scale is not None else [])
+                  + (["layout"] if text_guidance_scale is not None else []) + (["none"] if guidance_scale != 1.0 else []))
+        unc = self.text_encoder.encode([""] * b)
+        text = {"full": cond, "text": cond, "layout": unc, "none": unc}
+        # the first pass ("full", or "layout" at g_t = 0) runs alone at g = 1 and outside the interval
+        single = (text[passes[0]].hidden_states.to(device), text[passes[0]].attention_mask.to(device), layouts)
         if len(passes) > 1:
-            unc = self.text_encoder.encode([""] * b)
             L = max(cond.hidden_states.shape[1], unc.hidden_states.shape[1])
-            text = {"full": cond, "text": cond, "none": unc}
             states = torch.cat([_pad(text[p].hidden_states, L) for p in passes]).to(device)  # (P*B, L, D)
             mask = torch.cat([_pad(text[p].attention_mask, L) for p in passes]).to(device)
-            if layouts is not None:  # (P*B, C_l, H, W): only the full pass sees the layout
-                layouts = torch.cat([layouts] + [torch.zeros_like(layouts)] * (len(passes) - 1))
+            if layouts is not None:  # (P*B, C_l, H, W): the full and layout passes see the layout
+                layouts = torch.cat([layouts if p in ("full", "layout") else torch.zeros_like(layouts) for p in passes])
         lo, hi = guidance_interval or (0.0, math.inf)
 
         # pixels live in [-1, 1], so the x0 estimate is clamped there; latents have no such bound
@@ -356,10 +379,10 @@ class TextToImagePipeline:
 
         def denoiser(xs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             if len(passes) == 1 or not lo <= float(sigma) <= hi:
-                return clamp(model.denoise(xs, sigma, *cond_only))
+                return clamp(model.denoise(xs, sigma, *single))
             d = dict(zip(passes, model.denoise(torch.cat([xs] * len(passes)), sigma, states, mask, layouts).chunk(len(passes))))
-            return clamp(guide(d["full"], d.get("text"), d.get("none"), guidance_scale=guidance_scale,
-                               layout_guidance_scale=layout_guidance_scale))
+            return clamp(guide(d, guidance_scale=guidance_scale, layout_guidance_scale=layout_guidance_scale,
+                               text_guidance_scale=text_guidance_scale))
 
         fn = SAMPLERS[sampler]
         gen = torch.Generator().manual_seed(seeds[0] + 7919)
@@ -367,20 +390,27 @@ class TextToImagePipeline:
         return (self.vae.decode(x0) if self.vae is not None else x0).cpu()
 
 
-def guide(full: torch.Tensor, text: torch.Tensor | None, none: torch.Tensor | None, *, guidance_scale: float,
-          layout_guidance_scale: float | None = None) -> torch.Tensor:
-    """Classifier-free guidance on denoised estimates (each (B, C, H, W)): ``full`` saw text and
-    layout, ``text`` the text alone, ``none`` neither (None where its scale makes it unneeded).
+def guide(d: dict[str, torch.Tensor], *, guidance_scale: float, layout_guidance_scale: float | None = None,
+          text_guidance_scale: float | None = None) -> torch.Tensor:
+    """Classifier-free guidance on denoised estimates ``d`` (each (B, C, H, W)) by what their pass
+    saw: "full" text and layout, "text" the text alone, "layout" the layout alone, "none" neither
+    ("none" is left out at g = 1, "full" at g_t = 0).
 
-    Without a layout scale this is the usual ``none + g * (full - none)``. With one, the layout's
-    own direction gets its own weight, as InstructPix2Pix guides image and text apart:
-    ``none + g * (text - none) + g_l * (full - text)`` (``text + g_l * (full - text)`` at g = 1);
-    g_l = g gives the usual formula back. Why: the layout carries each box's colour and shape,
-    so weighting it above the text binds attributes to the right object."""
-    if layout_guidance_scale is None:
-        return full if none is None else none + guidance_scale * (full - none)
-    base = text if none is None else none + guidance_scale * (text - none)
-    return base + layout_guidance_scale * (full - text)
+    With neither extra scale this is the usual ``none + g * (full - none)``. ``layout_guidance_scale``
+    gives the layout's own direction its own weight, as InstructPix2Pix guides image and text apart:
+    ``none + g * (text - none) + g_l * (full - text)``; ``text_guidance_scale`` does the same for the
+    text: ``none + g * (layout - none) + g_t * (full - layout)``. Either at g gives the usual formula
+    back. Why: the layout carries each box's colour and shape, the text only names them, so a
+    text that binds a colour to the wrong object can be weighted down (g_t < g) or left out (0)."""
+    def cfg(cond: torch.Tensor) -> torch.Tensor:
+        return cond if "none" not in d else d["none"] + guidance_scale * (cond - d["none"])
+
+    if layout_guidance_scale is not None:
+        return cfg(d["text"]) + layout_guidance_scale * (d["full"] - d["text"])
+    if text_guidance_scale is not None:
+        base = cfg(d["layout"])
+        return base if text_guidance_scale == 0 else base + text_guidance_scale * (d["full"] - d["layout"])
+    return cfg(d["full"])
 
 
 def _pad(t: torch.Tensor, L: int) -> torch.Tensor:
