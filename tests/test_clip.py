@@ -103,3 +103,20 @@ def test_imagefolder_skips_bad_lines_and_files_by_name(tmp_path):
     assert len(rec) == 3
     with pytest.raises(WordpaintError, match="no metadata.jsonl"):
         load_imagefolder(tmp_path / "missing")
+
+
+def test_concept_accuracy_top1_and_top5_from_ranks():
+    from wordpaint.training.clip import concept_style_accuracy
+
+    vocab = [f"c{j}" for j in range(8)]
+    names = {c: f"thing {c}" for c in vocab}
+
+    class OneHotClip:  # concept j's text embedding is the j-th unit vector, in every style
+        def embed_texts(self, texts):
+            return torch.eye(8)[[int(t.split()[1][1:]) for t in texts]]
+
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])  # concept j ranks j-th
+    images = torch.stack([scores, scores, scores])
+    acc = concept_style_accuracy(OneHotClip(), images, ["c0", "c3", "c6"], ["noto"] * 3, vocab, names)
+    # c0 ranks first (top-1 and top-5), c3 fourth (top-5 only), c6 seventh (neither)
+    assert acc["concept_accuracy"] == pytest.approx(1 / 3) and acc["concept_top5_accuracy"] == pytest.approx(2 / 3)

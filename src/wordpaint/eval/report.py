@@ -8,7 +8,7 @@ Suites:
   real-test floor, and CAS next to the same CNN trained on real images.
 - ``emoji``: a latent model of the emoji corpus: for each of the 240 evaluation concepts, its
   seen (concept, style) cells and the 120 held-out ones, generated from "NAME in STYLE style";
-  concept accuracy (240-way) and style accuracy (3-way) by wordpaint-clip zero-shot, CLIP-score,
+  concept accuracy (240-way, top-1 and top-5) and style accuracy (3-way) by wordpaint-clip zero-shot, CLIP-score,
   FID / KID (EfficientNet-Lite0) against the real images of the same cells, and a sample sheet
   with the prompt under each image.
 """
@@ -180,8 +180,8 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
                                       subset_size=min(1000, len(real_feats), len(gen_feats)), seed=seed)
             figures[f"{which}_cells"] = {
                 "cells": len(items), "images": len(res.images),
-                "concept_accuracy": acc["concept_accuracy"], "style_accuracy": acc["style_accuracy"],
-                "real_images_concept_accuracy": real_acc["concept_accuracy"], "real_images_style_accuracy": real_acc["style_accuracy"],
+                "concept_accuracy": acc["concept_accuracy"], "concept_top5_accuracy": acc["concept_top5_accuracy"],
+                "style_accuracy": acc["style_accuracy"], "real_images_concept_accuracy": real_acc["concept_accuracy"], "real_images_style_accuracy": real_acc["style_accuracy"],
                 "clip_score (wordpaint-clip)": clip_score, "real_images_clip_score (wordpaint-clip)": real_score,
                 f"FID ({name})": M.fid_from_features(real_feats.double(), gen_feats.double()), f"KID ({name})": kid[0],
             }
@@ -189,10 +189,10 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
     settings["generation_and_scoring_seconds"] = round(time.perf_counter() - t0, 1)
     sample_sheet(pictures, out / "samples.png")
     md = [f"### Emoji suite ({len(chosen)} concepts, {samples_per_cell} sample(s) per cell; accuracy by wordpaint-clip zero-shot)", "",
-          "| cells | images | concept acc. (240-way) | style acc. (3-way) | real images: concept / style | CLIP-score (generated / real) "
-          f"| FID ({name}) | KID ({name}) |", "|---|---|---|---|---|---|---|---|"]
+          "| cells | images | concept acc. (240-way) | concept top-5 | style acc. (3-way) | real images: concept / style "
+          f"| CLIP-score (generated / real) | FID ({name}) | KID ({name}) |", "|---|---|---|---|---|---|---|---|---|"]
     for k, f in figures.items():
-        md.append(f"| {k} | {f['images']} | {f['concept_accuracy']:.3f} | {f['style_accuracy']:.3f} | {f['real_images_concept_accuracy']:.3f} / "
+        md.append(f"| {k} | {f['images']} | {f['concept_accuracy']:.3f} | {f['concept_top5_accuracy']:.3f} | {f['style_accuracy']:.3f} | {f['real_images_concept_accuracy']:.3f} / "
                   f"{f['real_images_style_accuracy']:.3f} | {f['clip_score (wordpaint-clip)']:.1f} / {f['real_images_clip_score (wordpaint-clip)']:.1f} "
                   f"| {f[f'FID ({name})']:.2f} | {f[f'KID ({name})']:.4f} |")
     warn = sorted({str(w.message) for w in notes})

@@ -231,15 +231,19 @@ def emoji_zero_shot(clip, corpus: Corpus, feats: torch.Tensor) -> dict:
 
 def concept_style_accuracy(clip, image_embeds: torch.Tensor, concepts: list[str], styles: list[str], vocab: list[str],
                            names: dict[str, str]) -> dict:
-    """Zero-shot top-1 concept accuracy over ``vocab`` and style accuracy over the emoji styles."""
+    """Zero-shot concept accuracy over ``vocab`` (top-1, and top-5: the true concept among the
+    five best-scoring names, a finer measure of progress while top-1 is rare) and style accuracy
+    over the emoji styles."""
     from wordpaint.data.emoji import EMOJI_STYLES, short_caption
 
     text = {s: clip.embed_texts([short_caption(names[c], s) for c in vocab]) for s in EMOJI_STYLES}  # (V, E) per style
     col = {c: j for j, c in enumerate(vocab)}
-    concept_ok, style_ok = [], []
+    rank, style_ok = [], []
     for e, c, s in zip(image_embeds, concepts, styles):
-        concept_ok.append(int((text[s] @ e).argmax()) == col[c])
+        scores = text[s] @ e  # (V,)
+        rank.append(int((scores > scores[col[c]]).sum()))  # 0 = the true concept scores best
         per_style = torch.stack([text[t][col[c]] @ e for t in EMOJI_STYLES])
         style_ok.append(EMOJI_STYLES[int(per_style.argmax())] == s)
-    return {"images": len(concepts), "concepts": len(vocab), "concept_accuracy": float(np.mean(concept_ok)),
-            "style_accuracy": float(np.mean(style_ok))}
+    rank = np.asarray(rank)
+    return {"images": len(concepts), "concepts": len(vocab), "concept_accuracy": float(np.mean(rank == 0)),
+            "concept_top5_accuracy": float(np.mean(rank < 5)), "style_accuracy": float(np.mean(style_ok))}
