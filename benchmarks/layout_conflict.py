@@ -8,7 +8,9 @@ layout only (the text still names the original colours). Each image is scored ag
 text's spec and against the layout's. If colour errors came from the text overriding the layout
 (a colour bleeding from one object's words to the other), swapped images would follow the text;
 if they follow the layout, the errors come from how the layout itself is drawn. Default sampling
-of the model folder (6 steps for the bundle); seed 0; writes JSON with the command.
+of the model folder (6 steps for the bundle); seed 0; writes JSON with the command. For the
+unswapped images it also splits "both objects painted one colour" by the gap between the two
+boxes and by the smaller object's area (each at its median): is it nearness or size?
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ import copy
 import dataclasses
 import sys
 from pathlib import Path
+
+import numpy as np
+
+
+def _split(values: list[float], flags: list[bool], correct: list[bool]) -> dict:
+    """Rates of ``flags`` and ``correct`` at or below / above the median of ``values``."""
+    v, f, c = np.asarray(values), np.asarray(flags, dtype=float), np.asarray(correct, dtype=float)
+    med = float(np.median(v))
+    return {"median": med, **{name: {"images": int(m.sum()), "painted_alike": float(f[m].mean()), "correct": float(c[m].mean())}
+                              for name, m in (("at_or_below", v <= med), ("above", v > med))}}
 
 
 def main() -> None:
@@ -58,11 +70,22 @@ def main() -> None:
             layout_specs.append(spec)
         out = pipe([p["prompt"] for p in prompts], num_images_per_prompt=k, seed=0, plans=plans, batch_size=32)
         text_ok = layout_ok = 0
+        gaps, areas, alike, correct = [], [], [], []
         for n, img in enumerate(out.images):
             a = pil_to_array(img)
-            text_ok += score_image(a, prompts[n // k]["spec"])["correct"]
+            by_text = score_image(a, prompts[n // k]["spec"])
+            text_ok += by_text["correct"]
             layout_ok += score_image(a, layout_specs[n // k])["correct"]
+            (x0, y0, x1, y1), (u0, v0, u1, v1) = (o.box for o in plans[n // k].objects)
+            gaps.append(max(u0 - x1, x0 - u1, v0 - y1, y0 - v1, 0.0))  # canvas fractions; 0 = touching
+            areas.append(min((x1 - x0) * (y1 - y0), (u1 - u0) * (v1 - v0)))
+            det = by_text["objects"]
+            alike.append(len(det) == 2 and det[0]["color"] == det[1]["color"])
+            correct.append(by_text["correct"])
         row = {"images": len(out.images), "correct_by_the_text": text_ok / len(out.images), "correct_by_the_layout": layout_ok / len(out.images)}
+        if not swap:
+            row["painted_alike"] = float(np.mean(alike))
+            row["by_box_gap"], row["by_smaller_area"] = _split(gaps, alike, correct), _split(areas, alike, correct)
         result["layout_swapped" if swap else "layout_agrees"] = row
         print(("layout swapped: " if swap else "layout agrees:  ") + " ".join(f"{key}={v:.3f}" if isinstance(v, float) else f"{key}={v}" for key, v in row.items()), flush=True)
     write_json(args.out, result)
