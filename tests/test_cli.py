@@ -46,6 +46,7 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["generate", "a star", "--model", "TINY", "--guidance-interval", "low"], "--guidance-interval must be LO,HI"),
         (["generate", "a star", "--model", "TINY", "--guidance-interval", "3,1"], "guidance_interval must be None or a pair"),
         (["generate", "a star", "--model", "TINY", "--size", "33"], "must be a multiple of 2"),
+        (["generate", "a star", "--model", "TINY", "--text-guidance", "0"], "this model reads no layout"),
         (["generate", "a star", "--model", "/nonexistent/model"], "model folder not found"),
         (["generate", "a star", "--model", "TINY", "-o", "x.jpg"], "output must be a .png"),
         (["generate", "word " * 100, "--model", "TINY"], "at most 77"),

@@ -280,7 +280,8 @@ class TextToImagePipeline:
         step); ``None`` guides both with ``guidance_scale``; ``"default"`` takes the folder's.
         ``text_guidance_scale`` is the other way round: the layout gets ``guidance_scale`` and the
         text its own weight; 0 draws from the layout alone (for a model trained with
-        ``text_drop_prob``). At most one of the two may be set."""
+        ``text_drop_prob``; on the shapes model neither helped, see the README). At most one of
+        the two may be set."""
         interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
