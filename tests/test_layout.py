@@ -134,6 +134,34 @@ def test_warm_start_from_a_prompt_only_model_changes_nothing():
     assert widen_conv_in(base.state_dict(), base).keys() == base.state_dict().keys()
 
 
+def test_layout_residuals_start_from_the_old_model_and_learn():
+    from wordpaint.training.train import zero_new_layout_residuals
+
+    torch.manual_seed(0)
+    old = build_model(build_config(preset="tiny", layout_channels=LAYOUT_CHANNELS))
+    new = build_model(build_config(preset="tiny", layout_channels=LAYOUT_CHANNELS, layout_residuals=True))
+    weights = zero_new_layout_residuals(old.state_dict(), new)
+    new.load_state_dict(weights)  # strict: every new key is filled
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10.0, 500.0])
+    states, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.bool)
+    layout = torch.rand(2, LAYOUT_CHANNELS, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(new.net(x, t, states, mask, layout), old.net(x, t, states, mask, layout))
+    # one residual per skip connection of the UNet (shapes checked by diffusers when added)
+    down, mid = new.layout_residuals(layout)
+    assert len(down) == 1 + 2 * 1 + 1 and mid.shape == (2, 8, 16, 16)  # tiny: channels (4, 8), one layer per block
+    batch = {"pixel_values": torch.rand(2, 3, 32, 32) * 2 - 1, "encoder_hidden_states": states, "encoder_attention_mask": mask, "layout": layout}
+    new(batch, generator=torch.Generator().manual_seed(0)).backward()
+    grads = [c.weight.grad for c in new.layout_residuals.convs]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)  # the zero convolutions get gradient
+    with torch.no_grad():  # and once non-zero they change the output
+        for c in new.layout_residuals.convs:
+            c.weight.add_(0.1)
+        assert not torch.allclose(new.net(x, t, states, mask, layout), old.net(x, t, states, mask, layout))
+    with pytest.raises(ValueError, match="needs a layout model"):
+        build_config(preset="tiny", layout_residuals=True)
+
+
 @pytest.fixture(scope="module")
 def layout_pipe(text_encoder):
     from wordpaint.pipelines.text_to_image import TextToImagePipeline

@@ -65,6 +65,12 @@ class DiffusionConfig(ConfigMixin):
     # every resolution is modulated by the whole prompt, as Imagen and SDXL add a pooled text
     # vector. Cross-attention alone sits only at the two coarsest levels of the small presets.
     pooled_text: bool = False
+    # layout at every resolution (layout models): besides the input channels, the layout is
+    # average-pooled to each skip connection's grid and added there through a zero-initialised
+    # 3x3 convolution, via diffusers' ControlNet inputs (down_block_additional_residuals,
+    # mid_block_additional_residual). Without it the layout enters only at conv_in and must survive
+    # every block to reach the decoder; small objects' colours and shapes are what it loses.
+    layout_residuals: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -79,6 +85,8 @@ class DiffusionConfig(ConfigMixin):
             raise ValueError(f"unknown timestep_sampling {d['timestep_sampling']!r}; expected uniform or lognormal")
         if not d.get("object_loss_weight", 0.0) >= 0:
             raise ValueError(f"object_loss_weight must be >= 0, got {d['object_loss_weight']!r}")
+        if d.get("layout_residuals") and not d.get("layout_channels"):
+            raise ValueError("layout_residuals needs a layout model (layout_channels > 0)")
         return super().from_dict(d)
 
 
@@ -97,6 +105,32 @@ def pooled_states(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(states.dtype).unsqueeze(-1)  # (B, L, 1)
     mean = (states * m).sum(1) / m.sum(1).clamp(min=1)
     return F.normalize(mean, dim=-1)
+
+
+class LayoutResiduals(torch.nn.Module):
+    """The layout as ControlNet-style residuals: one zero-initialised 3x3 convolution per UNet
+    skip connection (and one for the mid block), reading the (B, C_l, H, W) layout average-pooled
+    to that connection's grid. Hand-written because diffusers' ControlNetModel copies the whole
+    encoder (twice the compute); this is the cheapest form of the same interface."""
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__()
+        n, chans = len(config.block_out_channels), config.block_out_channels
+        # the skips diffusers' UNet2DConditionModel collects: conv_in's output, then per block
+        # layers_per_block ResNet outputs and (all blocks but the last) the downsampler's
+        grid = [(chans[0], 1)]
+        for i, c in enumerate(chans):
+            grid += [(c, 2**i)] * config.layers_per_block + ([(c, 2 ** (i + 1))] if i < n - 1 else [])
+        self.factors = [f for _, f in grid] + [2 ** (n - 1)]  # + the mid block's
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(config.layout_channels, c, 3, padding=1) for c, _ in grid + [(chans[-1], 0)])
+        for conv in self.convs:  # zero: a model gaining them starts from its old outputs exactly
+            torch.nn.init.zeros_(conv.weight)
+            torch.nn.init.zeros_(conv.bias)
+
+    def forward(self, layout: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """(down residuals, one per skip, each (B, C_k, H / f_k, W / f_k); mid residual)."""
+        out = [conv(F.avg_pool2d(layout, f) if f > 1 else layout) for conv, f in zip(self.convs, self.factors)]
+        return tuple(out[:-1]), out[-1]
 
 
 class DiffusionModel(torch.nn.Module):
@@ -128,6 +162,7 @@ class DiffusionModel(torch.nn.Module):
                 class_embed_type="projection" if config.pooled_text else None,
                 projection_class_embeddings_input_dim=config.cross_attention_dim if config.pooled_text else None,
             )
+            self.layout_residuals = LayoutResiduals(config) if config.layout_residuals else None
         ac = make_alphas_cumprod(config)
         self.register_buffer("alphas_cumprod", ac, persistent=False)
         # sigma_t = sqrt((1 - abar) / abar): the VE view used by k-diffusion style samplers
@@ -174,13 +209,18 @@ class DiffusionModel(torch.nn.Module):
             layout: torch.Tensor | None = None) -> torch.Tensor:
         """Raw UNet output (epsilon or v) for (B,C,H,W) ``x`` at (continuous) timesteps ``t`` (B,);
         a layout model reads ``layout`` (B, layout_channels, H, W) concatenated to ``x``."""
+        extra = {}
         if self.config.layout_channels:
             if layout is None:
                 layout = x.new_zeros(x.shape[0], self.config.layout_channels, *x.shape[2:])
-            x = torch.cat([x, layout.to(x.dtype)], dim=1)
+            layout = layout.to(x.dtype)
+            if self.layout_residuals is not None:
+                down, mid = self.layout_residuals(layout)
+                extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+            x = torch.cat([x, layout], dim=1)
         pooled = pooled_states(states, mask) if self.config.pooled_text else None  # (B, D)
         # diffusers turns the 0/1 mask into an additive bias; 1 = attend
-        return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask.to(x.dtype), class_labels=pooled).sample
+        return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask.to(x.dtype), class_labels=pooled, **extra).sample
 
     # -- sampling view -------------------------------------------------------------------------
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:

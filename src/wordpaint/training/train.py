@@ -102,6 +102,13 @@ def zero_new_class_embedding(weights: dict[str, torch.Tensor], model: torch.nn.M
     return {**weights, **{k: own[k].detach().clone() if ".linear_1." in k else torch.zeros_like(own[k]) for k in new}}
 
 
+def zero_new_layout_residuals(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Start a ``layout_residuals`` model from a layout model without them: the new convolutions
+    keep their zero initialisation, so training starts from exactly the old model's behaviour."""
+    own = model.state_dict()
+    return {**weights, **{k: torch.zeros_like(own[k]) for k in own if k.startswith("layout_residuals.") and k not in weights}}
+
+
 def lr_at(step: int, recipe: dict) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak at max_steps."""
     peak, warm, total = recipe["lr"], recipe.get("warmup_steps", 0), recipe["max_steps"]
@@ -436,7 +443,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     step = 0
     if init_from is not None and not existing:
         src = Path(init_from) / component / "model.safetensors"
-        weights = zero_new_class_embedding(widen_conv_in(load_safetensors(src), model), model)
+        weights = zero_new_layout_residuals(zero_new_class_embedding(widen_conv_in(load_safetensors(src), model), model), model)
         load_state_dict_strict(model, weights, source=str(src))
         load_state_dict_strict(ema.module, weights, source=str(src))
     if existing:
