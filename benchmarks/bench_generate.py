@@ -83,7 +83,11 @@ def stock_diffusers_loop(pipe, prompts: list[str], steps: int, guidance: float) 
     with torch.no_grad():
         for t in sched.timesteps:
             xin = torch.cat([sched.scale_model_input(torch.cat([x, x]), t), lay], dim=1)
-            e_c, e_u = m.unet(xin, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample.chunk(2)
+            extra = {}
+            if getattr(m, "layout_residuals", None) is not None:  # the layout at every resolution, as ControlNet's inputs
+                down, mid = m.layout_residuals(lay)
+                extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+            e_c, e_u = m.unet(xin, t, encoder_hidden_states=states, encoder_attention_mask=mask, **extra).sample.chunk(2)
             x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
 
 

@@ -132,3 +132,26 @@ def test_every_shipped_recipe_names_a_buildable_model():
         assert recipe.get("mixed_precision", "no") in ("no", "bf16", "fp16"), name
         assert isinstance(recipe.get("num_workers", 0), int) and recipe["max_steps"] > 0 and recipe["batch_size"] > 0, name
         assert lr_at(recipe["max_steps"] - 1, recipe) > 0, name
+
+
+@pytest.mark.parametrize("recipe_name,bundle", [("shapes48_layout_gpu", "shapes"), ("emoji64_gpu", "emoji")])
+def test_gpu_recipes_start_from_their_bundle(recipe_name, bundle):
+    # the GPU legs continue the bundled models with --init-from: a recipe whose model lacks a
+    # part the bundle has (layout residuals, pooled text) would only fail on the leased machine
+    from wordpaint.models.registry import build_model
+    from wordpaint.pipelines.text_to_image import BUNDLED_MODELS
+    from wordpaint.training.train import load_init_weights, load_recipe, recipe_model_config
+
+    model = build_model(recipe_model_config(load_recipe(recipe_name)))
+    weights = load_init_weights(model, BUNDLED_MODELS[bundle], component="diffusion")
+    assert weights and all(torch.equal(p.detach(), weights[k].to(p.dtype)) for k, p in model.state_dict().items())
+
+
+def test_init_from_a_model_with_parts_the_recipe_lacks_is_a_clear_error():
+    from wordpaint.models.registry import build_model
+    from wordpaint.pipelines.text_to_image import BUNDLED_MODELS
+    from wordpaint.training.train import load_init_weights, load_recipe, recipe_model_config
+
+    model = build_model(recipe_model_config(load_recipe("shapes48_layout_fresh")))  # no layout_residuals
+    with pytest.raises(ValueError, match="layout_residuals"):
+        load_init_weights(model, BUNDLED_MODELS["shapes"], component="diffusion")

@@ -109,6 +109,16 @@ def zero_new_layout_residuals(weights: dict[str, torch.Tensor], model: torch.nn.
     return {**weights, **{k: torch.zeros_like(own[k]) for k in own if k.startswith("layout_residuals.") and k not in weights}}
 
 
+def load_init_weights(model: torch.nn.Module, folder: str | os.PathLike, *, component: str) -> dict[str, torch.Tensor]:
+    """Load ``folder/component/model.safetensors`` into ``model`` for ``--init-from``, strictly,
+    after the adaptations that start a larger model from a smaller one's exact outputs (a wider
+    conv_in, a zeroed pooled-text MLP, zeroed layout residuals); returns the weights loaded."""
+    src = Path(folder) / component / "model.safetensors"
+    weights = zero_new_layout_residuals(zero_new_class_embedding(widen_conv_in(load_safetensors(src), model), model), model)
+    load_state_dict_strict(model, weights, source=str(src))
+    return weights
+
+
 def lr_at(step: int, recipe: dict) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak at max_steps."""
     peak, warm, total = recipe["lr"], recipe.get("warmup_steps", 0), recipe["max_steps"]
@@ -442,10 +452,8 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     ema = EMA(model, recipe.get("ema_decay", 0.999))
     step = 0
     if init_from is not None and not existing:
-        src = Path(init_from) / component / "model.safetensors"
-        weights = zero_new_layout_residuals(zero_new_class_embedding(widen_conv_in(load_safetensors(src), model), model), model)
-        load_state_dict_strict(model, weights, source=str(src))
-        load_state_dict_strict(ema.module, weights, source=str(src))
+        weights = load_init_weights(model, init_from, component=component)
+        load_state_dict_strict(ema.module, weights, source=str(init_from))
     if existing:
         ck = existing[-1]
         state = read_json(ck / "state.json", what="training state")
