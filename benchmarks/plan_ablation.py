@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own; a run's pipeline says 10, the bundle 6)")
     ap.add_argument("--text-guidance", type=float, default=None,
                     help="layout models: the text's own guidance scale, apart from the layout (0: the layout alone; default: the model's)")
+    ap.add_argument("--regional", action="store_true",
+                    help="regional prompts: each planned object's box conditioned on its own phrase (one pass more per object)")
     ap.add_argument("--out", default="benchmarks/results/plan_ablation")
     args = ap.parse_args()
 
@@ -118,7 +120,8 @@ def main() -> None:
             # prompt-only has no layout to draw from, so it keeps the text at full weight
             tg = "default" if args.text_guidance is None or cond == "prompt" else args.text_guidance
             summary, _, _ = evaluate_compositional(pipe, prompts, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
-                                                   plans=plans, text_guidance_scale=tg, show_progress=True)
+                                                   plans=plans, text_guidance_scale=tg, show_progress=True,
+                                                   regional_prompts=args.regional and cond != "prompt")
             entry["images"] = summary
             out_set[cond] = entry
             print(f"  overall {summary['overall']:.3f} " + " ".join(f"{k}={v:.2f}" for k, v in summary["per_task"].items()), flush=True)

@@ -5,6 +5,7 @@
     python benchmarks/tune_sampling.py --plans ground_truth --guidance 3,5,7 --samplers dpmpp_2m:6
     python benchmarks/tune_sampling.py --settings dpmpp_2m:6:3:none dpmpp_2m:6:1:none:5   # layout guidance 5
     python benchmarks/tune_sampling.py --plans ground_truth --settings dpmpp_2m:6:3:none:none:0   # text guidance 0: layout alone
+    python benchmarks/tune_sampling.py --plans ground_truth --settings dpmpp_2m:6:3:none --regional both
 
 Sweeps sampler (with its step count), guidance scale and sigma spacing (a grid), or explicit
 ``sampler:steps:guidance:interval[:layout_guidance[:text_guidance]]`` settings (``none`` for an unset scale), space-separated (interval ``none`` or ``LO,HI`` in
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=None, help="sampler:steps:guidance:interval[:layout_guidance[:text_guidance]] ... (replaces the grid)")
     ap.add_argument("--plans", choices=("planner", "ground_truth"), default="planner",
                     help="layouts to draw: the pipeline's planner, or the dev prompts' ground-truth scenes")
+    ap.add_argument("--regional", choices=("off", "on", "both"), default="off",
+                    help="regional prompts (each object's box conditioned on its own phrase): off, on, or each setting both ways")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_sampling.json"))
     args = ap.parse_args()
 
@@ -55,13 +58,15 @@ def main() -> None:
         grid = [(sampler, int(steps), sched, g, None, None, None) for sampler, steps in (x.split(":") for x in args.samplers.split(","))
                 for sched in schedules for g in map(float, args.guidance.split(","))]
     rows = []
-    for sampler, steps, sched, g, interval, lg, tg in grid:
+    regional = {"off": [False], "on": [True], "both": [False, True]}[args.regional]
+    for (sampler, steps, sched, g, interval, lg, tg), rp in ((x, r) for x in grid for r in regional):
         summary, _, _ = evaluate_compositional(pipe, dev, samples_per_prompt=2, seed=100, guidance_scale=g, sampler=sampler,
                                                sigma_schedule=sched, num_inference_steps=steps, guidance_interval=interval,
-                                               layout_guidance_scale=lg, text_guidance_scale=tg, plans=plans, show_progress=False)
+                                               layout_guidance_scale=lg, text_guidance_scale=tg, plans=plans, regional_prompts=rp,
+                                               show_progress=False)
         row = {"sampler": sampler, "num_inference_steps": steps, "sigma_schedule": sched, "guidance_scale": g,
                "guidance_interval": list(interval) if interval else None, "layout_guidance_scale": lg, "text_guidance_scale": tg,
-               "overall": round(summary["overall"], 4), "seconds_per_image": round(summary["seconds"] / summary["n_images"], 4),
+               "regional_prompts": rp, "overall": round(summary["overall"], 4), "seconds_per_image": round(summary["seconds"] / summary["n_images"], 4),
                "per_task": {k: round(v, 3) for k, v in summary["per_task"].items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)

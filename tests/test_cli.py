@@ -47,6 +47,7 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["generate", "a star", "--model", "TINY", "--guidance-interval", "3,1"], "guidance_interval must be None or a pair"),
         (["generate", "a star", "--model", "TINY", "--size", "33"], "must be a multiple of 2"),
         (["generate", "a star", "--model", "TINY", "--text-guidance", "0"], "this model reads no layout"),
+        (["generate", "a star", "--model", "TINY", "--regional-prompts"], "regional_prompts needs a layout model"),
         (["generate", "a star", "--model", "/nonexistent/model"], "model folder not found"),
         (["generate", "a star", "--model", "TINY", "-o", "x.jpg"], "output must be a .png"),
         (["generate", "word " * 100, "--model", "TINY"], "at most 77"),
@@ -156,3 +157,11 @@ def test_model_info(capsys, tiny_pipe, tiny_dir, tmp_path):
     assert info["resolution"] == tiny_pipe.resolution
     code, _, err = run(capsys, "model", "info", str(tmp_path / "nowhere"))
     assert code == 2 and "model folder not found" in err
+
+
+def test_generate_with_regional_prompts_records_it(capsys, tmp_path):
+    path = tmp_path / "r.png"
+    code, _, err = run(capsys, "generate", "a green cross beside a red circle", "-o", str(path), "--regional-prompts", "--steps", "2")
+    assert code == 0, err
+    meta = read_png_metadata(path)
+    assert meta["regional_prompts"] is True and len(meta["plan"]["objects"]) == 2

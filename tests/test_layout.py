@@ -296,3 +296,51 @@ def test_text_drop_keeps_the_layout_and_leaves_other_streams_unchanged():
     lay = td.layouts(0, 64)
     kept = lay.flatten(1).abs().sum(1) > 0
     assert any(c == "" and kept[j] for j, c in enumerate(captions))  # a layout without its caption
+
+
+def test_regions_for_masks_and_texts():
+    from wordpaint.pipelines.text_to_image import regions_for
+
+    plan = ScenePlan("a red circle left of an orange square", [
+        PlanObject("red circle", "circle", "red", None, (0.1, 0.3, 0.45, 0.65)),
+        PlanObject("orange square", "square", "orange", None, (0.5, 0.3, 0.85, 0.65))], "black", "flat")
+    r = regions_for([plan, None], height=32, width=32, margin=0.04)
+    assert r.texts == ["a red circle on a black background", "an orange square on a black background"]
+    assert r.index.tolist() == [0, 0] and r.weight.shape == (2, 1, 32, 32) and r.keep.shape == (2, 1, 32, 32)
+    # a partition of every pixel: the objects' shares and the full prompt's add up to 1
+    total = r.keep.clone().index_add_(0, r.index, r.weight)
+    assert torch.allclose(total, torch.ones_like(total))
+    assert r.weight[0, 0, 15, 8] == 1 and r.keep[0, 0, 15, 8] == 0  # inside the circle's box
+    assert r.keep[0, 0, 1, 1] == 1 and r.weight[:, 0, 1, 1].abs().sum() == 0  # far from both
+    # the grown boxes touch between the objects (gap 0.05 < 2 x 0.04): they share those pixels
+    assert 0 < r.weight[0, 0, 15, 15] < 1 and 0 < r.weight[1, 0, 15, 15] < 1
+    assert r.keep[1].eq(1).all()  # an image without a plan keeps its full prompt everywhere
+    assert regions_for([None, ScenePlan("", [], None, "flat")], height=8, width=8) is None
+
+
+def test_regional_prompts_in_the_pipeline(layout_pipe, text_encoder):
+    from wordpaint.pipelines.text_to_image import TextToImagePipeline
+
+    kw = dict(seed=5, num_inference_steps=2, guidance_scale=3.0)
+    arrays = lambda out: np.asarray(out.images[0], dtype=float)
+    prompt = "a red circle to the left of a blue square"
+    usual = arrays(layout_pipe(prompt, **kw))
+    out = layout_pipe(prompt, **kw, regional_prompts=True)
+    assert out.metadata[0]["regional_prompts"] is True and not np.array_equal(arrays(out), usual)
+    assert np.array_equal(arrays(layout_pipe(prompt, **kw, regional_prompts=True)), arrays(out))
+    # batching: the same image alone and beside another prompt with a different number of objects
+    both = layout_pipe([prompt, "three green stars"], **kw, regional_prompts=True)
+    assert np.abs(np.asarray(both.images[0], dtype=float) - arrays(out)).max() <= 1
+    # a one-object plan whose text is the object's phrase: the region pass is the full pass, so
+    # the blend gives the usual image back (to rounding: the batch differs)
+    plan = [dataclasses.replace(layout_pipe.plan("a red circle"), prompt="a red circle")]
+    same = [arrays(layout_pipe("a red circle", **kw, plans=plan, regional_prompts=r)) for r in (False, True)]
+    assert np.abs(same[0] - same[1]).max() <= 1
+    assert arrays(layout_pipe(prompt, seed=5, num_inference_steps=2, guidance_scale=1.0, regional_prompts=True)).shape == usual.shape
+    with pytest.raises(WordpaintError, match="combines with the usual guidance only"):
+        layout_pipe(prompt, **kw, regional_prompts=True, text_guidance_scale=0.0)
+    with pytest.raises(WordpaintError, match="regional_prompts must be True or False"):
+        layout_pipe(prompt, **kw, regional_prompts="yes")
+    plain = TextToImagePipeline(text_encoder=text_encoder, model=build_model(build_config(preset="tiny")))
+    with pytest.raises(WordpaintError, match="needs a layout model"):
+        plain("a red circle", **kw, regional_prompts=True)

@@ -49,6 +49,7 @@ def evaluate_compositional(
     text_guidance_scale: float | None | str = "default",
     batch_size: int = 32,
     plans: list | None = None,
+    regional_prompts: bool = False,
     show_progress: bool = True,
 ) -> tuple[dict, list[dict], list]:
     """Generate ``samples_per_prompt`` images per prompt and score them. ``plans`` (one
@@ -69,7 +70,7 @@ def evaluate_compositional(
                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler,
                    sigma_schedule=sigma_schedule, guidance_interval=guidance_interval,
                    layout_guidance_scale=layout_guidance_scale, text_guidance_scale=text_guidance_scale, batch_size=batch_size,
-                   plans=None if plans is None else plans[start : start + per_batch])
+                   plans=None if plans is None else plans[start : start + per_batch], regional_prompts=regional_prompts)
         for n, (img, meta) in enumerate(zip(out.images, out.metadata)):
             p = chunk[n // samples_per_prompt]
             s = score_image(pil_to_array(img), p["spec"])

@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import wordpaint
@@ -267,6 +268,7 @@ class TextToImagePipeline:
         text_guidance_scale: float | None | str = "default",
         batch_size: int = 16,
         plans: list | None = None,
+        regional_prompts: bool = False,
         show_progress: bool = False,
     ) -> TextToImageOutput:
         """Generate images. Image k (prompt-major) uses noise from seed + k, so a result does not
@@ -281,7 +283,10 @@ class TextToImagePipeline:
         ``text_guidance_scale`` is the other way round: the layout gets ``guidance_scale`` and the
         text its own weight; 0 draws from the layout alone (for a model trained with
         ``text_drop_prob``; on the shapes model neither helped, see the README). At most one of
-        the two may be set."""
+        the two may be set. ``regional_prompts`` (layout models, with a plan): inside each object's
+        box (and a small margin) the conditional estimate comes from a pass whose text names that
+        object alone ("a green cross"), elsewhere from the whole prompt, as LMD composes per-box
+        generations; one more conditional pass per object (:func:`regions_for`)."""
         interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
@@ -293,6 +298,14 @@ class TextToImagePipeline:
         if text_guidance is not None and not self.model.config.layout_channels:
             raise WordpaintError("text_guidance_scale weighs the text apart from a plan's layout; this model reads no layout "
                                  "(layout_channels = 0)")
+        if not isinstance(regional_prompts, bool):
+            raise WordpaintError(f"regional_prompts must be True or False, got {regional_prompts!r}")
+        if regional_prompts and not self.model.config.layout_channels:
+            raise WordpaintError("regional_prompts needs a layout model (it conditions each object's box on its own phrase); "
+                                 "this model reads no layout (layout_channels = 0)")
+        if regional_prompts and (layout_guidance is not None or text_guidance is not None):
+            raise WordpaintError("regional_prompts combines with the usual guidance only, not with layout_guidance_scale "
+                                 "or text_guidance_scale")
         if layout_guidance is not None and text_guidance is not None:
             raise WordpaintError("layout_guidance_scale and text_guidance_scale are alternatives (one weighs the layout apart "
                                  "from the text, the other the text apart from the layout): set at most one")
@@ -315,14 +328,20 @@ class TextToImagePipeline:
             seeds = [seed + start + i for i in range(len(chunk))]
             lays = [lay for *_, lay in chunk]
             lay = None if lays[0] is None else torch.stack(lays)  # (B, C_l, H, W) for a layout model
+            regions = None
+            if regional_prompts:
+                f = self.vae_factor
+                regions = regions_for([pl for _, _, pl, _ in chunk], height=height // f, width=width // f)
             x = self.sample_batch([t for _, t, _, _ in chunk], seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler,
                                   height=height, width=width, layouts=lay, layout_guidance_scale=layout_guidance,
-                                  text_guidance_scale=text_guidance, guidance_interval=interval, show_progress=show_progress)
+                                  text_guidance_scale=text_guidance, guidance_interval=interval, regions=regions,
+                                  show_progress=show_progress)
             images += to_pil(x)
             for (p, t, pl, _), s in zip(chunk, seeds):
                 m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
                      "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None,
-                     "layout_guidance_scale": layout_guidance, "text_guidance_scale": text_guidance, "height": height, "width": width,
+                     "layout_guidance_scale": layout_guidance, "text_guidance_scale": text_guidance, "regional_prompts": regional_prompts,
+                     "height": height, "width": width,
                      "wordpaint_version": wordpaint.__version__}
                 if pl is not None:
                     m.update(planner=planner_name, conditioning_prompt=t, plan=pl.to_dict())
@@ -332,14 +351,16 @@ class TextToImagePipeline:
     def sample_batch(self, prompts: list[str], *, seeds: list[int], sigmas: torch.Tensor, guidance_scale: float,
                        sampler: str, height: int, width: int, layouts: torch.Tensor | None = None,
                        layout_guidance_scale: float | None = None, text_guidance_scale: float | None = None,
-                       guidance_interval: tuple[float, float] | None = None, show_progress: bool = False) -> torch.Tensor:
+                       guidance_interval: tuple[float, float] | None = None, regions: Regions | None = None,
+                       show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
         of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text,
         ``text_guidance_scale`` the text apart from the layout (see :func:`guide`; a third model
         pass, none for the text at 0). Outside ``guidance_interval`` (sigma range) a step
-        runs the conditional batch alone. Returns (B, C, H, W) images in [-1, 1] (decoded from
-        latents by a latent pipeline)."""
+        runs the conditional batch alone. ``regions`` (:func:`regions_for`) replaces the full
+        pass's estimate inside each object's mask by a pass on that object's own text. Returns
+        (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline)."""
         model = self.model
         sigmas = sigmas.cpu()  # samplers step on the CPU's copy; the model gets each sigma on its device
         cond = self.text_encoder.encode(prompts)
@@ -365,23 +386,50 @@ class TextToImagePipeline:
                   + (["layout"] if text_guidance_scale is not None else []) + (["none"] if guidance_scale != 1.0 else []))
         unc = self.text_encoder.encode([""] * b)
         text = {"full": cond, "text": cond, "layout": unc, "none": unc}
-        # the first pass ("full", or "layout" at g_t = 0) runs alone at g = 1 and outside the interval
-        single = (text[passes[0]].hidden_states.to(device), text[passes[0]].attention_mask.to(device), layouts)
-        if len(passes) > 1:
-            L = max(cond.hidden_states.shape[1], unc.hidden_states.shape[1])
-            states = torch.cat([_pad(text[p].hidden_states, L) for p in passes]).to(device)  # (P*B, L, D)
-            mask = torch.cat([_pad(text[p].attention_mask, L) for p in passes]).to(device)
-            if layouts is not None:  # (P*B, C_l, H, W): the full and layout passes see the layout
-                layouts = torch.cat([layouts if p in ("full", "layout") else torch.zeros_like(layouts) for p in passes])
+        # the first pass ("full", or "layout" at g_t = 0) runs alone at g = 1 and outside the interval;
+        # region passes (one row per object, after the B rows of each pass) ride along with it
         lo, hi = guidance_interval or (0.0, math.inf)
+        r_text = self.text_encoder.encode(regions.texts) if regions is not None else None
+        L = max(t.hidden_states.shape[1] for t in (cond, unc, r_text) if t is not None)
+
+        if regions is not None and layouts is None:
+            raise WordpaintError("regions need the batch's layouts (a layout model)")
+
+        def batch_inputs(ps: list[str]) -> tuple:
+            """(text states, mask, layouts) for passes ``ps`` stacked on the batch, region rows last."""
+            n = L if len(ps) > 1 or regions is not None else text[ps[0]].hidden_states.shape[1]  # one pass: unpadded
+            states = [_pad(text[p].hidden_states, n) for p in ps]
+            mask = [_pad(text[p].attention_mask, n) for p in ps]
+            lays = None
+            if layouts is not None:  # the full and layout passes see the layout; each region row its image's
+                lays = [layouts if p in ("full", "layout") else torch.zeros_like(layouts) for p in ps]
+            if regions is not None:
+                states.append(_pad(r_text.hidden_states, n))
+                mask.append(_pad(r_text.attention_mask, n))
+                lays.append(layouts[regions.index.to(device)])
+            return (torch.cat(states).to(device), torch.cat(mask).to(device), None if lays is None else torch.cat(lays))
+
+        single, guided = batch_inputs(passes[:1]), batch_inputs(passes) if len(passes) > 1 else None
+        if regions is not None:
+            r_index, r_weight, keep = regions.index.to(device), regions.weight.to(device), regions.keep.to(device)
+
+        def blend(full: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+            """(B, C, H, W): the full prompt's estimate outside the objects' masks, each object's own inside."""
+            return full * keep + torch.zeros_like(full).index_add_(0, r_index, region * r_weight)
 
         # pixels live in [-1, 1], so the x0 estimate is clamped there; latents have no such bound
         clamp = (lambda d: d) if self.vae is not None else (lambda d: d.clamp(-1, 1))
 
         def denoiser(xs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            if len(passes) == 1 or not lo <= float(sigma) <= hi:
-                return clamp(model.denoise(xs, sigma, *single))
-            d = dict(zip(passes, model.denoise(torch.cat([xs] * len(passes)), sigma, states, mask, layouts).chunk(len(passes))))
+            g = len(passes) > 1 and lo <= float(sigma) <= hi
+            ps, inputs = (passes, guided) if g else (passes[:1], single)
+            xin = torch.cat([xs] * len(ps) + ([xs[r_index]] if regions is not None else []))
+            out = model.denoise(xin, sigma, *inputs)
+            d = dict(zip(ps, out[: len(ps) * b].chunk(len(ps))))
+            if regions is not None:
+                d[ps[0]] = blend(d[ps[0]], out[len(ps) * b :])
+            if not g:
+                return clamp(d[ps[0]])
             return clamp(guide(d, guidance_scale=guidance_scale, layout_guidance_scale=layout_guidance_scale,
                                text_guidance_scale=text_guidance_scale))
 
@@ -389,6 +437,46 @@ class TextToImagePipeline:
         gen = torch.Generator().manual_seed(seeds[0] + 7919)
         x0 = fn(denoiser, x, sigmas, generator=gen, disable_progress=not show_progress)
         return (self.vae.decode(x0) if self.vae is not None else x0).cpu()
+
+
+@dataclass
+class Regions:
+    """Per-object passes of a batch (R objects over B images): ``texts`` (R,) each object's own
+    phrase, ``index`` (R,) its image, ``weight`` (R, 1, H, W) its share of each pixel, ``keep``
+    (B, 1, H, W) the full prompt's share (1 outside every object's mask)."""
+
+    texts: list[str]
+    index: torch.Tensor
+    weight: torch.Tensor
+    keep: torch.Tensor
+
+
+def regions_for(plans: list, *, height: int, width: int, margin: float = 0.04) -> Regions | None:
+    """:class:`Regions` of a batch's plans on the model's (height, width) grid: one per planned
+    object, its box grown by ``margin`` (canvas fractions: the shape's anti-aliased edge and the
+    background just around it), with the plan's background named too ("a green cross on a
+    black background"). Where grown boxes overlap the objects share the pixel equally. None when
+    no plan has an object."""
+    from wordpaint.data.captions import BG_FRAMES
+    from wordpaint.text.layout import _coverage_1d, layout_from_plan
+
+    texts, index, masks = [], [], []
+    for i, plan in enumerate(plans):
+        if plan is None or not plan.objects:
+            continue
+        bg = BG_FRAMES[0].format(bg=plan.background) if plan.background else ""
+        for o, lo in zip(plan.objects, layout_from_plan(plan)[0]):
+            x0, y0, x1, y1 = lo.box
+            cov = np.outer(_coverage_1d(y0 - margin, y1 + margin, height), _coverage_1d(x0 - margin, x1 + margin, width))
+            texts.append(f"{'an' if o.phrase[0] in 'aeiou' else 'a'} {o.phrase}{bg}")
+            index.append(i)
+            masks.append(torch.from_numpy(cov.astype(np.float32))[None])
+    if not texts:
+        return None
+    index_t, mask = torch.tensor(index), torch.stack(masks)  # (R,), (R, 1, H, W)
+    total = torch.zeros(len(plans), 1, height, width).index_add_(0, index_t, mask)  # (B, 1, H, W)
+    weight = mask / total.clamp(min=1)[index_t]
+    return Regions(texts, index_t, weight, keep=1 - total.clamp(max=1))
 
 
 def guide(d: dict[str, torch.Tensor], *, guidance_scale: float, layout_guidance_scale: float | None = None,
