@@ -316,6 +316,11 @@ def test_regions_for_masks_and_texts():
     assert 0 < r.weight[0, 0, 15, 15] < 1 and 0 < r.weight[1, 0, 15, 15] < 1
     assert r.keep[1].eq(1).all()  # an image without a plan keeps its full prompt everywhere
     assert regions_for([None, ScenePlan("", [], None, "flat")], height=8, width=8) is None
+    # two red stars share one pass (same text, same layout): one region covering both boxes
+    stars = ScenePlan("two red stars", [PlanObject("red star", "star", "red", None, (0.1, 0.1, 0.3, 0.3)),
+                                        PlanObject("red star", "star", "red", None, (0.6, 0.6, 0.8, 0.8))], None, "flat")
+    r = regions_for([stars], height=20, width=20, margin=0.0)
+    assert r.texts == ["a red star"] and r.weight[0, 0, 4, 4] == 1 and r.weight[0, 0, 14, 14] == 1 and r.keep[0, 0, 10, 10] == 1
 
 
 def test_regional_prompts_in_the_pipeline(layout_pipe, text_encoder):

@@ -453,14 +453,16 @@ class Regions:
 
 def regions_for(plans: list, *, height: int, width: int, margin: float = 0.04) -> Regions | None:
     """:class:`Regions` of a batch's plans on the model's (height, width) grid: one per planned
-    object, its box grown by ``margin`` (canvas fractions: the shape's anti-aliased edge and the
+    object (one per distinct phrase of an image), its box grown by ``margin`` (canvas fractions: the shape's anti-aliased edge and the
     background just around it), with the plan's background named too ("a green cross on a
     black background"). Where grown boxes overlap the objects share the pixel equally. None when
     no plan has an object."""
     from wordpaint.data.captions import BG_FRAMES
     from wordpaint.text.layout import _coverage_1d, layout_from_plan
 
-    texts, index, masks = [], [], []
+    # objects of one image with the same phrase ("three red stars") see the same text and layout,
+    # so one pass serves them all: their masks are summed into one region
+    regions: dict[tuple[int, str], np.ndarray] = {}
     for i, plan in enumerate(plans):
         if plan is None or not plan.objects:
             continue
@@ -468,12 +470,13 @@ def regions_for(plans: list, *, height: int, width: int, margin: float = 0.04) -
         for o, lo in zip(plan.objects, layout_from_plan(plan)[0]):
             x0, y0, x1, y1 = lo.box
             cov = np.outer(_coverage_1d(y0 - margin, y1 + margin, height), _coverage_1d(x0 - margin, x1 + margin, width))
-            texts.append(f"{'an' if o.phrase[0] in 'aeiou' else 'a'} {o.phrase}{bg}")
-            index.append(i)
-            masks.append(torch.from_numpy(cov.astype(np.float32))[None])
-    if not texts:
+            key = (i, f"{'an' if o.phrase[0] in 'aeiou' else 'a'} {o.phrase}{bg}")
+            regions[key] = regions.get(key, 0) + cov
+    if not regions:
         return None
-    index_t, mask = torch.tensor(index), torch.stack(masks)  # (R,), (R, 1, H, W)
+    texts = [t for _, t in regions]
+    index_t = torch.tensor([i for i, _ in regions])  # (R,)
+    mask = torch.stack([torch.from_numpy(m.astype(np.float32))[None] for m in regions.values()])  # (R, 1, H, W)
     total = torch.zeros(len(plans), 1, height, width).index_add_(0, index_t, mask)  # (B, 1, H, W)
     weight = mask / total.clamp(min=1)[index_t]
     return Regions(texts, index_t, weight, keep=1 - total.clamp(max=1))
