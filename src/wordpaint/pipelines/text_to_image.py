@@ -457,7 +457,7 @@ def regions_for(plans: list, *, height: int, width: int, margin: float = 0.04) -
     background just around it), with the plan's background named too ("a green cross on a
     black background"). Where grown boxes overlap the objects share the pixel equally. None when
     no plan has an object."""
-    from wordpaint.data.captions import BG_FRAMES
+    from wordpaint.data.captions import BG_FRAMES, _article
     from wordpaint.text.layout import _coverage_1d, layout_from_plan
 
     # objects of one image with the same phrase ("three red stars") see the same text and layout,
@@ -470,7 +470,7 @@ def regions_for(plans: list, *, height: int, width: int, margin: float = 0.04) -
         for o, lo in zip(plan.objects, layout_from_plan(plan)[0]):
             x0, y0, x1, y1 = lo.box
             cov = np.outer(_coverage_1d(y0 - margin, y1 + margin, height), _coverage_1d(x0 - margin, x1 + margin, width))
-            key = (i, f"{'an' if o.phrase[0] in 'aeiou' else 'a'} {o.phrase}{bg}")
+            key = (i, f"{_article(o.phrase)} {o.phrase}{bg}")
             regions[key] = regions.get(key, 0) + cov
     if not regions:
         return None

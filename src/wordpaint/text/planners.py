@@ -485,25 +485,28 @@ def _load_gguf_lm(path: str, dtype: str, *, cache: bool = True):
             tok = AutoTokenizer.from_pretrained(folder)
             return AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval(), tok
 
+    def convert(as_dtype: str):
+        try:
+            import gguf  # noqa: F401  (transformers reads GGUF files through it)
+        except ImportError:
+            raise WordpaintError(f"reading {path} needs the gguf package; install with: pip install gguf") from None
+        gguf_dir, name = os.path.split(path)
+        with _quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
+            return AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, dtype=getattr(torch, as_dtype)).eval(), tok
+
+    if not cache:
+        return convert(dtype)
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()  # ~0.1 s for 98 MB
     folder = cache_root() / "gguf" / f"{digest[:20]}-tf{transformers.__version__}"
-    if cache and (folder / "wordpaint.json").is_file():
+    if (folder / "wordpaint.json").is_file():
         try:
             return read(folder)
         except Exception as e:  # a truncated or edited copy: convert again below
             warnings.warn(f"the converted copy of {path} in {folder} could not be read ({type(e).__name__}: {e}); "
                           "converting the GGUF file again", stacklevel=3)
-    try:
-        import gguf  # noqa: F401  (transformers reads GGUF files through it)
-    except ImportError:
-        raise WordpaintError(f"reading {path} needs the gguf package; install with: pip install gguf") from None
-    gguf_dir, name = os.path.split(path)
-    with _quiet_transformers():
-        tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
-        lm = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, dtype=torch.float32 if cache else getattr(torch, dtype))
-    if not cache:
-        return lm.eval(), tok
+    lm, tok = convert("float32")  # the copy keeps float32; each load casts to its dtype
     try:
         with atomic_dir(folder) as tmp:
             config = lm.config.to_dict()
