@@ -68,6 +68,8 @@ def main() -> None:
                     help="layout models: the text's own guidance scale, apart from the layout (0: the layout alone; default: the model's)")
     ap.add_argument("--regional", action="store_true",
                     help="regional prompts: each planned object's box conditioned on its own phrase (one pass more per object)")
+    ap.add_argument("--size", type=int, default=None,
+                    help="draw at this side in pixels (default: the model's training resolution; plans are the same either way)")
     ap.add_argument("--out", default="benchmarks/results/plan_ablation")
     args = ap.parse_args()
 
@@ -121,7 +123,7 @@ def main() -> None:
             tg = "default" if args.text_guidance is None or cond == "prompt" else args.text_guidance
             summary, _, _ = evaluate_compositional(pipe, prompts, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
                                                    plans=plans, text_guidance_scale=tg, show_progress=True,
-                                                   regional_prompts=args.regional and cond != "prompt")
+                                                   regional_prompts=args.regional and cond != "prompt", size=args.size)
             entry["images"] = summary
             out_set[cond] = entry
             print(f"  overall {summary['overall']:.3f} " + " ".join(f"{k}={v:.2f}" for k, v in summary["per_task"].items()), flush=True)

@@ -6,13 +6,15 @@
     python benchmarks/tune_sampling.py --settings dpmpp_2m:6:3:none dpmpp_2m:6:1:none:5   # layout guidance 5
     python benchmarks/tune_sampling.py --plans ground_truth --settings dpmpp_2m:6:3:none:none:0   # text guidance 0: layout alone
     python benchmarks/tune_sampling.py --plans ground_truth --settings dpmpp_2m:6:3:none --regional both
+    python benchmarks/tune_sampling.py --plans ground_truth --settings dpmpp_2m:6:3:none --regional on --sizes 48,56,64,72
 
 Sweeps sampler (with its step count), guidance scale and sigma spacing (a grid), or explicit
 ``sampler:steps:guidance:interval[:layout_guidance[:text_guidance]]`` settings (``none`` for an unset scale), space-separated (interval ``none`` or ``LO,HI`` in
 sigma as in ``wordpaint generate --guidance-interval``, ``inf`` allowed; the schedule is the first of ``--schedules``), 2 samples per prompt, and writes the
 overall compositional accuracy and seconds per image (batch 16) of each setting. ``--plans
 ground_truth`` draws the dev prompts' sampled shapes-world layouts instead of the pipeline's
-planner (layout models only), as the plan ablation's ground-truth row does.
+planner (layout models only), as the plan ablation's ground-truth row does. ``--sizes`` draws
+each setting at each image side (the plans, in canvas fractions, stay the same).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main() -> None:
                     help="layouts to draw: the pipeline's planner, or the dev prompts' ground-truth scenes")
     ap.add_argument("--regional", choices=("off", "on", "both"), default="off",
                     help="regional prompts (each object's box conditioned on its own phrase): off, on, or each setting both ways")
+    ap.add_argument("--sizes", default=None, help="comma-separated image sides in pixels (default: the model's resolution)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_sampling.json"))
     args = ap.parse_args()
 
@@ -59,14 +62,15 @@ def main() -> None:
                 for sched in schedules for g in map(float, args.guidance.split(","))]
     rows = []
     regional = {"off": [False], "on": [True], "both": [False, True]}[args.regional]
-    for (sampler, steps, sched, g, interval, lg, tg), rp in ((x, r) for x in grid for r in regional):
+    sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else [pipe.resolution]
+    for (sampler, steps, sched, g, interval, lg, tg), rp, size in ((x, r, z) for x in grid for r in regional for z in sizes):
         summary, _, _ = evaluate_compositional(pipe, dev, samples_per_prompt=2, seed=100, guidance_scale=g, sampler=sampler,
                                                sigma_schedule=sched, num_inference_steps=steps, guidance_interval=interval,
                                                layout_guidance_scale=lg, text_guidance_scale=tg, plans=plans, regional_prompts=rp,
-                                               show_progress=False)
+                                               size=size, show_progress=False)
         row = {"sampler": sampler, "num_inference_steps": steps, "sigma_schedule": sched, "guidance_scale": g,
                "guidance_interval": list(interval) if interval else None, "layout_guidance_scale": lg, "text_guidance_scale": tg,
-               "regional_prompts": rp, "overall": round(summary["overall"], 4), "seconds_per_image": round(summary["seconds"] / summary["n_images"], 4),
+               "regional_prompts": rp, "size": size, "overall": round(summary["overall"], 4), "seconds_per_image": round(summary["seconds"] / summary["n_images"], 4),
                "per_task": {k: round(v, 3) for k, v in summary["per_task"].items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -50,10 +50,12 @@ def evaluate_compositional(
     batch_size: int = 32,
     plans: list | None = None,
     regional_prompts: bool = False,
+    size: int | None = None,
     show_progress: bool = True,
 ) -> tuple[dict, list[dict], list]:
     """Generate ``samples_per_prompt`` images per prompt and score them. ``plans`` (one
     ScenePlan per prompt) replaces the pipeline's planner, e.g. with ground-truth layouts.
+    ``size`` draws square images of that side instead of the model's training resolution.
 
     Returns (summary, per-image records, images). Prompt j's samples use seeds
     seed + j * samples_per_prompt + k, so any subset reproduces the same images."""
@@ -70,7 +72,8 @@ def evaluate_compositional(
                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler,
                    sigma_schedule=sigma_schedule, guidance_interval=guidance_interval,
                    layout_guidance_scale=layout_guidance_scale, text_guidance_scale=text_guidance_scale, batch_size=batch_size,
-                   plans=None if plans is None else plans[start : start + per_batch], regional_prompts=regional_prompts)
+                   plans=None if plans is None else plans[start : start + per_batch], regional_prompts=regional_prompts,
+                   height=size, width=size)
         for n, (img, meta) in enumerate(zip(out.images, out.metadata)):
             p = chunk[n // samples_per_prompt]
             s = score_image(pil_to_array(img), p["spec"])
