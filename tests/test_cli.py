@@ -109,7 +109,9 @@ def test_eval_seeds_do_not_depend_on_batching(tiny_pipe):
     _, r1, im1 = evaluate_compositional(tiny_pipe, prompts, samples_per_prompt=2, seed=4, batch_size=2, show_progress=False)
     _, r2, im2 = evaluate_compositional(tiny_pipe, prompts, samples_per_prompt=2, seed=4, batch_size=6, show_progress=False)
     assert [r["seed"] for r in r1] == [4, 5, 6, 7, 8, 9] == [r["seed"] for r in r2]
-    assert all((np.asarray(a) == np.asarray(b)).all() for a, b in zip(im1, im2))
+    # same noise either way; matrix kernels may round differently at another batch size (seen
+    # on an AVX2 CPU: one pixel one level apart), so allow one level
+    assert all(np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1 for a, b in zip(im1, im2))
     # size= draws (and scores) at another side than the model's 32 px
     summary, r3, im3 = evaluate_compositional(tiny_pipe, prompts[:1], samples_per_prompt=1, seed=4, size=48, show_progress=False)
     assert im3[0].size == (48, 48) and len(r3) == 1 and summary["n_images"] == 1
