@@ -53,6 +53,7 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["generate", "word " * 100, "--model", "TINY"], "at most 77"),
         (["train", "--recipe", "nope", "--out", "x"], "unknown recipe 'nope'"),
         (["eval", "compositional", "--model", "TINY", "--prompts", "/nonexistent.jsonl"], "prompt file not found"),
+        (["eval", "compositional", "--model", "TINY", "--limit-per-task", "1", "--regional-prompts"], "needs a layout model"),
         (["data", "export", "shapes", "--n", "0", "--out", "OUT"], "--n must be an integer >= 1"),
         (["data", "export", "shapes", "--n", "2", "--size", "16", "--out", "OUT"], "canvas size must be an integer from 32 to 512"),
     ],
@@ -93,11 +94,12 @@ def test_data_export_imagefolder(capsys, tmp_path):
 def test_eval_compositional_writes_report(capsys, tiny_dir, tmp_path):
     out = tmp_path / "ev"
     code, stdout, _ = run(capsys, "eval", "compositional", "--model", str(tiny_dir), "--samples-per-prompt", "1",
-                          "--limit-per-task", "1", "--seed", "0", "--out", str(out))
+                          "--limit-per-task", "1", "--seed", "0", "--size", "48", "--out", str(out))
     assert code == 0 and "overall" in stdout
     res = json.loads((out / "results.json").read_text())
     assert set(res["summary"]["per_task"]) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
     assert len(res["records"]) == 6 and res["settings"]["samples_per_prompt"] == 1
+    assert res["settings"]["size"] == 48 and res["settings"]["regional_prompts"] is False
     assert (out / "results.md").read_text().startswith("### Compositional") and (out / "samples.png").is_file()
 
 

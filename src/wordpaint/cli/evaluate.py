@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     c.add_argument("--limit-per-task", type=int, default=None, help="use only the first N prompts of each task")
     c.add_argument("--planner", default="default",
                    help="scene planner: default (the model's own, rules for the bundled model), rules, smollm2, openai or none")
+    c.add_argument("--size", type=int, default=None, help="draw at this side in pixels (default: the model's resolution)")
+    c.add_argument("--regional-prompts", action="store_true",
+                   help="layout models: each planned object's box conditioned on its own phrase (about twice the time)")
     c.add_argument("--out", default="eval-compositional", help="folder for results.json, results.md, samples.png")
     c.set_defaults(func=run_compositional)
     r = s.add_parser("report", help="a full report folder for a suite (shapes, fashion, emoji): JSON, Markdown, grids, plots")
@@ -57,10 +60,12 @@ def run_compositional(args: argparse.Namespace) -> int:
     if args.limit_per_task is not None:
         prompts = subset(prompts, args.limit_per_task)
     pipe = TextToImagePipeline.from_pretrained(args.model, planner=None if args.planner == "none" else args.planner)
+    if args.regional_prompts and not pipe.model.config.layout_channels:  # say so before the progress bar starts
+        raise WordpaintError("--regional-prompts needs a layout model; this model reads no layout (layout_channels = 0)")
     summary, records, images = evaluate_compositional(
         pipe, prompts, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
         num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
-        sigma_schedule=args.schedule)
+        sigma_schedule=args.schedule, size=args.size, regional_prompts=args.regional_prompts)
     settings = {
         "model": args.model or "shapes (bundled)", "prompts": args.prompts or "built-in compositional_v1 (50 per task)",
         "n_prompts": len(prompts), "samples_per_prompt": args.samples_per_prompt, "seed": args.seed,
@@ -68,7 +73,8 @@ def run_compositional(args: argparse.Namespace) -> int:
         "num_inference_steps": args.steps or pipe.defaults["num_inference_steps"],
         "guidance_scale": args.guidance if args.guidance is not None else pipe.defaults["guidance_scale"],
         "sampler": args.sampler or pipe.defaults["sampler"],
-        "sigma_schedule": args.schedule or pipe.defaults["sigma_schedule"], "wordpaint_version": wordpaint.__version__,
+        "sigma_schedule": args.schedule or pipe.defaults["sigma_schedule"],
+        "size": args.size or pipe.resolution, "regional_prompts": args.regional_prompts, "wordpaint_version": wordpaint.__version__,
         "torch": torch.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }
     paths = write_report(args.out, summary, records, images, settings=settings)
