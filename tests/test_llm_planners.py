@@ -94,13 +94,15 @@ def _check_allowed_logits(lm, *, atol: float) -> None:
     lm.reset()
     lm.feed("\nRequest: three green crosses on black\nScene: three green")  # to be cropped off
     lm.reset()
-    lm.feed(req)
+    passes = lm.passes
+    lm.feed(req)  # forced tokens are queued: both feeds and the logits take one pass
     lm.feed(lm._ids(" a"))
     ids = lm._ids(_FEW_SHOT) + lm._ids(req) + lm._ids(" a")
     with torch.inference_mode():
         full = lm.model(torch.tensor([ids])).logits[0, -1].float()
     allowed = [lm._ids(f" {c}")[0] for c in ("red", "blue", "pink", "green", "purple")]
     ours = lm.logits(allowed)
+    assert lm.passes == passes + 1
     lm.reset()  # the next plan starts from the header alone
     assert float((ours - full[allowed]).abs().max()) <= atol
     assert int(ours.argmax()) == int(full[allowed].argmax())

@@ -329,35 +329,47 @@ class _ConstrainedLM:
     a step costs what memory bandwidth allows (~50 ms for SmolLM2-135M in fp32 on 2 cores). Two
     savings follow: the body runs without the LM head and only the allowed tokens' logits are
     computed (the head is a 49,152 x 576 matrix, a fifth of the weights: ~10 ms a step), and the
-    weights may be kept in bfloat16 (half the bytes read a step, where the CPU has bf16 instructions)."""
+    weights may be kept in bfloat16 (half the bytes read a step, where the CPU has bf16 instructions).
+    Third: tokens that are forced (the request, an option's rest once it is the only one left, an
+    option with no rival) are queued and run in one pass with the next decision's token, since a
+    pass over a few tokens costs about what a pass over one does."""
 
     def __init__(self, model, tokenizer, header: str):
         import torch
 
         self.model, self.body, self.head, self.tok, self.torch = model, model.model, model.lm_head, tokenizer, torch
         ids = self._ids(header)
-        self.cache, self.n_header = None, len(ids)
+        self.cache, self.n_header, self.pending, self.passes = None, len(ids), [], 0
         self.feed(ids)
+        self._flush()
         self.header_hidden = self.hidden
 
     def _ids(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False)
 
     def reset(self) -> None:
+        self.pending = []
         extra = self.cache.get_seq_length() - self.n_header
         if extra:
             self.cache.crop(-extra)  # drop the previous request's tokens, keep the header's
         self.hidden = self.header_hidden
 
     def feed(self, text: str | list[int]) -> None:
-        """Run the body on more tokens; keeps the last position's final hidden state, shape (d,)."""
-        ids = self._ids(text) if isinstance(text, str) else text
+        """Queue more tokens; they run through the body when logits are next needed."""
+        self.pending.extend(self._ids(text) if isinstance(text, str) else text)
+
+    def _flush(self) -> None:
+        """Run the body on the queued tokens; keeps the last position's final hidden state, shape (d,)."""
+        if not self.pending:
+            return
         with self.torch.inference_mode():
-            out = self.body(self.torch.tensor([ids]), cache=self.cache, use_cache=True)
-        self.cache, self.hidden = out.cache, out.last_hidden_state[0, -1]
+            out = self.body(self.torch.tensor([self.pending]), cache=self.cache, use_cache=True)
+        self.cache, self.hidden, self.pending = out.cache, out.last_hidden_state[0, -1], []
+        self.passes += 1
 
     def logits(self, ids: list[int]):
         """Next-token logits of ``ids`` only, shape (len(ids),): rows of the LM head."""
+        self._flush()
         with self.torch.inference_mode():
             w = self.head.weight[ids]  # (k, d)
             out = w.float() @ self.hidden.float()
@@ -374,7 +386,7 @@ class _ConstrainedLM:
                 return done[0]
             if done:  # an option that is a prefix of another: the grammar avoids this
                 raise AssertionError(f"option {done[0]!r} is a prefix of another option")
-            if len(alive) == 1 and prefix:  # the rest of the only option left: one forward pass
+            if len(alive) == 1:  # the (rest of the) only option left: forced, queued
                 self.feed(seqs[alive[0]][len(prefix):])
                 return alive[0]
             allowed = sorted({seqs[o][len(prefix)] for o in alive})
