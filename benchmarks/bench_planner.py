@@ -8,7 +8,8 @@ so a change in the machine's speed during the run hits all of them alike. Report
 precision: plan accuracy (each plan drawn exactly and scored: what a perfect generator would
 get), validity, latency p50 / p95 / mean over the prompts (each prompt's median over the rounds),
 and how many plans differ from the first precision's. ``--baseline DIR`` also times the planner
-of another checkout (``git worktree add DIR COMMIT``) in its own process, for before/after figures.
+of another checkout (``git worktree add DIR COMMIT``) in its own process, for before/after figures,
+and counts the plans that differ from its plans.
 """
 
 from __future__ import annotations
@@ -29,23 +30,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 from plan_ablation import percentile, plan_accuracy, plan_all  # noqa: E402
 
 
-def baseline_seconds(folder: str, sets: dict[str, list[dict]]) -> dict[str, list[float]]:
-    """Per-prompt planning seconds of the smollm2 planner in another checkout, run in a child process
-    (its own ``wordpaint`` import) with its default settings."""
+def baseline_run(folder: str, sets: dict[str, list[dict]]) -> tuple[dict[str, list[float]], dict[str, list[dict]]]:
+    """Per-prompt planning seconds and plans (as dicts) of the smollm2 planner in another checkout,
+    run in a child process (its own ``wordpaint`` import) with its default settings."""
     code = ("import json, sys, time, torch; torch.set_num_threads(%d)\n"
             "from wordpaint.text.planners import SmolLM2Planner\n"
-            "sets = json.load(sys.stdin); p = SmolLM2Planner(); p.plan('a red circle'); out = {}\n"
+            "sets = json.load(sys.stdin); p = SmolLM2Planner(); p.plan('a red circle'); out, plans = {}, {}\n"
             "for k, ps in sets.items():\n"
-            "    out[k] = []\n"
+            "    out[k], plans[k] = [], []\n"
             "    for q in ps:\n"
-            "        t = time.perf_counter(); p.plan(q); out[k].append(time.perf_counter() - t)\n"
-            "print(json.dumps(out))\n") % torch.get_num_threads()
+            "        t = time.perf_counter(); plans[k].append(p.plan(q).to_dict()); out[k].append(time.perf_counter() - t)\n"
+            "print(json.dumps([out, plans]))\n") % torch.get_num_threads()
     env = {**os.environ, "PYTHONPATH": str(Path(folder) / "src"), "HF_HUB_OFFLINE": "1"}
     prompts = {k: [p["prompt"] for p in v] for k, v in sets.items()}
     res = subprocess.run([sys.executable, "-c", code], input=json.dumps(prompts), capture_output=True, text=True, env=env)
     if res.returncode != 0:
         sys.exit(f"baseline in {folder} failed:\n{res.stderr[-2000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    secs, plans = json.loads(res.stdout.strip().splitlines()[-1])
+    return secs, plans
 
 
 def main() -> None:
@@ -71,16 +73,20 @@ def main() -> None:
     secs: dict = {d: {k: [] for k in sets} for d in dtypes}
     secs["baseline"] = {k: [] for k in sets}
     plans: dict = {d: {} for d in dtypes}
+    passes: dict = {d: {} for d in dtypes}  # model passes per plan, per set
     for r in range(args.repeats):
         runs = dtypes + (["baseline"] if args.baseline else [])
         for d in runs:
             print(f"round {r + 1}/{args.repeats}: {d}", flush=True)
             if d == "baseline":
-                for k, v in baseline_seconds(args.baseline, sets).items():
+                run_secs, plans["baseline"] = baseline_run(args.baseline, sets)
+                for k, v in run_secs.items():
                     secs[d][k].append(v)
                 continue
             for k, prompts in sets.items():
+                p0 = planners[d].lm.passes
                 plans[d][k], s = plan_all(planners[d], prompts)
+                passes[d][k] = (planners[d].lm.passes - p0) / len(prompts)
                 secs[d][k].append(s)
 
     results: dict = {"settings": {**vars(args), "machine": platform.processor() or platform.machine(),
@@ -97,6 +103,9 @@ def main() -> None:
                 e["plan_accuracy"] = plan_accuracy(plans[d][k], prompts, 48)["overall"]
                 e["validity"] = sum(is_valid(p) for p in plans[d][k]) / len(prompts)
                 e["plans_differing_from_" + dtypes[0]] = sum(a.to_dict() != b.to_dict() for a, b in zip(plans[d][k], plans[dtypes[0]][k]))
+                e["model_passes_per_plan"] = passes[d][k]
+                if args.baseline:
+                    e["plans_differing_from_baseline"] = sum(a.to_dict() != b for a, b in zip(plans[d][k], plans["baseline"][k]))
             out[d] = e
             print(f"[{k}] {d}: " + ", ".join(f"{n} {v:.3f}" if isinstance(v, float) else f"{n} {v}" for n, v in e.items()), flush=True)
         results["sets"][k] = out

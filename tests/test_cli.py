@@ -54,6 +54,7 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["train", "--recipe", "nope", "--out", "x"], "unknown recipe 'nope'"),
         (["eval", "compositional", "--model", "TINY", "--prompts", "/nonexistent.jsonl"], "prompt file not found"),
         (["eval", "compositional", "--model", "TINY", "--limit-per-task", "1", "--regional-prompts"], "needs a layout model"),
+        (["eval", "compositional", "--model", "TINY", "--limit-per-task", "1", "--size", "33"], "must be a multiple of 2"),
         (["data", "export", "shapes", "--n", "0", "--out", "OUT"], "--n must be an integer >= 1"),
         (["data", "export", "shapes", "--n", "2", "--size", "16", "--out", "OUT"], "canvas size must be an integer from 32 to 512"),
     ],

@@ -60,8 +60,6 @@ def run_compositional(args: argparse.Namespace) -> int:
     if args.limit_per_task is not None:
         prompts = subset(prompts, args.limit_per_task)
     pipe = TextToImagePipeline.from_pretrained(args.model, planner=None if args.planner == "none" else args.planner)
-    if args.regional_prompts and not pipe.model.config.layout_channels:  # say so before the progress bar starts
-        raise WordpaintError("--regional-prompts needs a layout model; this model reads no layout (layout_channels = 0)")
     summary, records, images = evaluate_compositional(
         pipe, prompts, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
         num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,

@@ -64,7 +64,7 @@ def evaluate_compositional(
     records, images = [], []
     t0 = time.perf_counter()
     per_batch = max(1, batch_size // samples_per_prompt)
-    bar = tqdm(total=len(prompts) * samples_per_prompt, desc="eval", unit="img", disable=not show_progress)
+    bar = None
     for start in range(0, len(prompts), per_batch):
         chunk = prompts[start : start + per_batch]
         # image k of prompt j gets seed + j * K + k: the pipeline numbers images from its seed
@@ -80,8 +80,11 @@ def evaluate_compositional(
             records.append({"prompt": p["prompt"], "task": p["task"], "held_out": bool(p.get("held_out")),
                             "seed": meta["seed"], "correct": s["correct"], "detected": s["objects"], "background": s["background"]})
             images.append(img)
+        if bar is None:  # opened after the first batch, so a setting the pipeline refuses fails before any progress output
+            bar = tqdm(total=len(prompts) * samples_per_prompt, desc="eval", unit="img", disable=not show_progress)
         bar.update(len(out.images))
-    bar.close()
+    if bar is not None:
+        bar.close()
     summary = aggregate(records)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary, records, images
