@@ -50,6 +50,19 @@ def baseline_run(folder: str, sets: dict[str, list[dict]]) -> tuple[dict[str, li
     return secs, plans
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo): planner latency depends on it (memory
+    bandwidth, bf16 instructions) more than on anything else."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dtypes", default="float32,bfloat16")
@@ -89,7 +102,7 @@ def main() -> None:
                 passes[d][k] = (planners[d].lm.passes - p0) / len(prompts)
                 secs[d][k].append(s)
 
-    results: dict = {"settings": {**vars(args), "machine": platform.processor() or platform.machine(),
+    results: dict = {"settings": {**vars(args), "machine": platform.processor() or platform.machine(), "cpu": _cpu_model(),
                                   "cpu_has_bf16": _cpu_has_bf16(), "torch_threads": torch.get_num_threads(),
                                   "torch": torch.__version__}, "sets": {}}
     for k, prompts in sets.items():

@@ -115,6 +115,23 @@ def test_layouts_need_the_shapes_stream():
         make_stream("fashion_mnist", size=32, layout_drop_prob=0.1)
 
 
+def test_multi_size_stream_cycles_canvas_sizes_batch_by_batch():
+    ms = make_stream("shapes", size=32, seed=3, cond_drop_prob=0.2, layout_drop_prob=0.2, sizes=[32, 40])
+    for step, size in ((0, 32), (1, 40), (2, 32), (5, 40)):
+        images, captions = ms.batch(step, 3)
+        assert images.shape == (3, 3, size, size) and ms.layouts(step, 3).shape == (3, 13, size, size)
+        # the batch a single-size stream of that size gives for the same step: resuming is exact
+        ref_images, ref_captions = ShapesStream(size=size, seed=3, cond_drop_prob=0.2, layout_drop_prob=0.2).batch(step, 3)
+        assert torch.equal(images, ref_images) and captions == ref_captions
+    for bad in ([], [32, "40"], 48, [True]):
+        with pytest.raises(WordpaintError, match="data.sizes"):
+            make_stream("shapes", size=32, sizes=bad)
+    with pytest.raises(WordpaintError, match="canvas size"):
+        make_stream("shapes", size=32, sizes=[32, 16])
+    with pytest.raises(WordpaintError, match="works with: shapes"):
+        make_stream("fashion_mnist", size=32, sizes=[28, 32])
+
+
 def test_warm_start_from_a_prompt_only_model_changes_nothing():
     from wordpaint.training.train import widen_conv_in
 

@@ -100,6 +100,20 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         train("tiny", tmp_path / "c", resume=True, show_progress=False)
 
 
+def test_multi_size_recipe_trains_at_each_size(tmp_path):
+    from wordpaint.training.train import load_recipe
+
+    recipe = load_recipe("tiny_layout")
+    recipe.update(max_steps=2, eval_every=100, sample_every=100, data={**recipe["data"], "sizes": [32, 40]})
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    out = train(str(tmp_path / "r.json"), tmp_path / "run", show_progress=False)
+    assert json.loads((out / "diffusion" / "config.json").read_text())["resolution"] == 32  # the default size stays
+    recipe["data"]["sizes"] = [32, 33]
+    (tmp_path / "bad.json").write_text(json.dumps(recipe))
+    with pytest.raises(ValueError, match=r"multiples of \d+ for this model, got \[33\]"):
+        train(str(tmp_path / "bad.json"), tmp_path / "bad", show_progress=False)
+
+
 def test_lr_schedule():
     r = {"lr": 1.0, "warmup_steps": 10, "max_steps": 110}
     assert lr_at(0, r) == pytest.approx(0.1) and lr_at(9, r) == pytest.approx(1.0)
@@ -134,7 +148,7 @@ def test_every_shipped_recipe_names_a_buildable_model():
         assert lr_at(recipe["max_steps"] - 1, recipe) > 0, name
 
 
-@pytest.mark.parametrize("recipe_name,bundle", [("shapes48_layout_gpu", "shapes"), ("emoji64_gpu", "emoji")])
+@pytest.mark.parametrize("recipe_name,bundle", [("shapes48_layout_gpu", "shapes"), ("shapes_multisize_layout", "shapes"), ("emoji64_gpu", "emoji")])
 def test_gpu_recipes_start_from_their_bundle(recipe_name, bundle):
     # the GPU legs continue the bundled models with --init-from: a recipe whose model lacks a
     # part the bundle has (layout residuals, pooled text) would only fail on the leased machine

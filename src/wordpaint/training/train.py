@@ -197,7 +197,10 @@ class TextToImageTask:
         else:
             self.stream = make_stream(self.data_name, size=config.resolution, seed=seed, split=data.get("split", "train"),
                                       cond_drop_prob=config.cond_drop_prob, layout_drop_prob=config.layout_drop_prob if self.layouts else None,
-                                      text_drop_prob=config.text_drop_prob if self.layouts else 0.0)
+                                      text_drop_prob=config.text_drop_prob if self.layouts else 0.0, sizes=data.get("sizes"))
+        bad = [s for s in getattr(self.stream, "sizes", ()) if s % config.downsample_factor]
+        if bad:
+            raise WordpaintError(f"data.sizes must be multiples of {config.downsample_factor} for this model, got {bad}")
         if config.object_loss_weight and not hasattr(self.stream, "object_maps"):
             raise WordpaintError(f"object_loss_weight needs true object boxes, which dataset {self.data_name!r} lacks; it trains on: shapes")
         # quick evaluation: exact compositional scores on the shapes world; FID on an image folder
