@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--sets", default="builtin,paraphrase")
     ap.add_argument("--max-prompts", type=int, default=None, help="first N prompts of each set (quick runs)")
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own; a run's pipeline says 10, the bundle 6)")
+    ap.add_argument("--sampler", default=None, help="sampler (default: the model's own): dpmpp_2m, ddim, euler, ddpm")
     ap.add_argument("--text-guidance", type=float, default=None,
                     help="layout models: the text's own guidance scale, apart from the layout (0: the layout alone; default: the model's)")
     ap.add_argument("--regional", action="store_true",
@@ -89,6 +90,12 @@ def main() -> None:
         if args.steps < 1:
             sys.exit(f"--steps must be >= 1, got {args.steps}")
         pipe.defaults["num_inference_steps"] = args.steps
+    if args.sampler is not None:
+        from wordpaint.sampling.samplers import SAMPLERS
+
+        if args.sampler not in SAMPLERS:
+            sys.exit(f"unknown sampler {args.sampler!r}; expected one of: {', '.join(SAMPLERS)}")
+        pipe.defaults["sampler"] = args.sampler
     res = pipe.resolution
     sets = {"builtin": load_prompts(), "paraphrase": load_prompts(PARAPHRASE)}
     results: dict = {"settings": {**vars(args), "model_layout_channels": pipe.model.config.layout_channels,
