@@ -130,6 +130,16 @@ def test_init_from_a_pipeline_folder(tmp_path):
     train("tiny", tmp_path / "b", max_steps=1, init_from=first, show_progress=False)
     tb = load_file(tmp_path / "b" / "checkpoints" / "step-0000001" / "model.safetensors")
     assert all(torch.allclose(ta[k], tb[k], atol=2e-2) for k in ta)  # one Adam step (lr 1e-3) from the loaded weights
+    # the EMA keeps the loaded weights (no warm-up in an --init-from leg: decay 0.99 from step 0,
+    # so it moved by 1% of one step; with the warm-up it would have moved by 90%), also on resume
+    eb = load_file(tmp_path / "b" / "checkpoints" / "step-0000001" / "ema.safetensors")
+    moved = max(float((eb[k] - ta[k]).abs().max()) for k in ta)
+    step_size = max(float((tb[k] - ta[k]).abs().max()) for k in ta)
+    assert moved < 0.05 * step_size, (moved, step_size)
+    assert json.loads((tmp_path / "b" / "recipe.json").read_text())["ema_warmup"] is False
+    train("tiny", tmp_path / "b", max_steps=2, resume=True, show_progress=False)
+    assert json.loads((tmp_path / "b" / "recipe.json").read_text())["ema_warmup"] is False
+    assert json.loads((tmp_path / "a" / "recipe.json").read_text())["ema_warmup"] is True
     with pytest.raises(ValueError, match="missing weights file"):
         train("tiny", tmp_path / "c", init_from=tmp_path / "nope", show_progress=False)
 

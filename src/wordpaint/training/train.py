@@ -65,13 +65,13 @@ class EMA:
     initialisation. Hand-written rather than diffusers' EMAModel because the average must live
     in a plain module that saves to safetensors and loads into a pipeline unchanged."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+    def __init__(self, model: torch.nn.Module, decay: float, *, warmup: bool = True):
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
+        d = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
         ema_p = list(self.module.parameters())
         torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1 - d)
 
@@ -452,7 +452,17 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     model = build_model(config)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe.get("weight_decay", 0.0))
-    ema = EMA(model, recipe.get("ema_decay", 0.999))
+    # an --init-from leg starts from trained weights, which the warm-up (there to forget a random
+    # initialisation) would forget as fast: at step 700 the average would span ~80 steps. Such a
+    # leg averages at the full decay from its first step; a resumed run keeps what it started with.
+    if existing:
+        warmup = read_json(out / "recipe.json", what="training recipe").get("ema_warmup", True)
+    else:
+        warmup = recipe.get("ema_warmup", init_from is None)
+    if not isinstance(warmup, bool):
+        raise WordpaintError(f"ema_warmup must be true or false, got {warmup!r}")
+    recipe["ema_warmup"] = warmup
+    ema = EMA(model, recipe.get("ema_decay", 0.999), warmup=warmup)
     step = 0
     if init_from is not None and not existing:
         weights = load_init_weights(model, init_from, component=component)
