@@ -440,11 +440,13 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     torch.manual_seed(recipe.get("seed", 0))
     config = recipe_model_config(recipe)
     component = "autoencoder" if getattr(config, "family", "") == "autoencoder" else "diffusion"  # folder in a pipeline
+    # what a resumed run was started with (its recipe as first resolved), read once
+    started = read_json(out / "recipe.json", what="training recipe") if existing else None
     if component == "autoencoder" and not config.train_encoder:
         # a frozen encoder keeps the latent scale the diffusion model was trained with: from the
         # --init-from autoencoder, or on resume from the run's own resolved config
         if existing:
-            config.scaling_factor = float(read_json(out / "recipe.json", what="training recipe")["resolved_model_config"]["scaling_factor"])
+            config.scaling_factor = float(started["resolved_model_config"]["scaling_factor"])
         elif init_from is not None:
             config.scaling_factor = float(read_json(Path(init_from) / component / "config.json", what="autoencoder config")["scaling_factor"])
         else:
@@ -455,10 +457,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     # an --init-from leg starts from trained weights, which the warm-up (there to forget a random
     # initialisation) would forget as fast: at step 700 the average would span ~80 steps. Such a
     # leg averages at the full decay from its first step; a resumed run keeps what it started with.
-    if existing:
-        warmup = read_json(out / "recipe.json", what="training recipe").get("ema_warmup", True)
-    else:
-        warmup = recipe.get("ema_warmup", init_from is None)
+    warmup = started.get("ema_warmup", True) if started is not None else recipe.get("ema_warmup", init_from is None)
     if not isinstance(warmup, bool):
         raise WordpaintError(f"ema_warmup must be true or false, got {warmup!r}")
     recipe["ema_warmup"] = warmup
