@@ -2,6 +2,7 @@
 shared loop, and the pipeline that denoises latents and decodes them."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,12 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_its_scale(runs, tmp_path):
     assert any(not torch.equal(before[k].float(), after[k].float()) for k in dec)
     old, new = (json.loads((d / "config.json").read_text()) for d in (ld / "autoencoder", out))
     assert new["scaling_factor"] == old["scaling_factor"] and new["train_encoder"] is False
+    # a resumed decoder run keeps the scale it started with (read from its own recipe.json);
+    # resumed in a copy, since the run's pipeline is used below
+    shutil.copytree(tmp_path / "dec", tmp_path / "dec_resumed")
+    again = train(str(tmp_path / "dec.json"), tmp_path / "dec_resumed", data=folder, resume=True, max_steps=recipe["max_steps"] + 1,
+                  show_progress=False)
+    assert json.loads((again / "config.json").read_text())["scaling_factor"] == old["scaling_factor"]
     # `wordpaint model replace` puts the new decoder into a copy of the pipeline (how the bundled
     # emoji model got its fine-tuned decoder); the diffusion weights are carried over untouched
     assert main(["model", "replace", str(ld), "--component", "autoencoder", "--from", str(out), "--out", str(tmp_path / "swapped")]) == 0
