@@ -13,6 +13,7 @@ results.json, results.md and bars.png under --out.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -128,10 +129,12 @@ def main() -> None:
                 entry["plan_accuracy"] = plan_accuracy(plans, prompts, res)
             # prompt-only has no layout to draw from, so it keeps the text at full weight
             tg = "default" if args.text_guidance is None or cond == "prompt" else args.text_guidance
-            summary, _, _ = evaluate_compositional(pipe, prompts, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
+            summary, records, _ = evaluate_compositional(pipe, prompts, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
                                                    plans=plans, text_guidance_scale=tg, show_progress=True,
                                                    regional_prompts=args.regional and cond != "prompt", size=args.size)
             entry["images"] = summary
+            # per-image records (what the scorer detected), to see which images a change breaks
+            write_text(Path(args.out) / f"records_{set_name}_{cond}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
             out_set[cond] = entry
             print(f"  overall {summary['overall']:.3f} " + " ".join(f"{k}={v:.2f}" for k, v in summary["per_task"].items()), flush=True)
         results["sets"][set_name] = out_set

@@ -102,6 +102,33 @@ def test_lognormal_timesteps_are_continuous_and_in_range():
         build_config(preset="tiny", timestep_sampling="beta")
 
 
+@pytest.mark.parametrize("sampling", ["uniform", "lognormal"])
+def test_terminal_prob_trains_that_fraction_at_the_last_timestep(sampling):
+    """terminal_prob puts samples at t = T-1 (where the trailing schedule's first step lands) and
+    leaves the other samples' timesteps and noise exactly as without it."""
+    from wordpaint.models.diffusion import DiffusionConfig
+
+    def timesteps(p: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = build_model(build_config(preset="tiny", timestep_sampling=sampling, terminal_prob=p))
+        seen = []
+        model.net = lambda x, t, *a: (seen.append(t.clone()), torch.zeros_like(x))[1]
+        batch = {"pixel_values": torch.zeros(64, 3, 32, 32), "encoder_hidden_states": torch.zeros(64, 1, 384),
+                 "encoder_attention_mask": torch.ones(64, 1, dtype=torch.bool)}
+        model(batch, generator=torch.Generator().manual_seed(3))
+        return seen[0].float()
+
+    T = 1000
+    base, half, every = timesteps(0.0), timesteps(0.5), timesteps(1.0)
+    assert (every == T - 1).all() and not (base == T - 1).any()
+    last = half == T - 1
+    assert 10 < int(last.sum()) < 54  # ~half of 64
+    assert torch.equal(half[~last], base[~last])
+    assert DiffusionConfig.from_dict(build_config(preset="tiny", terminal_prob=0.05).to_dict()).terminal_prob == 0.05
+    with pytest.raises(ValueError, match="terminal_prob"):
+        build_config(preset="tiny", terminal_prob=1.5)
+
+
 def test_pooled_text_is_the_encoders_vector_and_warm_starts_exactly(text_encoder):
     from wordpaint.models.diffusion import DiffusionConfig, pooled_states
     from wordpaint.training.train import zero_new_class_embedding
