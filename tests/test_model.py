@@ -125,8 +125,9 @@ def test_terminal_prob_trains_that_fraction_at_the_last_timestep(sampling):
     assert 10 < int(last.sum()) < 54  # ~half of 64
     assert torch.equal(half[~last], base[~last])
     assert DiffusionConfig.from_dict(build_config(preset="tiny", terminal_prob=0.05).to_dict()).terminal_prob == 0.05
-    with pytest.raises(ValueError, match="terminal_prob"):
-        build_config(preset="tiny", terminal_prob=1.5)
+    for bad in (1.5, -0.1, "0.05", None):
+        with pytest.raises(ValueError, match="terminal_prob"):
+            build_config(preset="tiny", terminal_prob=bad)
 
 
 def test_pooled_text_is_the_encoders_vector_and_warm_starts_exactly(text_encoder):

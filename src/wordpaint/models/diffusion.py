@@ -91,7 +91,8 @@ class DiffusionConfig(ConfigMixin):
             raise ValueError(f"unknown timestep_sampling {d['timestep_sampling']!r}; expected uniform or lognormal")
         if not d.get("object_loss_weight", 0.0) >= 0:
             raise ValueError(f"object_loss_weight must be >= 0, got {d['object_loss_weight']!r}")
-        if not 0.0 <= d.get("terminal_prob", 0.0) <= 1.0:
+        tp = d.get("terminal_prob", 0.0)
+        if isinstance(tp, bool) or not isinstance(tp, (int, float)) or not 0.0 <= tp <= 1.0:
             raise ValueError(f"terminal_prob must be in [0, 1], got {d['terminal_prob']!r}")
         if d.get("layout_residuals") and not d.get("layout_channels"):
             raise ValueError("layout_residuals needs a layout model (layout_channels > 0)")
