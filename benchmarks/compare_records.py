@@ -32,14 +32,15 @@ def compare(a: dict, b: dict) -> dict:
         sys.exit("the two runs drew different prompts or seeds; compare runs of the same set and --seed")
     flips: dict = collections.defaultdict(collections.Counter)
     backgrounds = {"a": collections.Counter(), "b": collections.Counter()}
+    bg_right = {"a": 0, "b": 0}
     for k, ra in a.items():
         rb = b[k]
         flips[ra["task"]][f"{'right' if ra['correct'] else 'wrong'}->{'right' if rb['correct'] else 'wrong'}"] += 1
         asked = specs.get(k[0], {}).get("background")
         if asked:
-            backgrounds["a"][f"{asked}->{ra['background']}"] += 1
-            backgrounds["b"][f"{asked}->{rb['background']}"] += 1
-    bg_right = {run: sum(n for key, n in c.items() if key.split("->")[0] == key.split("->")[1]) for run, c in backgrounds.items()}
+            for run, r in (("a", ra), ("b", rb)):
+                backgrounds[run][f"{asked}->{r['background']}"] += 1
+                bg_right[run] += r["background"] == asked
     return {"flips": {t: dict(c) for t, c in flips.items()}, "backgrounds": {r: dict(c) for r, c in backgrounds.items()},
             "backgrounds_right": bg_right, "backgrounds_named": sum(backgrounds["a"].values())}
 

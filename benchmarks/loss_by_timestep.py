@@ -14,7 +14,6 @@ Writes JSON with --out.
 from __future__ import annotations
 
 import argparse
-import json
 from types import SimpleNamespace
 
 import torch
@@ -32,14 +31,10 @@ def x0_errors(model, task, *, timesteps: list[int], batches: int, batch_size: in
             x0 = batch["pixel_values"]
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + k))
             for t in timesteps:
-                abar = model.alphas_cumprod[t]
-                xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-                tt = torch.full((x0.shape[0],), float(t))
-                out = model.net(xt, tt, batch["encoder_hidden_states"], batch["encoder_attention_mask"], batch.get("layout"))
-                if model.config.prediction_type == "v_prediction":
-                    x0_hat = abar.sqrt() * xt - (1 - abar).sqrt() * out
-                else:
-                    x0_hat = (xt - (1 - abar).sqrt() * out) / abar.sqrt()
+                # the model's own denoiser (VE view x = x0 + sigma * eps) at timestep t's sigma
+                sigma = model.log_sigmas[t].exp()
+                x0_hat = model.denoise(x0 + sigma * noise, sigma, batch["encoder_hidden_states"], batch["encoder_attention_mask"],
+                                       batch.get("layout"))
                 sums[t] += float((x0_hat - x0).pow(2).mean())
     return {t: s / batches for t, s in sums.items()}
 
@@ -72,8 +67,7 @@ def main() -> None:
     errs = x0_errors(model, task, timesteps=ts, batches=args.batches, batch_size=args.batch_size, seed=args.seed)
     print(f"{args.model}: x0 MSE by timestep ({args.batches} x {args.batch_size} training images)")
     for t, e in errs.items():
-        sigma = float(((1 - model.alphas_cumprod[t]) / model.alphas_cumprod[t]).sqrt())
-        print(f"  t={t:4d} sigma={sigma:10.3f}  {e:.4f}")
+        print(f"  t={t:4d} sigma={float(model.log_sigmas[t].exp()):10.3f}  {e:.4f}")
     if args.out:
         from wordpaint.io import write_json
 

@@ -22,15 +22,14 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from wordpaint.io import atomic_dir, save_safetensors
+from wordpaint.io import atomic_dir, read_json, save_safetensors
 
 
 def soup(base: Path, other: Path, *, alpha: float, out: Path) -> dict:
     """Write ``out``: ``base``'s folder with its generator weights moved ``alpha`` of the way to ``other``'s."""
-    index = json.loads((base / "model_index.json").read_text())
-    comp = index["model"]
-    cfg_b = json.loads((base / comp / "config.json").read_text())
-    cfg_o = json.loads((other / comp / "config.json").read_text())
+    comp = read_json(base / "model_index.json", what="pipeline manifest")["model"]
+    cfg_b = read_json(base / comp / "config.json", what="model config")
+    cfg_o = read_json(other / comp / "config.json", what="model config")
     # sampling defaults may differ between a run's export and the bundle; the architecture may not
     differ = {k for k in cfg_b.keys() | cfg_o.keys() if cfg_b.get(k) != cfg_o.get(k)} - {"num_inference_steps"}
     if differ:
