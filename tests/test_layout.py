@@ -31,6 +31,60 @@ def test_rasterize_channels():
     assert empty.abs().sum() == 0
 
 
+def test_silhouette_layouts_paint_the_shape_not_the_box():
+    from wordpaint.data.shapes import shape_coverage
+
+    objs = [LayoutObject("star", "cyan", (0.25, 0.5, 0.5, 0.75)), LayoutObject(None, "red", (0.6, 0.1, 0.9, 0.4))]
+    box = rasterize(objs, "black", height=32, width=32)
+    sil = rasterize(objs, "black", height=32, width=32, silhouettes=True)
+    star = torch.from_numpy(shape_coverage("star", (8, 16, 16, 24), 32, 32))
+    # the star's mask is the renderer's own star (about a third of its box), in every channel it sets
+    assert torch.allclose(sil[0, :, :16], star[:, :16]) and 0.25 < star.sum() / 64 < 0.45
+    assert torch.allclose(sil[8], star) and torch.allclose(sil[4, :, :16], star[:, :16])
+    rgb = torch.tensor(COLORS["cyan"], dtype=torch.float32) / 127.5 - 1
+    assert torch.allclose(sil[1:4, :, :16], rgb[:, None, None] * star[:, :16])
+    assert sil[0, 16, 8] == 0 and box[0, 16, 8] == 1  # a box corner outside the star
+    # an object of unknown shape keeps its box; the background is unchanged
+    assert torch.equal(sil[:, :, 16:], box[:, :, 16:]) and torch.equal(sil[10:], box[10:])
+
+
+def test_silhouette_layouts_reach_training_and_the_pipeline(text_encoder):
+    from wordpaint.pipelines.text_to_image import TextToImagePipeline
+
+    plain, sil = ShapesStream(size=32, seed=4), ShapesStream(size=32, seed=4, silhouettes=True)
+    assert torch.equal(plain.batch(0, 4)[0], sil.batch(0, 4)[0])  # same images, only the layouts differ
+    a, b = plain.layouts(0, 4), sil.layouts(0, 4)
+    assert not torch.equal(a, b) and b[:, 0][a[:, 0] == 0].eq(0).all()  # a silhouette lies inside its box
+    ms = make_stream("shapes", size=32, seed=4, layout_drop_prob=0.0, sizes=[32, 40], silhouettes=True)
+    assert torch.equal(ms.layouts(0, 4), b)
+    with pytest.raises(ValueError, match="needs a layout model"):
+        build_config(preset="tiny", layout_silhouettes=True)
+    with pytest.raises(ValueError, match="true or false"):
+        build_config(preset="tiny", layout_channels=LAYOUT_CHANNELS, layout_silhouettes="yes")
+    model = build_model(build_config(preset="tiny", layout_channels=LAYOUT_CHANNELS, layout_silhouettes=True))
+    pipe = TextToImagePipeline(text_encoder=text_encoder, model=model, planner="rules")
+    plan = pipe.plan("a star")
+    lay = pipe._layout(plan, 32, 32)
+    objs, bg = layout_from_plan(plan)
+    assert torch.equal(lay, rasterize(objs, bg, height=32, width=32, silhouettes=True))
+    assert not torch.equal(lay, rasterize(objs, bg, height=32, width=32))
+
+
+def test_a_silhouette_recipe_trains_on_silhouette_layouts():
+    from accelerate import Accelerator
+
+    from wordpaint.training.train import StepBatches, TextToImageTask, load_recipe, recipe_model_config
+
+    recipe = load_recipe("tiny_layout")
+    recipe["model"]["overrides"]["layout_silhouettes"] = True
+    config = recipe_model_config(recipe)
+    task = TextToImageTask(recipe, config, Accelerator(cpu=True), show_progress=False)
+    batch = StepBatches(task, 4)[0]
+    want = ShapesStream(size=config.resolution, seed=recipe["seed"], cond_drop_prob=config.cond_drop_prob,
+                        layout_drop_prob=config.layout_drop_prob, silhouettes=True)
+    assert torch.equal(batch["layout"], want.layouts(0, 4))
+
+
 def test_layout_from_plan_squares_boxes():
     plan = ScenePlan("a red square", [PlanObject("red square", "square", "red", None, (0.1, 0.1, 0.5, 0.3))], "gray", "flat")
     objs, bg = layout_from_plan(plan)

@@ -30,8 +30,9 @@ class ShapesStream(torch.utils.data.IterableDataset):
     """Endless (image, caption) examples. ``split="train"`` never shows the held-out pairs."""
 
     def __init__(self, *, size: int = 48, seed: int = 0, split: str = "train", cond_drop_prob: float = 0.0,
-                 layout_drop_prob: float = 0.0, text_drop_prob: float = 0.0):
+                 layout_drop_prob: float = 0.0, text_drop_prob: float = 0.0, silhouettes: bool = False):
         check_choice("split", split, SPLITS)
+        self.silhouettes = silhouettes  # layouts paint shapes' silhouettes, not boxes (DiffusionConfig.layout_silhouettes)
         self.size, self.seed, self.split = check_size(size), seed, split
         self.exclude = SPLITS[split]
         self.cond_drop_prob, self.layout_drop_prob, self.text_drop_prob = cond_drop_prob, layout_drop_prob, text_drop_prob
@@ -65,7 +66,7 @@ class ShapesStream(torch.utils.data.IterableDataset):
         if self._drops(i)[1]:
             return rasterize([], None, height=self.size, width=self.size)
         ex = self.example(i)
-        return rasterize(*layout_from_example(ex.spec, ex.scene), height=self.size, width=self.size)
+        return rasterize(*layout_from_example(ex.spec, ex.scene), height=self.size, width=self.size, silhouettes=self.silhouettes)
 
     def object_maps(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """(B, 1, H, W) :func:`~wordpaint.text.layout.object_weight_map` of the examples of
@@ -124,11 +125,13 @@ class MultiSizeStream:
 
 
 def make_stream(name: str, *, size: int, seed: int = 0, split: str = "train", cond_drop_prob: float = 0.0,
-                layout_drop_prob: float | None = None, text_drop_prob: float = 0.0, sizes: list[int] | None = None):
+                layout_drop_prob: float | None = None, text_drop_prob: float = 0.0, sizes: list[int] | None = None,
+                silhouettes: bool = False):
     """The training stream registered as ``name`` (shapes, fashion_mnist). ``layout_drop_prob``
     (not None) asks for ground-truth layouts, which only the shapes stream has;
     ``text_drop_prob`` drops a layout example's caption alone; ``sizes`` (shapes only) cycles
-    the canvas size batch by batch (:class:`MultiSizeStream`)."""
+    the canvas size batch by batch (:class:`MultiSizeStream`); ``silhouettes`` paints layouts'
+    shapes as silhouettes instead of boxes."""
     from wordpaint.data.fashion_mnist import FashionMNISTStream
 
     streams = {"shapes": ShapesStream, "fashion_mnist": FashionMNISTStream}
@@ -138,10 +141,10 @@ def make_stream(name: str, *, size: int, seed: int = 0, split: str = "train", co
             raise WordpaintError(f"data.sizes (several canvas sizes) needs a renderer that draws at any size; dataset {name!r} has "
                                  "one size; it works with: shapes")
         return MultiSizeStream(sizes, seed=seed, split=split, cond_drop_prob=cond_drop_prob, layout_drop_prob=layout_drop_prob or 0.0,
-                               text_drop_prob=text_drop_prob)
+                               text_drop_prob=text_drop_prob, silhouettes=silhouettes)
     if layout_drop_prob is not None:
         if name != "shapes":
             raise WordpaintError(f"dataset {name!r} has no layouts; a layout model (layout_channels > 0) trains on: shapes")
         return ShapesStream(size=size, seed=seed, split=split, cond_drop_prob=cond_drop_prob, layout_drop_prob=layout_drop_prob,
-                            text_drop_prob=text_drop_prob)
+                            text_drop_prob=text_drop_prob, silhouettes=silhouettes)
     return streams[name](size=size, seed=seed, split=split, cond_drop_prob=cond_drop_prob)

@@ -77,6 +77,13 @@ class DiffusionConfig(ConfigMixin):
     # mid_block_additional_residual). Without it the layout enters only at conv_in and must survive
     # every block to reach the decoder; small objects' colours and shapes are what it loses.
     layout_residuals: bool = False
+    # silhouette layouts (layout models): an object whose shape the plan names is painted into the
+    # layout channels as that shape's anti-aliased silhouette in its box (the shapes world's own
+    # geometry, wordpaint.data.shapes.shape_coverage) instead of as the filled box, as
+    # segmentation-map conditioning (Make-A-Scene, ControlNet-seg) gives a mask rather than a box.
+    # The plan holds no more than before (shape + box); the UNet no longer has to invent a ~9 px
+    # star's points inside a box, which is where box layouts fail most.
+    layout_silhouettes: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -96,6 +103,11 @@ class DiffusionConfig(ConfigMixin):
             raise ValueError(f"terminal_prob must be in [0, 1], got {d['terminal_prob']!r}")
         if d.get("layout_residuals") and not d.get("layout_channels"):
             raise ValueError("layout_residuals needs a layout model (layout_channels > 0)")
+        sil = d.get("layout_silhouettes", False)
+        if not isinstance(sil, bool):
+            raise ValueError(f"layout_silhouettes must be true or false, got {sil!r}")
+        if sil and not d.get("layout_channels"):
+            raise ValueError("layout_silhouettes needs a layout model (layout_channels > 0)")
         return super().from_dict(d)
 
 

@@ -213,7 +213,7 @@ class TextToImagePipeline:
         if plan is None or not plan.objects:
             return torch.zeros(self.model.config.layout_channels, height, width)
         objects, background = layout_from_plan(plan)
-        return rasterize(objects, background, height=height, width=width)
+        return rasterize(objects, background, height=height, width=width, silhouettes=self.model.config.layout_silhouettes)
 
     # -- generation ----------------------------------------------------------------------------
     @property

@@ -10,7 +10,8 @@ conditioning images are the same idea.
 
 Channels (values in [-1, 1] or {0, 1}; 0 everywhere means "not specified"):
 
-    0        box coverage (anti-aliased: fractional at box edges)
+    0        box coverage (anti-aliased: fractional at box edges), or with ``silhouettes`` the
+             shape's own coverage in its box (every channel below uses the same mask)
     1..3     colour RGB in [-1, 1] inside the box, when the plan names one
     4        colour known (1 inside the box of an object whose colour is named)
     5..9     shape one-hot inside the box (circle, square, triangle, star, cross)
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wordpaint.data.shapes import BACKGROUNDS, COLORS, SHAPES
+from wordpaint.data.shapes import BACKGROUNDS, COLORS, SHAPES, shape_coverage
 
 LAYOUT_CHANNELS = 13
 _BG_NAMES = tuple(BACKGROUNDS)
@@ -48,12 +49,18 @@ def _coverage_1d(lo: float, hi: float, n: int) -> np.ndarray:
     return np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0, None) * n
 
 
-def rasterize(objects: list[LayoutObject], background: str | None, *, height: int, width: int) -> torch.Tensor:
-    """(LAYOUT_CHANNELS, height, width) float32 conditioning image of a layout."""
+def rasterize(objects: list[LayoutObject], background: str | None, *, height: int, width: int,
+              silhouettes: bool = False) -> torch.Tensor:
+    """(LAYOUT_CHANNELS, height, width) float32 conditioning image of a layout. With
+    ``silhouettes``, an object of known shape covers that shape's silhouette in its box (the
+    renderer's own anti-aliased geometry) instead of the whole box; an unknown shape keeps its box."""
     out = np.zeros((LAYOUT_CHANNELS, height, width), dtype=np.float32)
     for o in objects:
         x0, y0, x1, y1 = o.box
-        cov = np.outer(_coverage_1d(y0, y1, height), _coverage_1d(x0, x1, width)).astype(np.float32)  # (H, W)
+        if silhouettes and o.shape is not None:
+            cov = shape_coverage(o.shape, (x0 * width, y0 * height, x1 * width, y1 * height), height, width)  # (H, W)
+        else:
+            cov = np.outer(_coverage_1d(y0, y1, height), _coverage_1d(x0, x1, width)).astype(np.float32)  # (H, W)
         # boxes never overlap in a valid plan; max() keeps channels in range if they touch
         out[0] = np.maximum(out[0], cov)
         if o.color is not None:
