@@ -101,13 +101,12 @@ class DiffusionConfig(ConfigMixin):
         tp = d.get("terminal_prob", 0.0)
         if isinstance(tp, bool) or not isinstance(tp, (int, float)) or not 0.0 <= tp <= 1.0:
             raise ValueError(f"terminal_prob must be in [0, 1], got {d['terminal_prob']!r}")
-        if d.get("layout_residuals") and not d.get("layout_channels"):
-            raise ValueError("layout_residuals needs a layout model (layout_channels > 0)")
         sil = d.get("layout_silhouettes", False)
         if not isinstance(sil, bool):
             raise ValueError(f"layout_silhouettes must be true or false, got {sil!r}")
-        if sil and not d.get("layout_channels"):
-            raise ValueError("layout_silhouettes needs a layout model (layout_channels > 0)")
+        for flag in ("layout_residuals", "layout_silhouettes"):  # options of the layout input
+            if d.get(flag) and not d.get("layout_channels"):
+                raise ValueError(f"{flag} needs a layout model (layout_channels > 0)")
         return super().from_dict(d)
 
 

@@ -198,7 +198,7 @@ class TextToImageTask:
             self.stream = make_stream(self.data_name, size=config.resolution, seed=seed, split=data.get("split", "train"),
                                       cond_drop_prob=config.cond_drop_prob, layout_drop_prob=config.layout_drop_prob if self.layouts else None,
                                       text_drop_prob=config.text_drop_prob if self.layouts else 0.0, sizes=data.get("sizes"),
-                                      silhouettes=self.layouts and config.layout_silhouettes)
+                                      silhouettes=config.layout_silhouettes)  # from_dict: only a layout model has it
         bad = [s for s in getattr(self.stream, "sizes", ()) if s % config.downsample_factor]
         if bad:
             raise WordpaintError(f"data.sizes must be multiples of {config.downsample_factor} for this model, got {bad}")
