@@ -42,7 +42,9 @@ def main() -> None:
     ap.add_argument("--model", default="emoji")
     ap.add_argument("--data", default="data/emoji")
     ap.add_argument("--concepts", type=int, default=100, help="dev concepts drawn (x 3 styles); the vocabulary stays 240")
-    ap.add_argument("--settings", nargs="+", default=["dpmpp_2m:10:3"], help="sampler:steps:guidance ...")
+    ap.add_argument("--settings", nargs="+", default=["dpmpp_2m:10:3"],
+                    help="sampler:steps:guidance[:clip_guidance] ... (clip guidance needs --guide)")
+    ap.add_argument("--guide", default=None, help="a noised wordpaint-clip folder to attach as the pipeline's guide")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_emoji.json"))
     args = ap.parse_args()
 
@@ -52,6 +54,10 @@ def main() -> None:
     from wordpaint.training.clip import concept_style_accuracy
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
+    if args.guide:
+        from wordpaint.pipelines.text_to_image import load_model
+
+        pipe = pipe.with_component("guide", load_model(args.guide))
     clip = WordpaintClip.from_pretrained()
     names = dev_concepts(args.data)
     vocab = list(names)
@@ -59,21 +65,22 @@ def main() -> None:
     prompts = [short_caption(names[c], s) for c, s in cells]
     rows = []
     for spec in args.settings:
-        sampler, steps, g = spec.split(":")
+        sampler, steps, g, *rest = spec.split(":")
+        cg = float(rest[0]) if rest else 0.0
         t0 = time.perf_counter()
         res = pipe(prompts, seed=0, sampler=sampler, num_inference_steps=int(steps), guidance_scale=float(g), batch_size=64,
-                   show_progress=False)
+                   clip_guidance_scale=cg, show_progress=False)
         secs = time.perf_counter() - t0
         emb = clip.model.embed_image_features(clip.image_features(res.images, show_progress=False))
         acc = concept_style_accuracy(clip, emb, [c for c, _ in cells], [s for _, s in cells], vocab, names)
         score = float(100 * (emb * clip.embed_texts(prompts)).sum(-1).clamp(min=0).mean())
-        row = {"sampler": sampler, "num_inference_steps": int(steps), "guidance_scale": float(g),
+        row = {"sampler": sampler, "num_inference_steps": int(steps), "guidance_scale": float(g), "clip_guidance_scale": cg,
                "concept_accuracy": round(acc["concept_accuracy"], 4), "style_accuracy": round(acc["style_accuracy"], 4),
                "clip_score": round(score, 2), "seconds_per_image": round(secs / len(prompts), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "dev": f"{args.concepts} of 240 dev concepts (seed 7) x {len(EMOJI_STYLES)} styles",
+    Path(args.out).write_text(json.dumps({"model": args.model, "guide": args.guide, "dev": f"{args.concepts} of 240 dev concepts (seed 7) x {len(EMOJI_STYLES)} styles",
                                           "rows": rows}, indent=2) + "\n")
 
 

@@ -49,3 +49,17 @@ def tiny_dir(tiny_pipe, tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "tiny"
     tiny_pipe.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def latent_runs(tmp_path_factory):
+    """(image folder, tiny autoencoder, tiny latent pipeline) trained once for the session's
+    latent-model tests (tests/test_latent.py, tests/test_noised_clip.py)."""
+    from test_latent import _folder
+    from wordpaint.training.train import train
+
+    root = tmp_path_factory.mktemp("latent")
+    folder = _folder(root / "folder")
+    ae = train("tiny_ae", root / "ae", data=folder, show_progress=False)
+    ld = train("tiny_latent", root / "ld", data=folder, autoencoder=ae, show_progress=False)
+    return folder, ae, ld

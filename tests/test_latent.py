@@ -37,12 +37,8 @@ def _folder(root, n=24, size=32):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("latent")
-    folder = _folder(root / "folder")
-    ae = train("tiny_ae", root / "ae", data=folder, show_progress=False)
-    ld = train("tiny_latent", root / "ld", data=folder, autoencoder=ae, show_progress=False)
-    return folder, ae, ld
+def runs(latent_runs):
+    return latent_runs  # (folder, autoencoder, latent pipeline), trained once per session (conftest)
 
 
 def test_autoencoder_learns_to_reconstruct():

@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     r.add_argument("--guidance", type=float, default=None)
+    r.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
+                   help="models with a guide: classifier guidance scale (0 = off; default: the model's)")
     r.add_argument("--samples-per-prompt", type=int, default=4, help="shapes: samples per prompt")
     r.add_argument("--limit-per-task", type=int, default=None, help="shapes: first N prompts of each task")
     r.add_argument("--n-per-class", type=int, default=1000, help="fashion: generated images per class (10 classes)")
@@ -92,6 +94,10 @@ def run_report(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise WordpaintError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     pipe = TextToImagePipeline.from_pretrained(args.model)
+    if args.clip_guidance is not None:
+        if args.clip_guidance and pipe.guide is None:
+            raise WordpaintError("--clip-guidance needs a model with a guide (a noised wordpaint-clip component)")
+        pipe.defaults["clip_guidance_scale"] = args.clip_guidance  # every suite samples with the folder's defaults
     common = dict(seed=args.seed, steps=args.steps, guidance=args.guidance)
     if args.suite == "shapes":
         kw = dict(samples_per_prompt=args.samples_per_prompt, limit_per_task=args.limit_per_task, **common)

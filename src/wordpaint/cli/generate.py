@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--regional-prompts", action="store_true",
                    help="layout models: condition each planned object's box on its own phrase ('a green cross'), the rest "
                    "on the whole prompt (fewer colours bound to the wrong object; one more model pass per object)")
+    p.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
+                   help="models with a guide (a noised wordpaint-clip): classifier guidance toward the prompt at this scale, "
+                   "on top of --guidance; 0 turns it off (default: the model's)")
     p.add_argument("--sampler", default=None, help="dpmpp_2m, ddim, euler or ddpm (ancestral) (default: the model's)")
     p.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
                sigma_schedule=args.schedule, guidance_interval=interval, layout_guidance_scale=layout_guidance,
                text_guidance_scale=text_guidance, regional_prompts=args.regional_prompts,
-               seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
+               clip_guidance_scale="default" if args.clip_guidance is None else args.clip_guidance, seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
     for w in out.warnings:
         print(f"wordpaint: warning: {w}", file=sys.stderr)
     for k, path in enumerate(paths):

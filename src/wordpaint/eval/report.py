@@ -240,7 +240,8 @@ def write_suite_report(pipe, suite: str, out: str | os.PathLike, *, model_name: 
         res = fashion_suite(pipe, out, show_progress=show_progress, **kw)
     sampling = {"num_inference_steps": kw.get("steps") or pipe.defaults["num_inference_steps"],
                 "guidance_scale": kw.get("guidance") if kw.get("guidance") is not None else pipe.defaults["guidance_scale"],
-                "sampler": pipe.defaults["sampler"], "sigma_schedule": pipe.defaults["sigma_schedule"]}
+                "sampler": pipe.defaults["sampler"], "sigma_schedule": pipe.defaults["sigma_schedule"],
+                "clip_guidance_scale": pipe.defaults["clip_guidance_scale"]}
     doc = {"suite": suite, "model": model_name, **{k: v for k, v in res.items() if k != "markdown"}, "sampling": sampling,
            "versions": package_versions(), "seconds": round(time.perf_counter() - t0, 1)}
     write_json(out / "results.json", doc)

@@ -10,9 +10,10 @@ from wordpaint.errors import check_choice
 from wordpaint.models.autoencoder import AutoencoderConfig, AutoencoderModel
 from wordpaint.models.clip import ClipConfig, ClipModel
 from wordpaint.models.diffusion import DiffusionConfig, DiffusionModel
+from wordpaint.models.noised_clip import NoisedClipConfig, NoisedClipModel
 
 FAMILIES = {"diffusion": (DiffusionConfig, DiffusionModel), "clip": (ClipConfig, ClipModel),
-            "autoencoder": (AutoencoderConfig, AutoencoderModel)}
+            "autoencoder": (AutoencoderConfig, AutoencoderModel), "noised_clip": (NoisedClipConfig, NoisedClipModel)}
 
 PRESETS: dict[str, tuple[str, dict]] = {
     "tiny": (

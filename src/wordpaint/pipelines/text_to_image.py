@@ -33,8 +33,9 @@ from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes48"
 BUNDLED_MODELS = {"shapes": BUNDLED_DIR, "emoji": BUNDLED_DIR.parent / "emoji64", "fashion": BUNDLED_DIR.parent / "fashion32"}
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
-            "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None}
+            "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0}
 MAX_STEPS = 1000
+COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip"}  # folder -> model family
 MAX_SEED = 2**63 - 1
 
 
@@ -79,12 +80,17 @@ class TextToImagePipeline:
     ``vae`` (an :class:`~wordpaint.models.autoencoder.AutoencoderModel`) the model denoises the
     autoencoder's latents and the pipeline decodes them (latent diffusion)."""
 
-    def __init__(self, *, text_encoder: TextEncoder, model, vae=None, defaults: dict | None = None, planner=None):
+    def __init__(self, *, text_encoder: TextEncoder, model, vae=None, defaults: dict | None = None, planner=None, guide=None):
         from wordpaint.text.planners import get_planner
 
         self.text_encoder = text_encoder
         self.model = model.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False) if vae is not None else None
+        # optional noised wordpaint-clip for classifier guidance (clip_guidance_scale); reads the model's own inputs
+        self.guide = guide.eval().requires_grad_(False) if guide is not None else None
+        if guide is not None and (guide.config.in_channels, guide.config.resolution) != (model.config.in_channels, model.config.resolution):
+            raise ModelLoadError(f"the guide reads {guide.config.in_channels} x {guide.config.resolution}^2 inputs, the diffusion model "
+                                 f"denoises {model.config.in_channels} x {model.config.resolution}^2")
         if vae is not None:
             if model.config.in_channels != vae.config.latent_channels:
                 raise ModelLoadError(f"the diffusion model takes {model.config.in_channels} channels, the autoencoder's latents have {vae.config.latent_channels}")
@@ -129,10 +135,11 @@ class TextToImagePipeline:
                 f"model expects text states of width {model.config.cross_attention_dim}, the text encoder gives {text_encoder.dim}"
             )
         vae = load_model(path / index["vae"]) if index.get("vae") else None
+        guide = load_model(path / index["guide"]) if index.get("guide") else None
         defaults = dict(index.get("defaults") or {})
         if isinstance(planner, str) and planner == "default":
             planner = defaults.get("planner")
-        return cls(text_encoder=text_encoder, model=model, vae=vae, defaults=defaults, planner=planner)
+        return cls(text_encoder=text_encoder, model=model, vae=vae, defaults=defaults, planner=planner, guide=guide)
 
     def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
         """Write the pipeline folder atomically (``dtype=torch.float16`` halves the file). A
@@ -149,30 +156,36 @@ class TextToImagePipeline:
                 "text_encoder": "text_encoder",
                 "model": "diffusion",
                 **({"vae": "autoencoder"} if self.vae is not None else {}),
+                **({"guide": "guide"} if self.guide is not None else {}),
                 "defaults": defaults,
             })
             write_json(tmp / "text_encoder" / "config.json", {**self.text_encoder.to_config_dict(), "wordpaint_version": wordpaint.__version__})
             save_model(self.model, tmp / "diffusion", dtype=dtype)
             if self.vae is not None:
                 save_model(self.vae, tmp / "autoencoder", dtype=dtype)
+            if self.guide is not None:
+                save_model(self.guide, tmp / "guide", dtype=dtype)
         return path
 
     def with_component(self, name: str, model, *, allow_new_latents: bool = False) -> "TextToImagePipeline":
-        """A copy of this pipeline with component ``name`` ("diffusion" or "autoencoder")
-        replaced by ``model`` (e.g. a fine-tuned decoder from a ``train_encoder=false`` run).
+        """A copy of this pipeline with component ``name`` ("diffusion", "autoencoder" or
+        "guide") replaced (or, for the optional guide, added) by ``model``: e.g. a fine-tuned
+        decoder from a ``train_encoder=false`` run, or a noised wordpaint-clip for
+        ``clip_guidance_scale``.
 
         A latent diffusion model was trained on its autoencoder's latents, so a new autoencoder
         must encode exactly as the old one did (same encoder weights and ``scaling_factor``):
         only its decoder may differ. ``allow_new_latents=True`` skips that check, for when the
         diffusion model will be retrained on the new latents."""
-        check_choice("component", name, ("diffusion", "autoencoder"))
+        check_choice("component", name, COMPONENT_FAMILIES)
         family = family_of(model.config)
-        if (family == "autoencoder") != (name == "autoencoder"):
-            raise WordpaintError(f"a {family!r} model cannot be the pipeline's {name!r} component")
-        vae, diffusion = (model, self.model) if name == "autoencoder" else (self.vae, model)
+        if family != COMPONENT_FAMILIES[name]:
+            raise WordpaintError(f"a {family!r} model cannot be the pipeline's {name!r} component (that takes a {COMPONENT_FAMILIES[name]!r} model)")
+        parts = {"model": self.model, "vae": self.vae, "guide": self.guide}
+        parts[{"diffusion": "model", "autoencoder": "vae", "guide": "guide"}[name]] = model
         if name == "autoencoder" and self.vae is not None and not allow_new_latents:
             _check_same_latents(self.vae, model)
-        return type(self)(text_encoder=self.text_encoder, model=diffusion, vae=vae, defaults=dict(self.defaults), planner=self.planner)
+        return type(self)(text_encoder=self.text_encoder, defaults=dict(self.defaults), planner=self.planner, **parts)
 
     # -- planning ------------------------------------------------------------------------------
     def plan(self, prompt: str, *, seed: int = 0):
@@ -269,6 +282,7 @@ class TextToImagePipeline:
         batch_size: int = 16,
         plans: list | None = None,
         regional_prompts: bool = False,
+        clip_guidance_scale: float | str = "default",
         show_progress: bool = False,
     ) -> TextToImageOutput:
         """Generate images. Image k (prompt-major) uses noise from seed + k, so a result does not
@@ -286,12 +300,18 @@ class TextToImagePipeline:
         the two may be set. ``regional_prompts`` (layout models, with a plan): inside each object's
         box (and a small margin) the conditional estimate comes from a pass whose text names that
         object alone ("a green cross"), elsewhere from the whole prompt, as LMD composes per-box
-        generations; one more conditional pass per object (:func:`regions_for`)."""
+        generations; one more conditional pass per object (:func:`regions_for`).
+        ``clip_guidance_scale`` > 0 (a pipeline with a ``guide``) adds classifier guidance from a
+        noised wordpaint-clip on top (:mod:`wordpaint.models.noised_clip`); ``"default"`` takes the folder's."""
         interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
         layout_guidance = self.defaults["layout_guidance_scale"] if layout_guidance_scale == "default" else layout_guidance_scale
         text_guidance = self.defaults["text_guidance_scale"] if text_guidance_scale == "default" else text_guidance_scale
+        clip_guidance = self.defaults["clip_guidance_scale"] if clip_guidance_scale == "default" else clip_guidance_scale
+        _check_scale("clip_guidance_scale", clip_guidance)
+        if clip_guidance and self.guide is None:
+            raise WordpaintError("clip_guidance_scale needs a pipeline with a guide (a noised wordpaint-clip component); this one has none")
         for name, value in (("layout_guidance_scale", layout_guidance), ("text_guidance_scale", text_guidance)):
             if value is not None:
                 _check_scale(name, value)
@@ -335,12 +355,13 @@ class TextToImagePipeline:
             x = self.sample_batch([t for _, t, _, _ in chunk], seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler,
                                   height=height, width=width, layouts=lay, layout_guidance_scale=layout_guidance,
                                   text_guidance_scale=text_guidance, guidance_interval=interval, regions=regions,
-                                  show_progress=show_progress)
+                                  clip_guidance_scale=clip_guidance, show_progress=show_progress)
             images += to_pil(x)
             for (p, t, pl, _), s in zip(chunk, seeds):
                 m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
                      "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None,
                      "layout_guidance_scale": layout_guidance, "text_guidance_scale": text_guidance, "regional_prompts": regional_prompts,
+                     **({"clip_guidance_scale": clip_guidance} if clip_guidance else {}),
                      "height": height, "width": width,
                      "wordpaint_version": wordpaint.__version__}
                 if pl is not None:
@@ -352,7 +373,7 @@ class TextToImagePipeline:
                        sampler: str, height: int, width: int, layouts: torch.Tensor | None = None,
                        layout_guidance_scale: float | None = None, text_guidance_scale: float | None = None,
                        guidance_interval: tuple[float, float] | None = None, regions: Regions | None = None,
-                       show_progress: bool = False) -> torch.Tensor:
+                       clip_guidance_scale: float = 0.0, show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
         of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text,
@@ -428,10 +449,19 @@ class TextToImagePipeline:
             d = dict(zip(ps, out[: len(ps) * b].chunk(len(ps))))
             if regions is not None:
                 d[ps[0]] = blend(d[ps[0]], out[len(ps) * b :])
-            if not g:
-                return clamp(d[ps[0]])
-            return clamp(guide(d, guidance_scale=guidance_scale, layout_guidance_scale=layout_guidance_scale,
-                               text_guidance_scale=text_guidance_scale))
+            x0 = d[ps[0]] if not g else guide(d, guidance_scale=guidance_scale, layout_guidance_scale=layout_guidance_scale,
+                                               text_guidance_scale=text_guidance_scale)
+            if clip_guidance_scale and clip_lo <= float(sigma) <= clip_hi:
+                # classifier guidance (Dhariwal & Nichol 2021) in the VE view: the score gains
+                # s * grad log p(text | x_sigma), so D(x) = x + sigma^2 * score moves by sigma^2 times it
+                x0 = x0 + clip_guidance_scale * sigma**2 * self.guide.guidance_grad(xs, sigma, clip_text)
+            return clamp(x0)
+
+        if clip_guidance_scale:
+            if self.guide is None:
+                raise WordpaintError("clip_guidance_scale needs a guide (a noised wordpaint-clip) in the pipeline; this one has none")
+            clip_text = self.guide.embed_text_features(cond.pooled.to(device))  # (B, embed_dim)
+            clip_lo, clip_hi = self.guide.config.sigma_min, self.guide.config.sigma_max  # the levels it was trained on
 
         fn = SAMPLERS[sampler]
         gen = torch.Generator().manual_seed(seeds[0] + 7919)

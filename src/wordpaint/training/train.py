@@ -142,7 +142,7 @@ class StepBatches(torch.utils.data.Dataset):
         self.stream, self.bs, self.rank, self.world = task.stream, batch_size, task.rank, task.world
         self.layouts = bool(getattr(task, "layouts", False))
         self.object_maps = bool(getattr(task.config, "object_loss_weight", 0.0))
-        self.text = isinstance(task, TextToImageTask)
+        self.text = isinstance(task, (TextToImageTask, GuideTask))  # tasks that read captions
 
     def __len__(self) -> int:
         return 2**62
@@ -276,6 +276,14 @@ class TextToImageTask:
         self.pipeline(module).save_pretrained(path)
 
 
+def _image_folder_data(recipe: dict, what: str) -> dict:
+    """The recipe's ``data`` section, which must name an image folder (``what`` recipe trains on one)."""
+    data = recipe.get("data", {})
+    if data.get("name") != "imagefolder" or "folder" not in data:
+        raise WordpaintError(f"{what} recipe trains on an image folder: data.name = 'imagefolder' and data.folder (or --data DIR)")
+    return data
+
+
 class AutoencoderTask:
     """Training an image autoencoder on an image folder; the quick evaluation is reconstruction
     PSNR on the folder's held-out rows (split ``heldout``/``test``), per kind."""
@@ -283,9 +291,7 @@ class AutoencoderTask:
     def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
         from wordpaint.data.imagefolder import ImageFolderStream, load_imagefolder
 
-        data = recipe.get("data", {})
-        if data.get("name") != "imagefolder" or "folder" not in data:
-            raise WordpaintError("an autoencoder recipe trains on an image folder: data.name = 'imagefolder' and data.folder (or --data DIR)")
+        data = _image_folder_data(recipe, "an autoencoder")
         self.recipe, self.config, self.device = recipe, config, accelerator.device
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         kinds = tuple(data["kinds"]) if data.get("kinds") else None
@@ -340,6 +346,90 @@ class AutoencoderTask:
             module.config.scaling_factor = latent_scale(module, self.stream.data[:: max(1, len(self.stream) // 2048)].to(self.device))
         with atomic_dir(path) as tmp:
             save_model(module, tmp)
+
+
+class GuideTask:
+    """Training a noised wordpaint-clip (:mod:`wordpaint.models.noised_clip`), the guide of
+    ``clip_guidance_scale``, on the same inputs the diffusion model denoises: an image folder's
+    latents under ``data.autoencoder`` (or its pixels), each with its pooled caption. The quick
+    evaluation is zero-shot retrieval on the folder's held-out rows at a few noise levels."""
+
+    SIGMAS = (0.1, 1.0, 3.0)
+
+    def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
+        from wordpaint.data.imagefolder import ImageFolderStream, load_imagefolder
+        from wordpaint.pipelines.text_to_image import load_model
+        from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
+
+        data = _image_folder_data(recipe, "a guide")
+        self.recipe, self.config, self.device = recipe, config, accelerator.device
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.text_encoder = TextEncoder(TextEncoderConfig(**recipe.get("text_encoder", {}))).to(self.device)
+        self.vae = load_model(data["autoencoder"]).to(self.device) if data.get("autoencoder") else None
+        kinds = tuple(data["kinds"]) if data.get("kinds") else None
+        # every caption kept: the guide learns the text, there is no unconditional input to learn
+        self.stream = ImageFolderStream(data["folder"], size=data.get("size", 64), seed=recipe.get("seed", 0), kinds=kinds,
+                                        splits=tuple(data.get("splits", ["train"])), cond_drop_prob=0.0, autoencoder=self.vae,
+                                        show_progress=show_progress)
+        want = (config.in_channels, config.resolution, config.resolution)
+        if tuple(self.stream.data.shape[1:]) != want:
+            raise WordpaintError(f"the data gives {tuple(self.stream.data.shape[1:])} training inputs, the guide takes {want}"
+                                 + ("" if self.vae else "; a guide for a latent model needs data.autoencoder"))
+        # the frozen text tower runs once per distinct caption, not on every batch (it would take
+        # half of each step): (N_captions, text_dim) pooled features and a caption -> row index
+        captions = sorted({c for alts in self.stream.captions for c in alts})
+        self.caption_index = {c: i for i, c in enumerate(captions)}
+        self.caption_features = self._pooled(captions, show_progress)
+        rows, images, _ = load_imagefolder(data["folder"], size=data.get("size", 64), splits=("heldout",), kinds=kinds)
+        self.can_evaluate = len(rows) > 1
+        if self.can_evaluate:
+            from wordpaint.data.emoji import short_caption
+
+            x = torch.stack(images).float() / 127.5 - 1
+            with torch.no_grad():
+                self.eval_x0 = x if self.vae is None else torch.cat([self.vae.encode(x[i : i + 64].to(self.device)).cpu() for i in range(0, len(x), 64)])
+            texts = [short_caption(r["name"], r["style"]) if "name" in r and "style" in r else r["text"] for r in rows]
+            self.eval_text = self._pooled(texts, False)
+
+    @torch.no_grad()
+    def _pooled(self, texts: list[str], show_progress: bool) -> torch.Tensor:
+        """(N, text_dim) pooled text features on the CPU, 256 texts at a time."""
+        from tqdm.auto import trange
+
+        chunks = [self.text_encoder.encode(texts[i : i + 256]).pooled.cpu()
+                  for i in trange(0, len(texts), 256, desc="caption features", leave=False, disable=not show_progress)]
+        return torch.cat(chunks)
+
+    def to_device(self, cpu: dict) -> dict:
+        """Latents (or pixels) as ``x0``, pooled captions, and caption ids (equal caption, equal id)."""
+        ids = torch.tensor([self.caption_index[c] for c in cpu["captions"]])
+        return {"x0": cpu["pixel_values"].to(self.device), "text_features": self.caption_features[ids].to(self.device),
+                "text_ids": ids.to(self.device)}
+
+    def sample_grid(self, module):
+        return None  # a guide draws nothing
+
+    @torch.no_grad()
+    def evaluate(self, module) -> dict:
+        """Held-out image -> text recall@1 among the held-out captions, at each of ``SIGMAS``."""
+        module.eval()
+        txt = module.embed_text_features(self.eval_text.to(self.device))
+        gen, out = torch.Generator().manual_seed(0), {"n": len(txt)}
+        for sigma in self.SIGMAS:
+            x = self.eval_x0 + sigma * torch.randn(self.eval_x0.shape, generator=gen)
+            img = module.embed_noisy(x.to(self.device), torch.tensor(sigma))
+            out[f"recall1_sigma{sigma:g}"] = float(((img @ txt.T).argmax(1).cpu() == torch.arange(len(txt))).float().mean())
+        return out
+
+    @staticmethod
+    def describe(rec: dict) -> str:
+        return f"held-out recall@1 of {rec['n']}: " + " ".join(f"{k.split('_')[1]}={v:.3f}" for k, v in rec.items() if k != "n")
+
+    def export(self, module, path: Path) -> None:
+        from wordpaint.pipelines.text_to_image import save_model
+
+        with atomic_dir(path) as tmp:
+            save_model(module.eval(), tmp)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -440,7 +530,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(recipe.get("seed", 0))
     config = recipe_model_config(recipe)
-    component = "autoencoder" if getattr(config, "family", "") == "autoencoder" else "diffusion"  # folder in a pipeline
+    component = {"autoencoder": "autoencoder", "noised_clip": "guide"}.get(getattr(config, "family", ""), "diffusion")  # folder in a pipeline
     # what a resumed run was started with (its recipe as first resolved), read once
     started = read_json(out / "recipe.json", what="training recipe") if existing else None
     if component == "autoencoder" and not config.train_encoder:
@@ -485,7 +575,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", {**recipe, "wordpaint_version": wordpaint.__version__, "resolved_model_config": config.to_dict(), "parameters": n_params})
     # what is trained decides the batches, the sample grid, the quick evaluation and the export
-    task_cls = AutoencoderTask if component == "autoencoder" else TextToImageTask
+    task_cls = {"autoencoder": AutoencoderTask, "guide": GuideTask}.get(component, TextToImageTask)
     task = task_cls(recipe, config, accelerator, show_progress=show_progress)
 
     def log(rec: dict) -> None:
@@ -552,7 +642,9 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
                 log(rec)
                 t_last, n_last, losses = time.perf_counter(), step, []
             if step % recipe.get("sample_every", 250) == 0 or step == total:
-                save_png(task.sample_grid(ema.module), out / "samples" / f"step-{step:07d}.png")
+                grid = task.sample_grid(ema.module)
+                if grid is not None:
+                    save_png(grid, out / "samples" / f"step-{step:07d}.png")
             if task.can_evaluate and (step % recipe.get("eval_every", 500) == 0 or step == total):
                 rec = task.evaluate(ema.module)
                 log({"step": step, "eval": rec, "time": time.time()})
