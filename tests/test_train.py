@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from wordpaint.cli.main import main
+from wordpaint.errors import WordpaintError
 from wordpaint.training.train import lr_at, train
 
 
@@ -179,3 +180,29 @@ def test_init_from_a_model_with_parts_the_recipe_lacks_is_a_clear_error():
     model = build_model(recipe_model_config(load_recipe("shapes48_layout_fresh")))  # no layout_residuals
     with pytest.raises(ValueError, match="layout_residuals"):
         load_init_weights(model, BUNDLED_MODELS["shapes"], component="diffusion")
+
+
+def test_recipe_extends_merges_sections_follows_chains_and_refuses_cycles(tmp_path):
+    from wordpaint.training.train import load_recipe
+
+    base = load_recipe("tiny")
+    (tmp_path / "a.json").write_text(json.dumps({"extends": "tiny", "lr": 5e-4, "model": {"overrides": {"layout_channels": 13}}}))
+    (tmp_path / "b.json").write_text(json.dumps({"extends": "a.json", "max_steps": 7, "samples": {"prompts": ["x"]}}))
+    b = load_recipe(str(tmp_path / "b.json"))
+    assert "extends" not in b
+    assert b["lr"] == 5e-4 and b["max_steps"] == 7 and b["batch_size"] == base["batch_size"]
+    # nested sections merge key by key: the preset stays, the override is added, lists are replaced
+    assert b["model"]["preset"] == base["model"]["preset"] and b["model"]["overrides"]["layout_channels"] == 13
+    assert b["samples"]["prompts"] == ["x"] and b["samples"]["num_inference_steps"] == base["samples"]["num_inference_steps"]
+    assert load_recipe("tiny_layout") == {**base, "description": load_recipe("tiny_layout")["description"],
+                                          "model": {**base["model"], "overrides": {**base["model"].get("overrides", {}), "layout_channels": 13}}}
+    (tmp_path / "c.json").write_text(json.dumps({"extends": "d.json"}))
+    (tmp_path / "d.json").write_text(json.dumps({"extends": "c.json"}))
+    with pytest.raises(WordpaintError, match="extends itself"):
+        load_recipe(str(tmp_path / "c.json"))
+    (tmp_path / "e.json").write_text(json.dumps({"extends": 3}))
+    with pytest.raises(WordpaintError, match="extends must be"):
+        load_recipe(str(tmp_path / "e.json"))
+    (tmp_path / "f.json").write_text(json.dumps({"extends": "no_such_recipe"}))
+    with pytest.raises(WordpaintError, match="unknown recipe 'no_such_recipe'"):
+        load_recipe(str(tmp_path / "f.json"))

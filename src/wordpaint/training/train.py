@@ -45,17 +45,56 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.json"))
 
 
-def load_recipe(name_or_path: str) -> dict:
-    """A recipe by name (``src/wordpaint/recipes/NAME.json``) or by path to a JSON file."""
+def _recipe_path(name_or_path: str, *, relative_to: Path | None = None) -> Path:
+    """A shipped recipe's file by name, or a ``.json`` path (relative to ``relative_to``, the
+    folder of the recipe that extends it, when given and not absolute)."""
     path = Path(name_or_path)
-    if not path.suffix == ".json":
+    if path.suffix != ".json":
         path = RECIPES_DIR / f"{name_or_path}.json"
         if not path.is_file():
             raise WordpaintError(f"unknown recipe {name_or_path!r}; expected one of: {', '.join(list_recipes())} or a .json path")
-    recipe = read_json(path, what="recipe")
+    elif relative_to is not None and not path.is_absolute():
+        path = relative_to / path
+    return path
+
+
+def merge_recipe(base: dict, child: dict) -> dict:
+    """``child`` over ``base``: nested sections (``model``, ``data``, ``eval``, ...) merge key by
+    key, any other value (numbers, strings, lists) is replaced whole."""
+    out = dict(base)
+    for key, value in child.items():
+        out[key] = merge_recipe(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_recipe(name_or_path: str) -> dict:
+    """A recipe by name (``src/wordpaint/recipes/NAME.json``) or by path to a JSON file.
+
+    ``"extends": NAME`` (or a path, relative to the recipe's folder) starts from that recipe and
+    applies this one's keys over it (:func:`merge_recipe`), so a continuation leg states only what
+    it changes; chains are followed, and the resolved recipe (what ``recipe.json`` of a run
+    records) has no ``extends``."""
+    chain: list[Path] = []
+    path = _recipe_path(name_or_path)
+    layers = []
+    while True:
+        if path.resolve() in chain:
+            raise WordpaintError(f"recipe {path} extends itself through: {' -> '.join(p.stem for p in chain)}")
+        chain.append(path.resolve())
+        layer = read_json(path, what="recipe")
+        layers.append(layer)
+        base = layer.get("extends")
+        if base is None:
+            break
+        if not isinstance(base, str):
+            raise WordpaintError(f"recipe {path}: extends must be a recipe name or a .json path, got {base!r}")
+        path = _recipe_path(base, relative_to=path.parent)
+    recipe: dict = {}
+    for layer in reversed(layers):  # the root first, each extending recipe over it
+        recipe = merge_recipe(recipe, {k: v for k, v in layer.items() if k != "extends"})
     missing = [k for k in REQUIRED if k not in recipe]
     if missing:
-        raise WordpaintError(f"recipe {path} lacks {', '.join(missing)}")
+        raise WordpaintError(f"recipe {chain[0]} lacks {', '.join(missing)}")
     return recipe
 
 
