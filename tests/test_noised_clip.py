@@ -71,6 +71,7 @@ def test_pipeline_guides_round_trips_and_records_it(runs, tmp_path):
         pipe("fox", clip_guidance_scale=1.0, num_inference_steps=2)
     guided = pipe.with_component("guide", load_model(guide))
     kw = dict(seed=3, num_inference_steps=2, guidance_scale=2.0)
+    assert guided.to("cpu") is guided and guided.guide.logit_scale.device.type == "cpu"
     plain = guided("a red circle", **kw)
     assert "clip_guidance_scale" not in plain.metadata[0]
     a = guided("a red circle", clip_guidance_scale=50.0, **kw)

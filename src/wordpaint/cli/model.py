@@ -69,6 +69,8 @@ def component_folder(source: str | Path, component: str) -> Path:
     """The folder of ``component`` in ``source``: ``source`` itself when it is a model folder, or
     the folder its ``model_index.json`` names when it is a pipeline folder (a diffusion run's
     ``pipeline/``)."""
+    from wordpaint.pipelines.text_to_image import INDEX_KEYS
+
     source = Path(source)
     index = source / "model_index.json"
     if (source / "config.json").is_file() or not index.is_file():
@@ -77,7 +79,7 @@ def component_folder(source: str | Path, component: str) -> Path:
         names = json.loads(index.read_text())
     except (OSError, ValueError) as e:
         raise WordpaintError(f"cannot read {index}: {e}") from None
-    key = {"autoencoder": "vae", "diffusion": "model", "guide": "guide"}[component]
+    key = INDEX_KEYS[component]
     if not isinstance(names.get(key), str):
         raise WordpaintError(f"{source} is a pipeline folder without a {component} component ({index} has no {key!r})")
     return source / names[key]

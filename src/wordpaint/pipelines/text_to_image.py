@@ -36,6 +36,7 @@ DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 
             "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0}
 MAX_STEPS = 1000
 COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip"}  # folder -> model family
+INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide"}  # folder -> model_index.json key = constructor argument
 MAX_SEED = 2**63 - 1
 
 
@@ -182,10 +183,19 @@ class TextToImagePipeline:
         if family != COMPONENT_FAMILIES[name]:
             raise WordpaintError(f"a {family!r} model cannot be the pipeline's {name!r} component (that takes a {COMPONENT_FAMILIES[name]!r} model)")
         parts = {"model": self.model, "vae": self.vae, "guide": self.guide}
-        parts[{"diffusion": "model", "autoencoder": "vae", "guide": "guide"}[name]] = model
+        parts[INDEX_KEYS[name]] = model
         if name == "autoencoder" and self.vae is not None and not allow_new_latents:
             _check_same_latents(self.vae, model)
         return type(self)(text_encoder=self.text_encoder, defaults=dict(self.defaults), planner=self.planner, **parts)
+
+    def to(self, device: str | torch.device) -> "TextToImagePipeline":
+        """Move every component (text encoder, diffusion model, autoencoder, guide) to ``device``;
+        returns the pipeline. Noise is still drawn on the CPU, so a seed gives the same start anywhere."""
+        self.text_encoder.to(device)
+        for module in (self.model, self.vae, self.guide):
+            if module is not None:
+                module.to(device)
+        return self
 
     # -- planning ------------------------------------------------------------------------------
     def plan(self, prompt: str, *, seed: int = 0):
