@@ -88,6 +88,18 @@ def caption_alternatives(row: dict) -> list[str]:
     return [row["text"]]
 
 
+def model_inputs(images: list, autoencoder=None, *, show_progress: bool = False) -> torch.Tensor:
+    """(N, C, h, w) what a diffusion model sees of uint8 (3, H, W) images: pixels in [-1, 1], or
+    with an ``autoencoder`` its scaled latents (encoded 128 at a time, returned on the CPU)."""
+    x = torch.stack(images).float() / 127.5 - 1  # (N, 3, H, W) in [-1, 1]
+    if autoencoder is None:
+        return x
+    from tqdm.auto import tqdm
+
+    chunks = range(0, len(x), 128)
+    return torch.cat([autoencoder.encode(x[i : i + 128]).cpu() for i in tqdm(chunks, desc="encode latents", disable=not show_progress)])
+
+
 class ImageFolderStream:
     """Endless (image, caption) training batches from an image folder, read once into memory.
 
@@ -104,13 +116,7 @@ class ImageFolderStream:
         self.seed, self.cond_drop_prob = seed, cond_drop_prob
         self.captions = [caption_alternatives(r) for r in self.rows]
         self.images = images  # uint8 (3, H, W) each: the real images, for FID during training
-        x = torch.stack(images).float() / 127.5 - 1  # (N, 3, H, W) in [-1, 1]
-        if autoencoder is not None:
-            from tqdm.auto import tqdm
-
-            chunks = range(0, len(x), 128)
-            x = torch.cat([autoencoder.encode(x[i : i + 128]).cpu() for i in tqdm(chunks, desc="encode latents", disable=not show_progress)])
-        self.data = x  # (N, C, h, w)
+        self.data = model_inputs(images, autoencoder, show_progress=show_progress)  # (N, C, h, w)
         self._epoch: tuple[int, object] = (-1, None)  # (epoch, its permutation): drawn once per epoch
 
     def __len__(self) -> int:

@@ -467,9 +467,7 @@ class TextToImagePipeline:
                 x0 = x0 + clip_guidance_scale * sigma**2 * self.guide.guidance_grad(xs, sigma, clip_text)
             return clamp(x0)
 
-        if clip_guidance_scale:
-            if self.guide is None:
-                raise WordpaintError("clip_guidance_scale needs a guide (a noised wordpaint-clip) in the pipeline; this one has none")
+        if clip_guidance_scale:  # __call__ has checked that there is a guide
             clip_text = self.guide.embed_text_features(cond.pooled.to(device))  # (B, embed_dim)
             clip_lo, clip_hi = self.guide.config.sigma_min, self.guide.config.sigma_max  # the levels it was trained on
 

@@ -207,10 +207,8 @@ class TextToImageTask:
     ``data.autoencoder`` naming the autoencoder folder)."""
 
     def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
-        from wordpaint.data.imagefolder import ImageFolderStream
         from wordpaint.data.stream import make_stream
         from wordpaint.eval.prompts import load_prompts, subset
-        from wordpaint.pipelines.text_to_image import load_model
         from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 
         self.recipe, self.config, self.device = recipe, config, accelerator.device
@@ -224,15 +222,8 @@ class TextToImageTask:
         if self.data_name == "imagefolder":
             if "folder" not in data:
                 raise WordpaintError("an imagefolder recipe needs data.folder (or pass --data DIR)")
-            if data.get("autoencoder"):
-                self.vae = load_model(data["autoencoder"]).to(self.device)
-            self.stream = ImageFolderStream(data["folder"], size=data.get("size", 64), seed=seed, splits=tuple(data.get("splits", ["train"])),
-                                            kinds=tuple(data["kinds"]) if data.get("kinds") else None,
-                                            cond_drop_prob=config.cond_drop_prob, autoencoder=self.vae, show_progress=show_progress)
-            want = (config.in_channels, config.resolution, config.resolution)
-            if tuple(self.stream.data.shape[1:]) != want:
-                raise WordpaintError(f"the data gives {tuple(self.stream.data.shape[1:])} training inputs, the model takes {want}"
-                                     + ("" if self.vae else "; a latent model needs data.autoencoder"))
+            self.vae, self.stream = _image_folder_stream(data, config, self.device, seed=seed, cond_drop_prob=config.cond_drop_prob,
+                                                         show_progress=show_progress)
         else:
             self.stream = make_stream(self.data_name, size=config.resolution, seed=seed, split=data.get("split", "train"),
                                       cond_drop_prob=config.cond_drop_prob, layout_drop_prob=config.layout_drop_prob if self.layouts else None,
@@ -313,6 +304,24 @@ class TextToImageTask:
 
     def export(self, module, path: Path) -> None:
         self.pipeline(module).save_pretrained(path)
+
+
+def _image_folder_stream(data: dict, config, device, *, seed: int, cond_drop_prob: float, show_progress: bool,
+                         what: str = "model") -> tuple:
+    """(autoencoder or None, :class:`~wordpaint.data.imagefolder.ImageFolderStream`) for a recipe's
+    image-folder ``data`` section, checked against the (in_channels, resolution) ``config`` reads."""
+    from wordpaint.data.imagefolder import ImageFolderStream
+    from wordpaint.pipelines.text_to_image import load_model
+
+    vae = load_model(data["autoencoder"]).to(device) if data.get("autoencoder") else None
+    stream = ImageFolderStream(data["folder"], size=data.get("size", 64), seed=seed, splits=tuple(data.get("splits", ["train"])),
+                               kinds=tuple(data["kinds"]) if data.get("kinds") else None, cond_drop_prob=cond_drop_prob,
+                               autoencoder=vae, show_progress=show_progress)
+    want = (config.in_channels, config.resolution, config.resolution)
+    if tuple(stream.data.shape[1:]) != want:
+        raise WordpaintError(f"the data gives {tuple(stream.data.shape[1:])} training inputs, the {what} takes {want}"
+                             + ("" if vae else "; a latent model needs data.autoencoder"))
+    return vae, stream
 
 
 def _image_folder_data(recipe: dict, what: str) -> dict:
@@ -396,39 +405,29 @@ class GuideTask:
     SIGMAS = (0.1, 1.0, 3.0)
 
     def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
-        from wordpaint.data.imagefolder import ImageFolderStream, load_imagefolder
-        from wordpaint.pipelines.text_to_image import load_model
+        from wordpaint.data.imagefolder import caption_alternatives, load_imagefolder, model_inputs
         from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 
         data = _image_folder_data(recipe, "a guide")
         self.recipe, self.config, self.device = recipe, config, accelerator.device
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.text_encoder = TextEncoder(TextEncoderConfig(**recipe.get("text_encoder", {}))).to(self.device)
-        self.vae = load_model(data["autoencoder"]).to(self.device) if data.get("autoencoder") else None
-        kinds = tuple(data["kinds"]) if data.get("kinds") else None
         # every caption kept: the guide learns the text, there is no unconditional input to learn
-        self.stream = ImageFolderStream(data["folder"], size=data.get("size", 64), seed=recipe.get("seed", 0), kinds=kinds,
-                                        splits=tuple(data.get("splits", ["train"])), cond_drop_prob=0.0, autoencoder=self.vae,
-                                        show_progress=show_progress)
-        want = (config.in_channels, config.resolution, config.resolution)
-        if tuple(self.stream.data.shape[1:]) != want:
-            raise WordpaintError(f"the data gives {tuple(self.stream.data.shape[1:])} training inputs, the guide takes {want}"
-                                 + ("" if self.vae else "; a guide for a latent model needs data.autoencoder"))
+        self.vae, self.stream = _image_folder_stream(data, config, self.device, seed=recipe.get("seed", 0), cond_drop_prob=0.0,
+                                                     show_progress=show_progress, what="guide")
         # the frozen text tower runs once per distinct caption, not on every batch (it would take
         # half of each step): (N_captions, text_dim) pooled features and a caption -> row index
         captions = sorted({c for alts in self.stream.captions for c in alts})
         self.caption_index = {c: i for i, c in enumerate(captions)}
         self.caption_features = self._pooled(captions, show_progress)
-        rows, images, _ = load_imagefolder(data["folder"], size=data.get("size", 64), splits=("heldout",), kinds=kinds)
+        rows, images, _ = load_imagefolder(data["folder"], size=data.get("size", 64), splits=("heldout",),
+                                           kinds=tuple(data["kinds"]) if data.get("kinds") else None)
         self.can_evaluate = len(rows) > 1
         if self.can_evaluate:
-            from wordpaint.data.emoji import short_caption
-
-            x = torch.stack(images).float() / 127.5 - 1
             with torch.no_grad():
-                self.eval_x0 = x if self.vae is None else torch.cat([self.vae.encode(x[i : i + 64].to(self.device)).cpu() for i in range(0, len(x), 64)])
-            texts = [short_caption(r["name"], r["style"]) if "name" in r and "style" in r else r["text"] for r in rows]
-            self.eval_text = self._pooled(texts, False)
+                self.eval_x0 = model_inputs(images, self.vae)
+            # the short prompt form ("fox in twemoji style") where a row has one, else its text
+            self.eval_text = self._pooled([caption_alternatives(r)[-1] for r in rows], False)
 
     @torch.no_grad()
     def _pooled(self, texts: list[str], show_progress: bool) -> torch.Tensor:
@@ -569,7 +568,9 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(recipe.get("seed", 0))
     config = recipe_model_config(recipe)
-    component = {"autoencoder": "autoencoder", "noised_clip": "guide"}.get(getattr(config, "family", ""), "diffusion")  # folder in a pipeline
+    from wordpaint.pipelines.text_to_image import COMPONENT_FAMILIES
+
+    component = {family: folder for folder, family in COMPONENT_FAMILIES.items()}.get(config.family, "diffusion")  # its folder in a pipeline
     # what a resumed run was started with (its recipe as first resolved), read once
     started = read_json(out / "recipe.json", what="training recipe") if existing else None
     if component == "autoencoder" and not config.train_encoder:
