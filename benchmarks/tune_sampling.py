@@ -36,6 +36,7 @@ def main() -> None:
                     help="layouts to draw: the pipeline's planner, or the dev prompts' ground-truth scenes")
     ap.add_argument("--regional", choices=("off", "on", "both"), default="off",
                     help="regional prompts (each object's box conditioned on its own phrase): off, on, or each setting both ways")
+    ap.add_argument("--detail", default="off", help="comma-separated detail-pass strengths to try, 'off' for none (e.g. off,0.3,0.5; default off)")
     ap.add_argument("--sizes", default=None, help="comma-separated image sides in pixels (default: the model's resolution)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_sampling.json"))
     args = ap.parse_args()
@@ -63,14 +64,16 @@ def main() -> None:
     rows = []
     regional = {"off": [False], "on": [True], "both": [False, True]}[args.regional]
     sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else [pipe.resolution]
-    for (sampler, steps, sched, g, interval, lg, tg), rp, size in ((x, r, z) for x in grid for r in regional for z in sizes):
+    details = [None if v == "off" else float(v) for v in args.detail.split(",")]
+    for (sampler, steps, sched, g, interval, lg, tg), rp, size, dt in ((x, r, z, d) for x in grid for r in regional for z in sizes for d in details):
+        extra = {"detail": False} if dt is None else {"detail": True, "detail_strength": dt}
         summary, _, _ = evaluate_compositional(pipe, dev, samples_per_prompt=2, seed=100, guidance_scale=g, sampler=sampler,
                                                sigma_schedule=sched, num_inference_steps=steps, guidance_interval=interval,
                                                layout_guidance_scale=lg, text_guidance_scale=tg, plans=plans, regional_prompts=rp,
-                                               size=size, show_progress=False)
+                                               size=size, show_progress=False, **extra)
         row = {"sampler": sampler, "num_inference_steps": steps, "sigma_schedule": sched, "guidance_scale": g,
                "guidance_interval": list(interval) if interval else None, "layout_guidance_scale": lg, "text_guidance_scale": tg,
-               "regional_prompts": rp, "size": size, "overall": round(summary["overall"], 4), "seconds_per_image": round(summary["seconds"] / summary["n_images"], 4),
+               "regional_prompts": rp, "size": size, "detail_strength": dt, "overall": round(summary["overall"], 4), "seconds_per_image": round(summary["seconds"] / summary["n_images"], 4),
                "per_task": {k: round(v, 3) for k, v in summary["per_task"].items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -48,6 +48,12 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["generate", "a star", "--model", "TINY", "--size", "33"], "must be a multiple of 2"),
         (["generate", "a star", "--model", "TINY", "--text-guidance", "0"], "this model reads no layout"),
         (["generate", "a star", "--model", "TINY", "--regional-prompts"], "regional_prompts needs a layout model"),
+        (["generate", "a star", "--model", "TINY", "--detail"], "this model reads no layout"),
+        (["generate", "a star", "--model", "TINY", "--no-detail", "--detail-strength", "0.3"], "--detail-strength is an option of --detail"),
+        (["generate", "a star", "--model", "TINY", "--strength", "0.3"], "--strength is an option of --init-image"),
+        (["generate", "a star", "--model", "TINY", "--init-image", "/nonexistent.png"], "--init-image: no such file"),
+        (["generate", "a star", "--model", "TINY", "--init-image", "NOTPNG"], "cannot read"),
+        (["eval", "compositional", "--model", "TINY", "--limit-per-task", "1", "--no-detail", "--detail-strength", "0.3"], "option of --detail"),
         (["generate", "a star", "--model", "/nonexistent/model"], "model folder not found"),
         (["generate", "a star", "--model", "TINY", "-o", "x.jpg"], "output must be a .png"),
         (["generate", "word " * 100, "--model", "TINY"], "at most 77"),
@@ -60,7 +66,9 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
     ],
 )
 def test_bad_input_exit_2_one_line(capsys, tiny_dir, tmp_path, args, match):
-    args = [str(tiny_dir) if a == "TINY" else str(tmp_path / "o") if a == "OUT" else a for a in args]
+    (tmp_path / "not.png").write_text("not an image")
+    args = [str(tiny_dir) if a == "TINY" else str(tmp_path / "o") if a == "OUT" else str(tmp_path / "not.png") if a == "NOTPNG" else a
+            for a in args]
     code, out, err = run(capsys, *args)
     assert code == 2
     assert match in err and err.startswith("wordpaint: error:") and err.count("\n") == 1
@@ -173,3 +181,17 @@ def test_generate_with_regional_prompts_records_it(capsys, tmp_path):
     assert code == 0, err
     meta = read_png_metadata(path)
     assert meta["regional_prompts"] is True and len(meta["plan"]["objects"]) == 2
+
+
+def test_generate_detail_and_img2img_record_it(capsys, tmp_path):
+    path = tmp_path / "d.png"
+    code, _, err = run(capsys, "generate", "a small green star beside a red circle", "-o", str(path), "--detail", "--steps", "2",
+                       "--detail-strength", "0.5")
+    assert code == 0, err
+    meta = read_png_metadata(path)
+    assert meta["detail"] is True and meta["detail_strength"] == 0.5
+    again = tmp_path / "e.png"
+    code, _, err = run(capsys, "generate", "a green star", "-o", str(again), "--init-image", str(path), "--strength", "0.5", "--steps", "4")
+    assert code == 0, err
+    meta = read_png_metadata(again)
+    assert meta["init_image"] is True and meta["strength"] == 0.5 and meta["height"] == 48

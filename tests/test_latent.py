@@ -100,6 +100,11 @@ def test_trained_folders_round_trip_and_generate_pixels(runs, tmp_path):
     assert fid and fid[-1]["n"] == 8 and fid[-1]["fid_efficientnet_lite0"] > 0
     with pytest.raises(WordpaintError, match="multiple of 4"):
         pipe("fox", height=30, num_inference_steps=1)
+    # img2img through the autoencoder: the picture is encoded, lightly noised, denoised, decoded
+    picture = np.asarray(out.images[0], dtype=float)
+    err = lambda s: np.abs(np.asarray(pipe("fox in noto style", image=out.images[0], strength=s, num_inference_steps=10,
+                                           seed=1).images[0], dtype=float) - picture).mean()
+    assert err(0.1) < err(1.0)
 
 
 def test_decoder_fine_tuning_keeps_the_encoder_and_its_scale(runs, tmp_path):

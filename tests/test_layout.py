@@ -420,3 +420,61 @@ def test_regional_prompts_in_the_pipeline(layout_pipe, text_encoder):
     plain = TextToImagePipeline(text_encoder=text_encoder, model=build_model(build_config(preset="tiny")))
     with pytest.raises(WordpaintError, match="needs a layout model"):
         plain("a red circle", **kw, regional_prompts=True)
+
+
+def _detail_plan():
+    return ScenePlan("a red star, a green circle and a blue square", [
+        PlanObject("red star", "star", "red", "small", (0.1, 0.1, 0.28, 0.28)),
+        PlanObject("green circle", "circle", "green", "small", (0.32, 0.1, 0.5, 0.28)),
+        PlanObject("blue square", "square", "blue", "large", (0.5, 0.5, 0.86, 0.86))], "black", "flat")
+
+
+def test_detail_crops_enlarge_each_small_object():
+    from wordpaint.pipelines.text_to_image import DETAIL_FILL, detail_crops
+
+    crops = detail_crops([None, _detail_plan()], height=56, width=56)
+    assert [(c.image, c.obj) for c in crops] == [(1, 0), (1, 1)]  # the large square gets none
+    star = crops[0]
+    assert star.side == round(0.18 * 56 / DETAIL_FILL) == 28 and (star.x0, star.y0) == (0, 0)  # shifted inside the canvas
+    assert star.plan.prompt == "a red star on a black background" and star.plan.background == "black"
+    boxes = {o.phrase: o.box for o in star.plan.objects}
+    assert set(boxes) == {"red star", "green circle"}  # the square is outside this crop
+    assert np.allclose(boxes["red star"], (0.2, 0.2, 0.56, 0.56)) and np.allclose(boxes["green circle"], (0.64, 0.2, 1.0, 0.56))
+    # the redrawn crop replaces the star's box and a margin around it, nothing else
+    assert star.mask.shape == (28, 28) and star.mask[10, 10] == 1 and star.mask[2, 2] == 0 and star.mask[10, 20] == 0
+    circle = crops[1]
+    assert circle.x0 + circle.side <= 56 and circle.x0 <= 0.32 * 56 and 0.5 * 56 <= circle.x0 + circle.side
+    assert detail_crops([_detail_plan()], height=56, width=56, max_side=0.1) == []
+
+
+def test_detail_pass_redraws_only_the_small_objects(layout_pipe, text_encoder):
+    from wordpaint.pipelines.text_to_image import TextToImagePipeline, detail_crops
+
+    plan = _detail_plan()
+    kw = dict(seed=2, num_inference_steps=4, plans=[plan], height=48, width=48)
+    arr = lambda out, k=0: np.asarray(out.images[k], dtype=float)
+    base = layout_pipe(plan.prompt, **kw)
+    out = layout_pipe(plan.prompt, **kw, detail=True)
+    assert out.metadata[0]["detail"] is True and out.metadata[0]["detail_strength"] == 0.5
+    changed = np.abs(arr(out) - arr(base)).max(axis=2) > 0  # (H, W)
+    masks = np.zeros((48, 48))
+    for c in detail_crops([plan], height=48, width=48):
+        masks[c.y0 : c.y0 + c.side, c.x0 : c.x0 + c.side] += c.mask.numpy()
+    assert changed.any() and not changed[masks == 0].any()  # redrawn inside the small objects' masks only
+    assert np.array_equal(arr(layout_pipe(plan.prompt, **kw, detail=True)), arr(out))  # same seed, same image
+    # batch independence: beside another image (with objects of its own) it is the same image
+    other = ScenePlan("a red star", [PlanObject("red star", "star", "red", "small", (0.6, 0.6, 0.78, 0.78))], None, "flat")
+    both = layout_pipe([plan.prompt, "a red star"], **{**kw, "plans": [plan, other]}, detail=True)
+    assert np.abs(arr(both) - arr(out)).max() <= 1
+    assert arr(layout_pipe(plan.prompt, **kw, detail=True, detail_strength=1.0)).shape == (48, 48, 3)
+    # a folder's defaults can turn it on (the bundled shapes model does); an explicit False wins
+    on = TextToImagePipeline(text_encoder=text_encoder, model=layout_pipe.model, defaults={**layout_pipe.defaults, "detail": True})
+    assert np.array_equal(arr(on(plan.prompt, **kw)), arr(out))
+    assert np.array_equal(arr(on(plan.prompt, **kw, detail=False)), arr(base))
+    with pytest.raises(WordpaintError, match="detail must be True or False"):
+        layout_pipe(plan.prompt, **kw, detail=1)
+    with pytest.raises(WordpaintError, match=r"detail_strength must be a number in \(0, 1\]"):
+        layout_pipe(plan.prompt, **kw, detail=True, detail_strength=2)
+    plain = TextToImagePipeline(text_encoder=text_encoder, model=build_model(build_config(preset="tiny")))
+    with pytest.raises(WordpaintError, match="this model reads no layout"):
+        plain("a red circle", num_inference_steps=2, detail=True)

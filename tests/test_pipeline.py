@@ -227,3 +227,42 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~mask
     assert (tmp_path / "folder" / "config.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_strength_sigmas_runs_the_last_steps():
+    from wordpaint.pipelines.text_to_image import strength_sigmas
+
+    sigmas = torch.tensor([80.0, 20.0, 5.0, 1.0, 0.25, 0.0])  # 5 steps
+    assert strength_sigmas(sigmas, 1.0).tolist() == sigmas.tolist()
+    assert strength_sigmas(sigmas, 0.6).tolist() == [5.0, 1.0, 0.25, 0.0]  # int(5 x 0.6) = 3 steps
+    with pytest.raises(WordpaintError, match="runs no step"):
+        strength_sigmas(sigmas, 0.1)
+
+
+def test_img2img_starts_from_the_picture(tiny_pipe):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    target = np.asarray(picture, dtype=float)
+    err = lambda out: np.abs(np.asarray(out.images[0], dtype=float) - target).mean()
+    kw = dict(seed=3, num_inference_steps=10)
+    low = tiny_pipe("a red circle", image=picture, strength=0.1, **kw)  # one step from the lowest noise level
+    full = tiny_pipe("a red circle", image=picture, strength=1.0, **kw)
+    assert err(low) < 25 < 60 < err(full)  # an untrained model keeps a lightly noised picture, not a fully noised one
+    assert low.metadata[0]["strength"] == 0.1 and low.metadata[0]["init_image"] is True
+    again = tiny_pipe("a red circle", image=picture, strength=0.1, **kw)
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(low.images[0]))
+    # the canvas defaults to the picture's size; a picture of another size is resized to a given one
+    big = picture.resize((48, 48))
+    assert tiny_pipe("a red circle", image=big, strength=0.5, **kw).images[0].size == (48, 48)
+    assert tiny_pipe("a red circle", image=big, strength=0.5, height=32, width=32, **kw).images[0].size == (32, 32)
+    two = tiny_pipe(["a red circle", "a blue square"], image=[picture, picture.transpose(Image.FLIP_LEFT_RIGHT)], strength=0.1, **kw)
+    assert np.abs(np.asarray(two.images[0], dtype=float) - np.asarray(low.images[0], dtype=float)).max() <= 1
+    for kwargs, match in [(dict(image="x.png"), "image 0 must be a PIL image"),
+                          (dict(image=[picture] * 3), r"one per prompt \(1\), got 3"),
+                          (dict(image=picture, strength=0.0), r"strength must be a number in \(0, 1\]"),
+                          (dict(image=picture, strength=1.5), r"strength must be a number in \(0, 1\]"),
+                          (dict(image=picture, strength=0.05), "runs no step")]:
+        with pytest.raises(WordpaintError, match=match):
+            tiny_pipe("a red circle", **kw, **kwargs)

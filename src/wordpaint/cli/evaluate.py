@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     c.add_argument("--size", type=int, default=None, help="draw at this side in pixels (default: the model's resolution)")
     c.add_argument("--regional-prompts", action="store_true",
                    help="layout models: each planned object's box conditioned on its own phrase (about twice the time)")
+    c.add_argument("--detail", action=argparse.BooleanOptionalAction, default=None,
+                   help="layout models: redraw each small planned object in an enlarged crop (default: the model's)")
+    c.add_argument("--detail-strength", type=float, default=None, metavar="S", help="--detail: strength in (0, 1] (default: the model's)")
     c.add_argument("--out", default="eval-compositional", help="folder for results.json, results.md, samples.png")
     c.set_defaults(func=run_compositional)
     r = s.add_parser("report", help="a full report folder for a suite (shapes, fashion, emoji): JSON, Markdown, grids, plots")
@@ -61,11 +64,14 @@ def run_compositional(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts)
     if args.limit_per_task is not None:
         prompts = subset(prompts, args.limit_per_task)
+    if args.detail_strength is not None and args.detail is False:
+        raise WordpaintError("--detail-strength is an option of --detail, not of --no-detail")
+    detail = {k: v for k, v in (("detail", args.detail), ("detail_strength", args.detail_strength)) if v is not None}
     pipe = TextToImagePipeline.from_pretrained(args.model, planner=None if args.planner == "none" else args.planner)
     summary, records, images = evaluate_compositional(
         pipe, prompts, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
         num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
-        sigma_schedule=args.schedule, size=args.size, regional_prompts=args.regional_prompts)
+        sigma_schedule=args.schedule, size=args.size, regional_prompts=args.regional_prompts, **detail)
     settings = {
         "model": args.model or "shapes (bundled)", "prompts": args.prompts or "built-in compositional_v1 (50 per task)",
         "n_prompts": len(prompts), "samples_per_prompt": args.samples_per_prompt, "seed": args.seed,
@@ -74,7 +80,9 @@ def run_compositional(args: argparse.Namespace) -> int:
         "guidance_scale": args.guidance if args.guidance is not None else pipe.defaults["guidance_scale"],
         "sampler": args.sampler or pipe.defaults["sampler"],
         "sigma_schedule": args.schedule or pipe.defaults["sigma_schedule"],
-        "size": args.size or pipe.resolution, "regional_prompts": args.regional_prompts, "wordpaint_version": wordpaint.__version__,
+        "size": args.size or pipe.resolution, "regional_prompts": args.regional_prompts,
+        "detail_strength": detail.get("detail_strength", pipe.defaults["detail_strength"])
+        if detail.get("detail", pipe.defaults["detail"]) else None, "wordpaint_version": wordpaint.__version__,
         "torch": torch.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }
     paths = write_report(args.out, summary, records, images, settings=settings)

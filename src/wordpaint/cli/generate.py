@@ -27,6 +27,15 @@ def add_parser(sub) -> None:
     p.add_argument("--regional-prompts", action="store_true",
                    help="layout models: condition each planned object's box on its own phrase ('a green cross'), the rest "
                    "on the whole prompt (fewer colours bound to the wrong object; one more model pass per object)")
+    p.add_argument("--detail", action=argparse.BooleanOptionalAction, default=None,
+                   help="layout models: redraw each small planned object in an enlarged crop around it (img2img, then pasted "
+                   "back inside its box; one more batch of model passes) (default: the model's; on for the bundled shapes model)")
+    p.add_argument("--detail-strength", type=float, default=None, metavar="S",
+                   help="--detail: how much of each crop is redrawn, in (0, 1] (default: the model's, 0.5)")
+    p.add_argument("--init-image", default=None, metavar="PNG",
+                   help="img2img: start from this picture instead of noise (resized to --size if that is given)")
+    p.add_argument("--strength", type=float, default=None, metavar="S",
+                   help="--init-image: how far up the noise schedule the picture is taken, in (0, 1]; 1 keeps nothing of it (default 0.8)")
     p.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
                    help="models with a guide (a noised wordpaint-clip): classifier guidance toward the prompt at this scale, "
                    "on top of --guidance; 0 turns it off (default: the model's)")
@@ -45,6 +54,20 @@ def add_parser(sub) -> None:
                    "(faster, same plan accuracy), else float32 (default: auto)")
     p.add_argument("--show-plan", action="store_true", help="print the scene plan as JSON and save OUTPUT-plan.png with its boxes")
     p.set_defaults(func=run)
+
+
+def read_image(path: str):
+    """A PIL image from ``path``, fully read, or a clear error naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise WordpaintError(f"--init-image: no such file: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise WordpaintError(f"--init-image: cannot read {path} as an image ({e})") from None
 
 
 def output_paths(output: str, n: int) -> list[Path]:
@@ -93,6 +116,19 @@ def run(args: argparse.Namespace) -> int:
             options["dtype"] = args.planner_dtype
         planner = get_planner(args.planner, **options)
     interval = parse_interval(args.guidance_interval)
+    if args.strength is not None and args.init_image is None:
+        raise WordpaintError("--strength is an option of --init-image")
+    if args.detail_strength is not None and args.detail is False:
+        raise WordpaintError("--detail-strength is an option of --detail, not of --no-detail")
+    extra = {}
+    if args.init_image is not None:
+        extra["image"] = read_image(args.init_image)
+        if args.strength is not None:
+            extra["strength"] = args.strength
+    if args.detail is not None:
+        extra["detail"] = args.detail
+    if args.detail_strength is not None:
+        extra["detail_strength"] = args.detail_strength
     pipe = TextToImagePipeline.from_pretrained(args.model, planner=planner)
     if args.show_plan and pipe.planner is None:
         raise WordpaintError(f"--show-plan needs --planner (one of: {', '.join(PLANNERS)})")
@@ -101,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
                sigma_schedule=args.schedule, guidance_interval=interval, layout_guidance_scale=layout_guidance,
                text_guidance_scale=text_guidance, regional_prompts=args.regional_prompts,
-               clip_guidance_scale="default" if args.clip_guidance is None else args.clip_guidance, seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size)
+               clip_guidance_scale="default" if args.clip_guidance is None else args.clip_guidance, seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size, **extra)
     for w in out.warnings:
         print(f"wordpaint: warning: {w}", file=sys.stderr)
     for k, path in enumerate(paths):

@@ -52,10 +52,12 @@ def evaluate_compositional(
     regional_prompts: bool = False,
     size: int | None = None,
     show_progress: bool = True,
+    **options,
 ) -> tuple[dict, list[dict], list]:
     """Generate ``samples_per_prompt`` images per prompt and score them. ``plans`` (one
     ScenePlan per prompt) replaces the pipeline's planner, e.g. with ground-truth layouts.
     ``size`` draws square images of that side instead of the model's training resolution.
+    ``options`` go to the pipeline's call as they are (e.g. ``detail=True``).
 
     Returns (summary, per-image records, images). Prompt j's samples use seeds
     seed + j * samples_per_prompt + k, so any subset reproduces the same images."""
@@ -73,7 +75,7 @@ def evaluate_compositional(
                    sigma_schedule=sigma_schedule, guidance_interval=guidance_interval,
                    layout_guidance_scale=layout_guidance_scale, text_guidance_scale=text_guidance_scale, batch_size=batch_size,
                    plans=None if plans is None else plans[start : start + per_batch], regional_prompts=regional_prompts,
-                   height=size, width=size)
+                   height=size, width=size, **options)
         for n, (img, meta) in enumerate(zip(out.images, out.metadata)):
             p = chunk[n // samples_per_prompt]
             s = score_image(pil_to_array(img), p["spec"])

@@ -32,8 +32,15 @@ from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes48"
 BUNDLED_MODELS = {"shapes": BUNDLED_DIR, "emoji": BUNDLED_DIR.parent / "emoji64", "fashion": BUNDLED_DIR.parent / "fashion32"}
+# detail pass (``detail=True``): objects whose box side is at most DETAIL_MAX_SIDE of the canvas are
+# redrawn in a crop in which they fill DETAIL_FILL of the side (a large shapes-world object is 0.36)
+DETAIL_MAX_SIDE = 0.22
+DETAIL_FILL = 0.36
+DETAIL_STRENGTH = 0.5
+DETAIL_MARGIN = 0.02  # canvas fractions around the box that the redrawn crop replaces (the plans' minimum gap)
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
-            "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0}
+            "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0,
+            "detail": False, "detail_strength": DETAIL_STRENGTH}
 MAX_STEPS = 1000
 COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip"}  # folder -> model family
 INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide"}  # folder -> model_index.json key = constructor argument
@@ -273,6 +280,59 @@ class TextToImagePipeline:
             _check_int("seed", seed, 0, MAX_SEED)
         return list(prompts)
 
+    def _init_images(self, image, n: int, height: int, width: int) -> torch.Tensor:
+        """(n, C, height, width) pixels in [-1, 1] from one PIL image or one per prompt (resized to
+        the canvas when their size differs; transparency composited on white)."""
+        from PIL import Image
+
+        from wordpaint.images import on_white
+
+        images = list(image) if isinstance(image, (list, tuple)) else [image] * n
+        if len(images) != n:
+            raise WordpaintError(f"image must be one picture or one per prompt ({n}), got {len(images)}")
+        channels = self.vae.config.in_channels if self.vae is not None else self.model.config.in_channels
+        out = []
+        for k, im in enumerate(images):
+            if not isinstance(im, Image.Image):
+                raise WordpaintError(f"image {k} must be a PIL image, got {type(im).__name__}")
+            im = on_white(im)
+            if channels == 1:
+                im = im.convert("L")
+            if im.size != (width, height):
+                im = im.resize((width, height), Image.BICUBIC)
+            a = torch.from_numpy(np.asarray(im, dtype=np.float32).reshape(height, width, -1)).permute(2, 0, 1)
+            out.append(a / 127.5 - 1)
+        return torch.stack(out)
+
+    def _detail(self, x: torch.Tensor, plans: list, *, seeds: list[int], steps: int, schedule: str, strength: float,
+                regional_prompts: bool, **sampling) -> torch.Tensor:
+        """``x`` (B, C, H, W) in [-1, 1] with every small planned object redrawn (``detail=True`` of
+        :meth:`__call__`). Crop k of image b uses noise seed ``seeds[b] + (k + 1) * 1_000_003``, so
+        the result does not depend on batch size."""
+        import torch.nn.functional as F
+
+        _, _, height, width = x.shape
+        crops = detail_crops(plans, height=height, width=width)
+        if not crops:
+            return x
+        R = self.resolution
+        pix = torch.cat([F.interpolate(x[c.image : c.image + 1, :, c.y0 : c.y0 + c.side, c.x0 : c.x0 + c.side], size=(R, R),
+                                       mode="bicubic", align_corners=False).clamp(-1, 1) for c in crops])  # (N, C, R, R)
+        crop_plans = [c.plan for c in crops]
+        layouts = torch.stack([self._layout(pl, R, R) for pl in crop_plans])
+        f = self.vae_factor
+        regions = regions_for(crop_plans, height=R // f, width=R // f) if regional_prompts else None
+        sigmas = strength_sigmas(self.model.sigmas(steps, schedule), strength)
+        out = self.sample_batch([pl.prompt for pl in crop_plans], seeds=[seeds[c.image] + (c.obj + 1) * 1_000_003 for c in crops],
+                                sigmas=sigmas, height=R, width=R, layouts=layouts, regions=regions, init=pix, **sampling)
+        x = x.clone()
+        for c, y in zip(crops, out):
+            y = F.interpolate(y[None], size=(c.side, c.side), mode="bilinear", antialias=True, align_corners=False)[0]
+            m = c.mask  # (side, side) the share of the redrawn crop
+            patch = x[c.image, :, c.y0 : c.y0 + c.side, c.x0 : c.x0 + c.side]
+            x[c.image, :, c.y0 : c.y0 + c.side, c.x0 : c.x0 + c.side] = patch * (1 - m) + y * m
+        return x
+
     @torch.no_grad()
     def __call__(
         self,
@@ -293,6 +353,10 @@ class TextToImagePipeline:
         plans: list | None = None,
         regional_prompts: bool = False,
         clip_guidance_scale: float | str = "default",
+        image=None,
+        strength: float = 0.8,
+        detail: bool | str = "default",
+        detail_strength: float | str = "default",
         show_progress: bool = False,
     ) -> TextToImageOutput:
         """Generate images. Image k (prompt-major) uses noise from seed + k, so a result does not
@@ -312,7 +376,17 @@ class TextToImagePipeline:
         object alone ("a green cross"), elsewhere from the whole prompt, as LMD composes per-box
         generations; one more conditional pass per object (:func:`regions_for`).
         ``clip_guidance_scale`` > 0 (a pipeline with a ``guide``) adds classifier guidance from a
-        noised wordpaint-clip on top (:mod:`wordpaint.models.noised_clip`); ``"default"`` takes the folder's."""
+        noised wordpaint-clip on top (:mod:`wordpaint.models.noised_clip`); ``"default"`` takes the folder's.
+        ``image`` (a PIL image, or one per prompt) starts from that picture instead of pure noise
+        (img2img, SDEdit): it is noised to the level ``strength`` of the way up the schedule and
+        denoised from there, so ``num_inference_steps * strength`` steps run (diffusers' convention);
+        ``strength`` 1 keeps nothing of it. ``detail`` (layout models, with a plan) redraws every small
+        planned object (box side <= ``DETAIL_MAX_SIDE`` of the canvas) in a second pass: a square crop
+        around it, enlarged to the model's resolution so that the object is as large as the large
+        objects it draws best, goes through img2img at ``detail_strength`` with the crop's own layout
+        and the object's phrase, and is pasted back inside the object's box (:func:`detail_crops`),
+        as LMD draws each box on its own and face "detailers" redraw small faces; ``"default"``
+        takes the folder's (the bundled shapes model: on, strength 0.5)."""
         interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
@@ -339,39 +413,62 @@ class TextToImagePipeline:
         if layout_guidance is not None and text_guidance is not None:
             raise WordpaintError("layout_guidance_scale and text_guidance_scale are alternatives (one weighs the layout apart "
                                  "from the text, the other the text apart from the layout): set at most one")
+        detail = self.defaults["detail"] if detail == "default" else detail
+        detail_strength = self.defaults["detail_strength"] if detail_strength == "default" else detail_strength
+        if not isinstance(detail, bool):
+            raise WordpaintError(f"detail must be True or False, got {detail!r}")
+        if detail and not self.model.config.layout_channels:
+            raise WordpaintError("detail redraws each small planned object from its layout; this model reads no layout "
+                                 "(layout_channels = 0)")
+        for name, value in (("strength", strength), ("detail_strength", detail_strength)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise WordpaintError(f"{name} must be a number in (0, 1], got {value!r}")
         sampler = sampler or self.defaults["sampler"]
         schedule = sigma_schedule or self.defaults["sigma_schedule"]
         check_choice("sigma_schedule", schedule, SIGMA_SCHEDULES)
+        if image is not None and height is None and width is None:  # img2img draws at the picture's size by default
+            first = image[0] if isinstance(image, (list, tuple)) and image else image
+            width, height = getattr(first, "size", (None, None))
         height, width = height or self.resolution, width or self.resolution
         prompts = self._validate(prompt, steps, guidance, sampler, num_images_per_prompt, height, width, seed, plans)
+        inits = None if image is None else self._init_images(image, len(prompts), height, width)  # (P, C, H, W)
         _check_int("batch_size", batch_size, 1, 4096)
         if seed is None:
             seed = random.randrange(2**31)
         planner_name = "given" if plans is not None else getattr(self.planner, "name", None)
         texts, plans, warnings = self._condition(prompts, seed, plans)
         layouts = [self._layout(pl, height, width) for pl in plans]
-        jobs = [(p, t, pl, lay) for p, t, pl, lay in zip(prompts, texts, plans, layouts) for _ in range(num_images_per_prompt)]
+        jobs = [(p, t, pl, lay, k) for k, (p, t, pl, lay) in enumerate(zip(prompts, texts, plans, layouts))
+                for _ in range(num_images_per_prompt)]
         sigmas = self.model.sigmas(steps, schedule)
+        if inits is not None:
+            sigmas = strength_sigmas(sigmas, strength)
         images, meta = [], []
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
             seeds = [seed + start + i for i in range(len(chunk))]
-            lays = [lay for *_, lay in chunk]
+            lays = [lay for _, _, _, lay, _ in chunk]
             lay = None if lays[0] is None else torch.stack(lays)  # (B, C_l, H, W) for a layout model
             regions = None
             if regional_prompts:
                 f = self.vae_factor
-                regions = regions_for([pl for _, _, pl, _ in chunk], height=height // f, width=width // f)
-            x = self.sample_batch([t for _, t, _, _ in chunk], seeds=seeds, sigmas=sigmas, guidance_scale=guidance, sampler=sampler,
-                                  height=height, width=width, layouts=lay, layout_guidance_scale=layout_guidance,
-                                  text_guidance_scale=text_guidance, guidance_interval=interval, regions=regions,
-                                  clip_guidance_scale=clip_guidance, show_progress=show_progress)
+                regions = regions_for([pl for _, _, pl, _, _ in chunk], height=height // f, width=width // f)
+            sampling = dict(guidance_scale=guidance, sampler=sampler, layout_guidance_scale=layout_guidance,
+                            text_guidance_scale=text_guidance, guidance_interval=interval, clip_guidance_scale=clip_guidance)
+            init = None if inits is None else inits[[k for *_, k in chunk]]
+            x = self.sample_batch([t for _, t, _, _, _ in chunk], seeds=seeds, sigmas=sigmas, height=height, width=width, layouts=lay,
+                                  regions=regions, init=init, show_progress=show_progress, **sampling)
+            if detail:
+                x = self._detail(x, [pl for _, _, pl, _, _ in chunk], seeds=seeds, steps=steps, schedule=schedule,
+                                 strength=detail_strength, regional_prompts=regional_prompts, **sampling)
             images += to_pil(x)
-            for (p, t, pl, _), s in zip(chunk, seeds):
+            for (p, t, pl, _, _), s in zip(chunk, seeds):
                 m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
                      "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None,
                      "layout_guidance_scale": layout_guidance, "text_guidance_scale": text_guidance, "regional_prompts": regional_prompts,
                      **({"clip_guidance_scale": clip_guidance} if clip_guidance else {}),
+                     **({"init_image": True, "strength": strength} if inits is not None else {}),
+                     **({"detail": True, "detail_strength": detail_strength} if detail else {}),
                      "height": height, "width": width,
                      "wordpaint_version": wordpaint.__version__}
                 if pl is not None:
@@ -383,14 +480,17 @@ class TextToImagePipeline:
                        sampler: str, height: int, width: int, layouts: torch.Tensor | None = None,
                        layout_guidance_scale: float | None = None, text_guidance_scale: float | None = None,
                        guidance_interval: tuple[float, float] | None = None, regions: Regions | None = None,
-                       clip_guidance_scale: float = 0.0, show_progress: bool = False) -> torch.Tensor:
+                       clip_guidance_scale: float = 0.0, init: torch.Tensor | None = None,
+                       show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
         of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text,
         ``text_guidance_scale`` the text apart from the layout (see :func:`guide`; a third model
         pass, none for the text at 0). Outside ``guidance_interval`` (sigma range) a step
         runs the conditional batch alone. ``regions`` (:func:`regions_for`) replaces the full
-        pass's estimate inside each object's mask by a pass on that object's own text. Returns
+        pass's estimate inside each object's mask by a pass on that object's own text. ``init``
+        (B, C, H, W) pixels in [-1, 1] start the chain at ``init + sigmas[0] * noise`` (img2img;
+        encoded to latents first by a latent pipeline) instead of at pure noise. Returns
         (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline)."""
         model = self.model
         sigmas = sigmas.cpu()  # samplers step on the CPU's copy; the model gets each sigma on its device
@@ -399,7 +499,11 @@ class TextToImagePipeline:
         h, w = height // self.vae_factor, width // self.vae_factor  # the grid the model denoises
         # per-image generators: image k's noise depends on its seed only
         noise = torch.stack([torch.randn(model.config.in_channels, h, w, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        x = noise * (1 + sigmas[0] ** 2) ** 0.5  # VP prior N(0, 1) seen in the VE view
+        if init is None:
+            x = noise * (1 + sigmas[0] ** 2) ** 0.5  # VP prior N(0, 1) seen in the VE view
+        else:  # the VE forward process x = x0 + sigma * eps from the given picture
+            z = self.vae.encode(init).cpu() if self.vae is not None else init
+            x = z + noise * sigmas[0]
         # noise, text states and layouts are made on the CPU (same seed, same noise on any
         # device) and moved to the model's device; the images come back on the CPU
         device = module_device(model)
@@ -518,6 +622,76 @@ def regions_for(plans: list, *, height: int, width: int, margin: float = 0.04) -
     total = torch.zeros(len(plans), 1, height, width).index_add_(0, index_t, mask)  # (B, 1, H, W)
     weight = mask / total.clamp(min=1)[index_t]
     return Regions(texts, index_t, weight, keep=1 - total.clamp(max=1))
+
+
+def strength_sigmas(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
+    """The tail of ``sigmas`` (steps+1,) an img2img chain of ``strength`` runs: its last
+    ``int(steps * strength)`` steps (diffusers' convention)."""
+    steps = len(sigmas) - 1
+    run = min(int(steps * strength), steps)
+    if run < 1:
+        raise WordpaintError(f"strength {strength} runs no step of {steps}: raise strength or num_inference_steps "
+                             f"(steps x strength must be >= 1)")
+    return sigmas[steps - run :]
+
+
+@dataclass
+class DetailCrop:
+    """One object to redraw: image ``image``'s object ``obj``, the square crop of ``side`` pixels at
+    (``x0``, ``y0``), the crop's own ``plan`` (boxes in crop fractions, text naming the object),
+    and ``mask`` (side, side): how much of each crop pixel the redrawn crop replaces."""
+
+    image: int
+    obj: int
+    x0: int
+    y0: int
+    side: int
+    plan: object
+    mask: torch.Tensor
+
+
+def detail_crops(plans: list, *, height: int, width: int, max_side: float = DETAIL_MAX_SIDE, fill: float = DETAIL_FILL,
+                 margin: float = DETAIL_MARGIN) -> list[DetailCrop]:
+    """The crops of the detail pass: one per planned object whose box side is at most ``max_side``
+    (canvas fractions), a square of side ``box side / fill`` centred on it (shifted inside the
+    canvas, at most the canvas), so that after enlarging to the model's resolution the object is
+    as large as its large objects. The crop's plan keeps every object with at least half its box
+    inside the crop (clipped), so neighbours stay what they are, and the object's text (as
+    regional prompts name it, with the background). The mask is the object's box grown by
+    ``margin``, anti-aliased: only the object and the background just around it are replaced."""
+    from wordpaint.data.captions import BG_FRAMES, _article
+    from wordpaint.text.layout import _coverage_1d
+    from wordpaint.text.plan import PlanObject, ScenePlan
+
+    crops = []
+    for i, plan in enumerate(plans):
+        if plan is None or not plan.objects:
+            continue
+        bg = BG_FRAMES[0].format(bg=plan.background) if plan.background else ""
+        for j, o in enumerate(plan.objects):
+            bx0, by0, bx1, by1 = o.box
+            if max(bx1 - bx0, by1 - by0) > max_side:
+                continue
+            side = min(height, width, max(1, round(max((bx1 - bx0) * width, (by1 - by0) * height) / fill)))
+            x0 = min(max(round((bx0 + bx1) / 2 * width - side / 2), 0), width - side)
+            y0 = min(max(round((by0 + by1) / 2 * height - side / 2), 0), height - side)
+
+            def to_crop(box: tuple) -> tuple[float, float, float, float]:
+                return ((box[0] * width - x0) / side, (box[1] * height - y0) / side,
+                        (box[2] * width - x0) / side, (box[3] * height - y0) / side)
+
+            objs = []
+            for k, n in enumerate(plan.objects):
+                cx0, cy0, cx1, cy1 = to_crop(n.box)
+                clipped = (max(cx0, 0.0), max(cy0, 0.0), min(cx1, 1.0), min(cy1, 1.0))
+                inside = max(clipped[2] - clipped[0], 0) * max(clipped[3] - clipped[1], 0)
+                if k == j or inside >= 0.5 * (cx1 - cx0) * (cy1 - cy0):
+                    objs.append(PlanObject(n.phrase, n.shape, n.color, n.size, clipped))
+            text = f"{_article(o.phrase)} {o.phrase}{bg}"
+            mx0, my0, mx1, my1 = to_crop((bx0 - margin, by0 - margin, bx1 + margin, by1 + margin))
+            mask = torch.from_numpy(np.outer(_coverage_1d(my0, my1, side), _coverage_1d(mx0, mx1, side)).astype(np.float32))
+            crops.append(DetailCrop(i, j, x0, y0, side, ScenePlan(text, objs, plan.background, plan.style), mask))
+    return crops
 
 
 def guide(d: dict[str, torch.Tensor], *, guidance_scale: float, layout_guidance_scale: float | None = None,
