@@ -445,6 +445,10 @@ def test_detail_crops_enlarge_each_small_object():
     circle = crops[1]
     assert circle.x0 + circle.side <= 56 and circle.x0 <= 0.32 * 56 and 0.5 * 56 <= circle.x0 + circle.side
     assert detail_crops([_detail_plan()], height=56, width=56, max_side=0.1) == []
+    # a wide box is drawn as the square of its shorter side: that square's size decides
+    wide = ScenePlan("a red star", [PlanObject("red star", "star", "red", None, (0.1, 0.1, 0.7, 0.28))], None, "flat")
+    (c,) = detail_crops([wide], height=56, width=56)
+    assert c.side == 28 and c.plan.prompt == "a red star"
 
 
 def test_detail_pass_redraws_only_the_small_objects(layout_pipe, text_encoder):

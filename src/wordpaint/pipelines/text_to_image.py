@@ -655,12 +655,13 @@ def detail_crops(plans: list, *, height: int, width: int, max_side: float = DETA
     """The crops of the detail pass: one per planned object whose box side is at most ``max_side``
     (canvas fractions), a square of side ``box side / fill`` centred on it (shifted inside the
     canvas, at most the canvas), so that after enlarging to the model's resolution the object is
-    as large as its large objects. The crop's plan keeps every object with at least half its box
+    as large as its large objects (sizes from the square each object is drawn in, as the layout
+    draws it). The crop's plan keeps every object with at least half its box
     inside the crop (clipped), so neighbours stay what they are, and the object's text (as
     regional prompts name it, with the background). The mask is the object's box grown by
     ``margin``, anti-aliased: only the object and the background just around it are replaced."""
     from wordpaint.data.captions import BG_FRAMES, _article
-    from wordpaint.text.layout import _coverage_1d
+    from wordpaint.text.layout import _coverage_1d, layout_from_plan
     from wordpaint.text.plan import PlanObject, ScenePlan
 
     crops = []
@@ -668,8 +669,9 @@ def detail_crops(plans: list, *, height: int, width: int, max_side: float = DETA
         if plan is None or not plan.objects:
             continue
         bg = BG_FRAMES[0].format(bg=plan.background) if plan.background else ""
-        for j, o in enumerate(plan.objects):
-            bx0, by0, bx1, by1 = o.box
+        # the square each object is drawn in (the layout's), not the plan's box, decides its size
+        for j, (o, drawn) in enumerate(zip(plan.objects, layout_from_plan(plan)[0])):
+            bx0, by0, bx1, by1 = drawn.box
             if max(bx1 - bx0, by1 - by0) > max_side:
                 continue
             side = min(height, width, max(1, round(max((bx1 - bx0) * width, (by1 - by0) * height) / fill)))
