@@ -443,6 +443,8 @@ class TextToImagePipeline:
         sigmas = self.model.sigmas(steps, schedule)
         if inits is not None:
             sigmas = strength_sigmas(sigmas, strength)
+        sampling = dict(guidance_scale=guidance, sampler=sampler, layout_guidance_scale=layout_guidance,
+                        text_guidance_scale=text_guidance, guidance_interval=interval, clip_guidance_scale=clip_guidance)
         images, meta = [], []
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
@@ -453,8 +455,6 @@ class TextToImagePipeline:
             if regional_prompts:
                 f = self.vae_factor
                 regions = regions_for([pl for _, _, pl, _, _ in chunk], height=height // f, width=width // f)
-            sampling = dict(guidance_scale=guidance, sampler=sampler, layout_guidance_scale=layout_guidance,
-                            text_guidance_scale=text_guidance, guidance_interval=interval, clip_guidance_scale=clip_guidance)
             init = None if inits is None else inits[[k for *_, k in chunk]]
             x = self.sample_batch([t for _, t, _, _, _ in chunk], seeds=seeds, sigmas=sigmas, height=height, width=width, layouts=lay,
                                   regions=regions, init=init, show_progress=show_progress, **sampling)
@@ -593,14 +593,21 @@ class Regions:
     keep: torch.Tensor
 
 
+def object_text(phrase: str, background: str | None) -> str:
+    """The text that names one planned object on its own ("a green cross on a black background"):
+    what its regional-prompt pass and its detail-pass crop are conditioned on."""
+    from wordpaint.data.captions import BG_FRAMES, _article
+
+    return f"{_article(phrase)} {phrase}" + (BG_FRAMES[0].format(bg=background) if background else "")
+
+
 def regions_for(plans: list, *, height: int, width: int, margin: float = 0.04) -> Regions | None:
     """:class:`Regions` of a batch's plans on the model's (height, width) grid: one per planned
     object (one per distinct phrase of an image), its box grown by ``margin`` (canvas fractions: the shape's anti-aliased edge and the
     background just around it), with the plan's background named too ("a green cross on a
     black background"). Where grown boxes overlap the objects share the pixel equally. None when
     no plan has an object."""
-    from wordpaint.data.captions import BG_FRAMES, _article
-    from wordpaint.text.layout import _coverage_1d, layout_from_plan
+    from wordpaint.text.layout import box_coverage, layout_from_plan
 
     # objects of one image with the same phrase ("three red stars") see the same text and layout,
     # so one pass serves them all: their masks are summed into one region
@@ -608,11 +615,10 @@ def regions_for(plans: list, *, height: int, width: int, margin: float = 0.04) -
     for i, plan in enumerate(plans):
         if plan is None or not plan.objects:
             continue
-        bg = BG_FRAMES[0].format(bg=plan.background) if plan.background else ""
         for o, lo in zip(plan.objects, layout_from_plan(plan)[0]):
             x0, y0, x1, y1 = lo.box
-            cov = np.outer(_coverage_1d(y0 - margin, y1 + margin, height), _coverage_1d(x0 - margin, x1 + margin, width))
-            key = (i, f"{_article(o.phrase)} {o.phrase}{bg}")
+            cov = box_coverage((x0 - margin, y0 - margin, x1 + margin, y1 + margin), height, width)
+            key = (i, object_text(o.phrase, plan.background))
             regions[key] = regions.get(key, 0) + cov
     if not regions:
         return None
@@ -660,15 +666,13 @@ def detail_crops(plans: list, *, height: int, width: int, max_side: float = DETA
     inside the crop (clipped), so neighbours stay what they are, and the object's text (as
     regional prompts name it, with the background). The mask is the object's box grown by
     ``margin``, anti-aliased: only the object and the background just around it are replaced."""
-    from wordpaint.data.captions import BG_FRAMES, _article
-    from wordpaint.text.layout import _coverage_1d, layout_from_plan
+    from wordpaint.text.layout import box_coverage, layout_from_plan
     from wordpaint.text.plan import PlanObject, ScenePlan
 
     crops = []
     for i, plan in enumerate(plans):
         if plan is None or not plan.objects:
             continue
-        bg = BG_FRAMES[0].format(bg=plan.background) if plan.background else ""
         # the square each object is drawn in (the layout's), not the plan's box, decides its size
         for j, (o, drawn) in enumerate(zip(plan.objects, layout_from_plan(plan)[0])):
             bx0, by0, bx1, by1 = drawn.box
@@ -689,10 +693,10 @@ def detail_crops(plans: list, *, height: int, width: int, max_side: float = DETA
                 inside = max(clipped[2] - clipped[0], 0) * max(clipped[3] - clipped[1], 0)
                 if k == j or inside >= 0.5 * (cx1 - cx0) * (cy1 - cy0):
                     objs.append(PlanObject(n.phrase, n.shape, n.color, n.size, clipped))
-            text = f"{_article(o.phrase)} {o.phrase}{bg}"
-            mx0, my0, mx1, my1 = to_crop((bx0 - margin, by0 - margin, bx1 + margin, by1 + margin))
-            mask = torch.from_numpy(np.outer(_coverage_1d(my0, my1, side), _coverage_1d(mx0, mx1, side)).astype(np.float32))
-            crops.append(DetailCrop(i, j, x0, y0, side, ScenePlan(text, objs, plan.background, plan.style), mask))
+            grown = to_crop((bx0 - margin, by0 - margin, bx1 + margin, by1 + margin))
+            mask = torch.from_numpy(box_coverage(grown, side, side).astype(np.float32))
+            crops.append(DetailCrop(i, j, x0, y0, side, ScenePlan(object_text(o.phrase, plan.background), objs, plan.background,
+                                                                 plan.style), mask))
     return crops
 
 

@@ -49,6 +49,13 @@ def _coverage_1d(lo: float, hi: float, n: int) -> np.ndarray:
     return np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0, None) * n
 
 
+def box_coverage(box: tuple[float, float, float, float], height: int, width: int) -> np.ndarray:
+    """(height, width) float64 fraction of each pixel covered by ``box`` (x0, y0, x1, y1) in
+    fractions of the grid (anti-aliased edges; parts outside the grid are ignored)."""
+    x0, y0, x1, y1 = box
+    return np.outer(_coverage_1d(y0, y1, height), _coverage_1d(x0, x1, width))
+
+
 def rasterize(objects: list[LayoutObject], background: str | None, *, height: int, width: int,
               silhouettes: bool = False) -> torch.Tensor:
     """(LAYOUT_CHANNELS, height, width) float32 conditioning image of a layout. With
@@ -60,7 +67,7 @@ def rasterize(objects: list[LayoutObject], background: str | None, *, height: in
         if silhouettes and o.shape is not None:
             cov = shape_coverage(o.shape, (x0 * width, y0 * height, x1 * width, y1 * height), height, width)  # (H, W)
         else:
-            cov = np.outer(_coverage_1d(y0, y1, height), _coverage_1d(x0, x1, width)).astype(np.float32)  # (H, W)
+            cov = box_coverage(o.box, height, width).astype(np.float32)  # (H, W)
         # boxes never overlap in a valid plan; max() keeps channels in range if they touch
         out[0] = np.maximum(out[0], cov)
         if o.color is not None:
@@ -85,7 +92,7 @@ def object_weight_map(objects: list[LayoutObject], *, height: int, width: int, r
     for o in objects:
         x0, y0, x1, y1 = o.box
         area = max((x1 - x0) * (y1 - y0), 1e-4)
-        cov = np.outer(_coverage_1d(y0, y1, height), _coverage_1d(x0, x1, width))
+        cov = box_coverage(o.box, height, width)
         out = np.maximum(out, (cov * (ref_area / area)).astype(np.float32))
     return torch.from_numpy(out)[None]
 
