@@ -1,13 +1,15 @@
 """Choose the emoji model's sampling defaults on a *dev* concept set, not the evaluation one.
 
     python benchmarks/tune_emoji.py --data data/emoji [--settings dpmpp_2m:10:3 dpmpp_2m:10:6 ...]
+    python benchmarks/tune_emoji.py --data data/emoji --prior runs/prior/pipeline --settings dpmpp_2m:10:3:3:off dpmpp_2m:10:3:3:0.5
 
 Dev set: 240 emoji concepts drawn with seed 7 from the training split, excluding the 240
 evaluation concepts of ``emoji_heldout.json`` and every concept with a held-out cell, each in all
 three styles (these cells are training images, like the report's "seen" cells). The first
 ``--concepts`` of them are drawn once per style and setting ("NAME in STYLE style", seed 0) and
 judged as the report judges: wordpaint-clip zero-shot, concept 240-way over the dev vocabulary,
-style 3-way. Writes JSON with one row per ``sampler:steps:guidance`` setting.
+style 3-way. Writes JSON with one row per ``sampler:steps:guidance[:clip_guidance[:prior_strength]]``
+setting (prior_strength ``off``: from noise; 0: the prior's draft itself, no diffusion step).
 """
 
 from __future__ import annotations
@@ -43,8 +45,13 @@ def main() -> None:
     ap.add_argument("--data", default="data/emoji")
     ap.add_argument("--concepts", type=int, default=100, help="dev concepts drawn (x 3 styles); the vocabulary stays 240")
     ap.add_argument("--settings", nargs="+", default=["dpmpp_2m:10:3"],
-                    help="sampler:steps:guidance[:clip_guidance] ... (clip guidance needs --guide)")
+                    help="sampler:steps:guidance[:clip_guidance[:prior_strength|off]] ... (clip guidance needs a guide, "
+                    "prior strength a prior)")
     ap.add_argument("--guide", default=None, help="a noised wordpaint-clip folder to attach as the pipeline's guide")
+    ap.add_argument("--prior", default=None, help="a latent prior folder to attach as the pipeline's prior")
+    ap.add_argument("--references", action="store_true",
+                    help="also judge the real images of the dev cells and their autoencoder round trips (the ceiling of "
+                    "anything this autoencoder decodes)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_emoji.json"))
     args = ap.parse_args()
 
@@ -54,33 +61,57 @@ def main() -> None:
     from wordpaint.training.clip import concept_style_accuracy
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
-    if args.guide:
-        from wordpaint.pipelines.text_to_image import load_model
+    from wordpaint.pipelines.text_to_image import load_model
 
-        pipe = pipe.with_component("guide", load_model(args.guide))
+    for name in ("guide", "prior"):
+        if getattr(args, name):
+            pipe = pipe.with_component(name, load_model(getattr(args, name)))
     clip = WordpaintClip.from_pretrained()
     names = dev_concepts(args.data)
     vocab = list(names)
     cells = [(c, s) for c in vocab[: args.concepts] for s in EMOJI_STYLES]
     prompts = [short_caption(names[c], s) for c, s in cells]
     rows = []
+
+    def judge(images) -> dict:
+        emb = clip.model.embed_image_features(clip.image_features(images, show_progress=False))
+        acc = concept_style_accuracy(clip, emb, [c for c, _ in cells], [s for _, s in cells], vocab, names)
+        score = float(100 * (emb * clip.embed_texts(prompts)).sum(-1).clamp(min=0).mean())
+        return {"concept_accuracy": round(acc["concept_accuracy"], 4), "concept_top5_accuracy": round(acc["concept_top5_accuracy"], 4),
+                "style_accuracy": round(acc["style_accuracy"], 4), "clip_score": round(score, 2)}
+
+    if args.references:
+        import torch
+
+        from wordpaint.data.imagefolder import load_imagefolder, model_inputs
+        from wordpaint.images import to_pil
+
+        want = set(cells)
+        found, images, _ = load_imagefolder(args.data, size=64, splits=("train",), kinds=("emoji",),
+                                            keep=lambda r: (r.get("concept"), r.get("style")) in want)
+        by_cell = dict(zip([(r["concept"], r["style"]) for r in found], images))
+        real = torch.stack([by_cell[c] for c in cells])  # (N, 3, 64, 64) uint8, in cell order
+        x = model_inputs(list(real))  # [-1, 1]
+        with torch.no_grad():
+            recon = torch.cat([pipe.vae.reconstruct(x[i : i + 128]) for i in range(0, len(x), 128)])
+        for name, batch in (("real images", x), ("autoencoder round trip", recon)):
+            row = {"reference": name, **judge(to_pil(batch))}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     for spec in args.settings:
         sampler, steps, g, *rest = spec.split(":")
         cg = float(rest[0]) if rest else 0.0
+        prior = rest[1] if len(rest) > 1 else "off"
         t0 = time.perf_counter()
-        res = pipe(prompts, seed=0, sampler=sampler, num_inference_steps=int(steps), guidance_scale=float(g), batch_size=64,
-                   clip_guidance_scale=cg, show_progress=False)
+        images = pipe(prompts, seed=0, sampler=sampler, num_inference_steps=int(steps), guidance_scale=float(g), batch_size=64,
+                      clip_guidance_scale=cg, prior_strength=None if prior == "off" else float(prior), show_progress=False).images
         secs = time.perf_counter() - t0
-        emb = clip.model.embed_image_features(clip.image_features(res.images, show_progress=False))
-        acc = concept_style_accuracy(clip, emb, [c for c, _ in cells], [s for _, s in cells], vocab, names)
-        score = float(100 * (emb * clip.embed_texts(prompts)).sum(-1).clamp(min=0).mean())
         row = {"sampler": sampler, "num_inference_steps": int(steps), "guidance_scale": float(g), "clip_guidance_scale": cg,
-               "concept_accuracy": round(acc["concept_accuracy"], 4), "style_accuracy": round(acc["style_accuracy"], 4),
-               "clip_score": round(score, 2), "seconds_per_image": round(secs / len(prompts), 4)}
+               "prior_strength": prior, **judge(images), "seconds_per_image": round(secs / len(prompts), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "guide": args.guide, "dev": f"{args.concepts} of 240 dev concepts (seed 7) x {len(EMOJI_STYLES)} styles",
+    Path(args.out).write_text(json.dumps({"model": args.model, "guide": args.guide, "prior": args.prior, "dev": f"{args.concepts} of 240 dev concepts (seed 7) x {len(EMOJI_STYLES)} styles",
                                           "rows": rows}, indent=2) + "\n")
 
 

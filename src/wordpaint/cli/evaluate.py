@@ -38,6 +38,10 @@ def add_parser(sub) -> None:
     r.add_argument("--guidance", type=float, default=None)
     r.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
                    help="models with a guide: classifier guidance scale (0 = off; default: the model's)")
+    r.add_argument("--prior-strength", default=None, metavar="S|off",
+                   help="models with a prior: start from the prompt's draft this far up the schedule, in [0, 1] (0: the draft "
+                   "itself); off = from noise "
+                   "(default: the model's)")
     r.add_argument("--samples-per-prompt", type=int, default=4, help="shapes: samples per prompt")
     r.add_argument("--limit-per-task", type=int, default=None, help="shapes: first N prompts of each task")
     r.add_argument("--n-per-class", type=int, default=1000, help="fashion: generated images per class (10 classes)")
@@ -106,6 +110,13 @@ def run_report(args: argparse.Namespace) -> int:
         if args.clip_guidance and pipe.guide is None:
             raise WordpaintError("--clip-guidance needs a model with a guide (a noised wordpaint-clip component)")
         pipe.defaults["clip_guidance_scale"] = args.clip_guidance  # every suite samples with the folder's defaults
+    if args.prior_strength is not None:
+        from wordpaint.cli.generate import parse_prior_strength
+
+        strength = parse_prior_strength(args.prior_strength)
+        if strength is not None and pipe.prior is None:
+            raise WordpaintError("--prior-strength needs a model with a prior (a latent_prior component)")
+        pipe.defaults["prior_strength"] = strength
     common = dict(seed=args.seed, steps=args.steps, guidance=args.guidance)
     if args.suite == "shapes":
         kw = dict(samples_per_prompt=args.samples_per_prompt, limit_per_task=args.limit_per_task, **common)

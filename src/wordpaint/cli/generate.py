@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
                    help="models with a guide (a noised wordpaint-clip): classifier guidance toward the prompt at this scale, "
                    "on top of --guidance; 0 turns it off (default: the model's)")
+    p.add_argument("--prior-strength", default=None, metavar="S|off",
+                   help="models with a prior (a text -> latent draft): start from the prompt's draft taken this far up the "
+                   "noise schedule, in [0, 1] (0: the draft itself, no diffusion step); off starts from pure noise (default: the model's)")
     p.add_argument("--sampler", default=None, help="dpmpp_2m, ddim, euler or ddpm (ancestral) (default: the model's)")
     p.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
@@ -92,6 +95,18 @@ def parse_interval(text: str | None):
     return lo, hi
 
 
+def parse_prior_strength(text: str | None):
+    """``--prior-strength``: None (the model's default), 'off', or a number (checked by the pipeline)."""
+    if text is None:
+        return "default"
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise WordpaintError(f"--prior-strength must be a number in [0, 1] or off, got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     paths = output_paths(args.output, args.n) if isinstance(args.n, int) and args.n >= 1 else None
     if paths is None:
@@ -137,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     out = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
                sigma_schedule=args.schedule, guidance_interval=interval, layout_guidance_scale=layout_guidance,
                text_guidance_scale=text_guidance, regional_prompts=args.regional_prompts,
-               clip_guidance_scale="default" if args.clip_guidance is None else args.clip_guidance, seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size, **extra)
+               clip_guidance_scale="default" if args.clip_guidance is None else args.clip_guidance, prior_strength=parse_prior_strength(args.prior_strength),
+               seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size, **extra)
     for w in out.warnings:
         print(f"wordpaint: warning: {w}", file=sys.stderr)
     for k, path in enumerate(paths):

@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
                      description="Write a copy of MODEL with one component replaced, e.g. the autoencoder by a decoder fine-tuned "
                                  "with the emoji_ae_decoder recipe. A new autoencoder must encode as the old one did.")
     r.add_argument("model", help="pipeline folder or bundled name (shapes, emoji, fashion)")
-    r.add_argument("--component", required=True, choices=("autoencoder", "diffusion", "guide"),
-                   help="which component to replace (guide: add or replace the noised wordpaint-clip used by --clip-guidance)")
+    r.add_argument("--component", required=True, choices=("autoencoder", "diffusion", "guide", "prior"),
+                   help="which component to replace (guide: add or replace the noised wordpaint-clip used by --clip-guidance; "
+                   "prior: add or replace the latent prior used by --prior-strength)")
     r.add_argument("--from", dest="source", required=True, help="the new component's folder (config.json + model.safetensors), "
                                                                 "or a pipeline folder holding it, e.g. the pipeline/ folder of an autoencoder or diffusion run")
     r.add_argument("--out", required=True, help="where to write the new pipeline folder (may be MODEL itself: written atomically)")
@@ -45,7 +46,7 @@ def run_info(args: argparse.Namespace) -> int:
     folder = Path(BUNDLED_MODELS.get(args.model or "shapes", args.model))
     info = {"folder": str(folder), "resolution": pipe.resolution, "defaults": pipe.defaults,
             "text_encoder": pipe.text_encoder.to_config_dict().get("name_or_path"), "components": {}}
-    for name, model in (("diffusion", pipe.model), ("autoencoder", pipe.vae), ("guide", pipe.guide)):
+    for name, model in pipe.components().items():
         if model is None:
             continue
         files = folder / name

@@ -10,10 +10,12 @@ from wordpaint.errors import check_choice
 from wordpaint.models.autoencoder import AutoencoderConfig, AutoencoderModel
 from wordpaint.models.clip import ClipConfig, ClipModel
 from wordpaint.models.diffusion import DiffusionConfig, DiffusionModel
+from wordpaint.models.latent_prior import LatentPriorConfig, LatentPriorModel
 from wordpaint.models.noised_clip import NoisedClipConfig, NoisedClipModel
 
 FAMILIES = {"diffusion": (DiffusionConfig, DiffusionModel), "clip": (ClipConfig, ClipModel),
-            "autoencoder": (AutoencoderConfig, AutoencoderModel), "noised_clip": (NoisedClipConfig, NoisedClipModel)}
+            "autoencoder": (AutoencoderConfig, AutoencoderModel), "noised_clip": (NoisedClipConfig, NoisedClipModel),
+            "latent_prior": (LatentPriorConfig, LatentPriorModel)}
 
 PRESETS: dict[str, tuple[str, dict]] = {
     "tiny": (
@@ -58,6 +60,9 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "tiny_ae": ("autoencoder", dict(resolution=32, block_out_channels=(4, 8), norm_num_groups=4, mid_block_add_attention=False)),
 }
 PRESETS["tiny_latent"] = ("diffusion", {**PRESETS["tiny"][1], "resolution": 16, "in_channels": 4})
+# the emoji model's draft (text -> 16x16x4 latent); tiny_prior drafts tiny_latent's grid for tests
+PRESETS["emoji_prior"] = ("latent_prior", dict(hidden_dim=2048, num_layers=3, latent_channels=4, resolution=16))
+PRESETS["tiny_prior"] = ("latent_prior", dict(hidden_dim=16, num_layers=1, latent_channels=4, resolution=16))
 
 
 def build_config(*, family: str = "diffusion", preset: str | None = None, **overrides):

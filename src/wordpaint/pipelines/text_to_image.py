@@ -8,6 +8,8 @@ Folder format (diffusers-style, round-trips exactly with save_pretrained / from_
     diffusion/model.safetensors
     autoencoder/              (latent models only) the frozen autoencoder: the diffusion model
                               works on its latents and the pipeline decodes them
+    guide/                    (optional) a noised wordpaint-clip for clip_guidance_scale
+    prior/                    (optional) a latent prior: drafts the start of the chain (prior_strength)
 """
 
 from __future__ import annotations
@@ -40,10 +42,10 @@ DETAIL_STRENGTH = 0.5
 DETAIL_MARGIN = 0.02  # canvas fractions around the box that the redrawn crop replaces (the plans' minimum gap)
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
             "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0,
-            "detail": False, "detail_strength": DETAIL_STRENGTH}
+            "detail": False, "detail_strength": DETAIL_STRENGTH, "prior_strength": None}
 MAX_STEPS = 1000
-COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip"}  # folder -> model family
-INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide"}  # folder -> model_index.json key = constructor argument
+COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip", "prior": "latent_prior"}  # folder -> model family
+INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide", "prior": "prior"}  # folder -> model_index.json key = constructor argument
 MAX_SEED = 2**63 - 1
 
 
@@ -88,7 +90,8 @@ class TextToImagePipeline:
     ``vae`` (an :class:`~wordpaint.models.autoencoder.AutoencoderModel`) the model denoises the
     autoencoder's latents and the pipeline decodes them (latent diffusion)."""
 
-    def __init__(self, *, text_encoder: TextEncoder, model, vae=None, defaults: dict | None = None, planner=None, guide=None):
+    def __init__(self, *, text_encoder: TextEncoder, model, vae=None, defaults: dict | None = None, planner=None, guide=None,
+                 prior=None):
         from wordpaint.text.planners import get_planner
 
         self.text_encoder = text_encoder
@@ -99,6 +102,13 @@ class TextToImagePipeline:
         if guide is not None and (guide.config.in_channels, guide.config.resolution) != (model.config.in_channels, model.config.resolution):
             raise ModelLoadError(f"the guide reads {guide.config.in_channels} x {guide.config.resolution}^2 inputs, the diffusion model "
                                  f"denoises {model.config.in_channels} x {model.config.resolution}^2")
+        # optional latent prior (prior_strength): drafts the model's input from the pooled text
+        self.prior = prior.eval().requires_grad_(False) if prior is not None else None
+        if prior is not None and (prior.config.latent_channels, prior.config.resolution) != (model.config.in_channels, model.config.resolution):
+            raise ModelLoadError(f"the prior drafts {prior.config.latent_channels} x {prior.config.resolution}^2 inputs, the diffusion model "
+                                 f"denoises {model.config.in_channels} x {model.config.resolution}^2")
+        if prior is not None and prior.config.text_dim != text_encoder.dim:
+            raise ModelLoadError(f"the prior reads pooled text of width {prior.config.text_dim}, the text encoder gives {text_encoder.dim}")
         if vae is not None:
             if model.config.in_channels != vae.config.latent_channels:
                 raise ModelLoadError(f"the diffusion model takes {model.config.in_channels} channels, the autoencoder's latents have {vae.config.latent_channels}")
@@ -142,12 +152,11 @@ class TextToImagePipeline:
             raise ModelLoadError(
                 f"model expects text states of width {model.config.cross_attention_dim}, the text encoder gives {text_encoder.dim}"
             )
-        vae = load_model(path / index["vae"]) if index.get("vae") else None
-        guide = load_model(path / index["guide"]) if index.get("guide") else None
+        optional = {key: load_model(path / index[key]) for key in ("vae", "guide", "prior") if index.get(key)}  # autoencoder, guide, prior
         defaults = dict(index.get("defaults") or {})
         if isinstance(planner, str) and planner == "default":
             planner = defaults.get("planner")
-        return cls(text_encoder=text_encoder, model=model, vae=vae, defaults=defaults, planner=planner, guide=guide)
+        return cls(text_encoder=text_encoder, model=model, defaults=defaults, planner=planner, **optional)
 
     def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
         """Write the pipeline folder atomically (``dtype=torch.float16`` halves the file). A
@@ -162,24 +171,24 @@ class TextToImagePipeline:
                 "_class_name": type(self).__name__,
                 "wordpaint_version": wordpaint.__version__,
                 "text_encoder": "text_encoder",
-                "model": "diffusion",
-                **({"vae": "autoencoder"} if self.vae is not None else {}),
-                **({"guide": "guide"} if self.guide is not None else {}),
+                **{INDEX_KEYS[folder]: folder for folder, module in self.components().items() if module is not None},
                 "defaults": defaults,
             })
             write_json(tmp / "text_encoder" / "config.json", {**self.text_encoder.to_config_dict(), "wordpaint_version": wordpaint.__version__})
-            save_model(self.model, tmp / "diffusion", dtype=dtype)
-            if self.vae is not None:
-                save_model(self.vae, tmp / "autoencoder", dtype=dtype)
-            if self.guide is not None:
-                save_model(self.guide, tmp / "guide", dtype=dtype)
+            for folder, module in self.components().items():
+                if module is not None:
+                    save_model(module, tmp / folder, dtype=dtype)
         return path
 
+    def components(self) -> dict:
+        """The model components by folder name ("diffusion", "autoencoder", "guide", "prior"; None where absent)."""
+        return {"diffusion": self.model, "autoencoder": self.vae, "guide": self.guide, "prior": self.prior}
+
     def with_component(self, name: str, model, *, allow_new_latents: bool = False) -> "TextToImagePipeline":
-        """A copy of this pipeline with component ``name`` ("diffusion", "autoencoder" or
-        "guide") replaced (or, for the optional guide, added) by ``model``: e.g. a fine-tuned
-        decoder from a ``train_encoder=false`` run, or a noised wordpaint-clip for
-        ``clip_guidance_scale``.
+        """A copy of this pipeline with component ``name`` ("diffusion", "autoencoder", "guide"
+        or "prior") replaced (or, for the optional guide and prior, added) by ``model``: e.g. a
+        fine-tuned decoder from a ``train_encoder=false`` run, a noised wordpaint-clip for
+        ``clip_guidance_scale``, or a latent prior for ``prior_strength``.
 
         A latent diffusion model was trained on its autoencoder's latents, so a new autoencoder
         must encode exactly as the old one did (same encoder weights and ``scaling_factor``):
@@ -189,17 +198,17 @@ class TextToImagePipeline:
         family = family_of(model.config)
         if family != COMPONENT_FAMILIES[name]:
             raise WordpaintError(f"a {family!r} model cannot be the pipeline's {name!r} component (that takes a {COMPONENT_FAMILIES[name]!r} model)")
-        parts = {"model": self.model, "vae": self.vae, "guide": self.guide}
+        parts = {INDEX_KEYS[folder]: module for folder, module in self.components().items()}
         parts[INDEX_KEYS[name]] = model
         if name == "autoencoder" and self.vae is not None and not allow_new_latents:
             _check_same_latents(self.vae, model)
         return type(self)(text_encoder=self.text_encoder, defaults=dict(self.defaults), planner=self.planner, **parts)
 
     def to(self, device: str | torch.device) -> "TextToImagePipeline":
-        """Move every component (text encoder, diffusion model, autoencoder, guide) to ``device``;
+        """Move every component (text encoder, diffusion model, autoencoder, guide, prior) to ``device``;
         returns the pipeline. Noise is still drawn on the CPU, so a seed gives the same start anywhere."""
         self.text_encoder.to(device)
-        for module in (self.model, self.vae, self.guide):
+        for module in self.components().values():
             if module is not None:
                 module.to(device)
         return self
@@ -357,6 +366,7 @@ class TextToImagePipeline:
         strength: float = 0.8,
         detail: bool | str = "default",
         detail_strength: float | str = "default",
+        prior_strength: float | None | str = "default",
         show_progress: bool = False,
     ) -> TextToImageOutput:
         """Generate images. Image k (prompt-major) uses noise from seed + k, so a result does not
@@ -386,7 +396,11 @@ class TextToImagePipeline:
         objects it draws best, goes through img2img at ``detail_strength`` with the crop's own layout
         and the object's phrase, and is pasted back inside the object's box (:func:`detail_crops`),
         as LMD draws each box on its own and face "detailers" redraw small faces; ``"default"``
-        takes the folder's (the bundled shapes model: on, strength 0.5)."""
+        takes the folder's (the bundled shapes model: on, strength 0.5). ``prior_strength`` (a pipeline
+        with a ``prior``, :mod:`wordpaint.models.latent_prior`) starts the chain from the prior's draft
+        of the prompt instead of pure noise, noised that far up the schedule, as ``image`` does with
+        ``strength`` (DiffuseVAE's coarse-sample-then-refine); 0 returns the draft itself (decoded, no
+        diffusion step, the same for every seed); None starts from noise; ``"default"`` takes the folder's."""
         interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
@@ -420,9 +434,18 @@ class TextToImagePipeline:
         if detail and not self.model.config.layout_channels:
             raise WordpaintError("detail redraws each small planned object from its layout; this model reads no layout "
                                  "(layout_channels = 0)")
+        prior_strength = self.defaults["prior_strength"] if prior_strength == "default" else prior_strength
         for name, value in (("strength", strength), ("detail_strength", detail_strength)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise WordpaintError(f"{name} must be a number in (0, 1], got {value!r}")
+        if prior_strength is not None and (isinstance(prior_strength, bool) or not isinstance(prior_strength, (int, float))
+                                           or not 0 <= prior_strength <= 1):
+            raise WordpaintError(f"prior_strength must be a number in [0, 1] or None, got {prior_strength!r}")
+        if prior_strength is not None and self.prior is None:
+            raise WordpaintError("prior_strength needs a pipeline with a prior (a latent_prior component); this one has none")
+        if prior_strength is not None and image is not None:
+            raise WordpaintError("image and prior_strength both choose where the chain starts: give one of them "
+                                 "(prior_strength=None to start from the image)")
         sampler = sampler or self.defaults["sampler"]
         schedule = sigma_schedule or self.defaults["sigma_schedule"]
         check_choice("sigma_schedule", schedule, SIGMA_SCHEDULES)
@@ -430,6 +453,9 @@ class TextToImagePipeline:
             first = image[0] if isinstance(image, (list, tuple)) and image else image
             width, height = getattr(first, "size", (None, None))
         height, width = height or self.resolution, width or self.resolution
+        if prior_strength is not None and (height, width) != (self.resolution, self.resolution):
+            raise WordpaintError(f"the prior drafts {self.resolution} x {self.resolution} px pictures only, got {height} x {width}: "
+                                 f"drop the size or pass prior_strength=None")
         prompts = self._validate(prompt, steps, guidance, sampler, num_images_per_prompt, height, width, seed, plans)
         inits = None if image is None else self._init_images(image, len(prompts), height, width)  # (P, C, H, W)
         _check_int("batch_size", batch_size, 1, 4096)
@@ -443,6 +469,10 @@ class TextToImagePipeline:
         sigmas = self.model.sigmas(steps, schedule)
         if inits is not None:
             sigmas = strength_sigmas(sigmas, strength)
+        elif prior_strength == 0:
+            sigmas = sigmas[-1:]  # no step: the draft itself, decoded
+        elif prior_strength is not None:
+            sigmas = strength_sigmas(sigmas, prior_strength)
         sampling = dict(guidance_scale=guidance, sampler=sampler, layout_guidance_scale=layout_guidance,
                         text_guidance_scale=text_guidance, guidance_interval=interval, clip_guidance_scale=clip_guidance)
         images, meta = [], []
@@ -457,7 +487,8 @@ class TextToImagePipeline:
                 regions = regions_for([pl for _, _, pl, _, _ in chunk], height=height // f, width=width // f)
             init = None if inits is None else inits[[k for *_, k in chunk]]
             x = self.sample_batch([t for _, t, _, _, _ in chunk], seeds=seeds, sigmas=sigmas, height=height, width=width, layouts=lay,
-                                  regions=regions, init=init, show_progress=show_progress, **sampling)
+                                  regions=regions, init=init, from_prior=prior_strength is not None, show_progress=show_progress,
+                                  **sampling)
             if detail:
                 x = self._detail(x, [pl for _, _, pl, _, _ in chunk], seeds=seeds, steps=steps, schedule=schedule,
                                  strength=detail_strength, regional_prompts=regional_prompts, **sampling)
@@ -468,6 +499,7 @@ class TextToImagePipeline:
                      "layout_guidance_scale": layout_guidance, "text_guidance_scale": text_guidance, "regional_prompts": regional_prompts,
                      **({"clip_guidance_scale": clip_guidance} if clip_guidance else {}),
                      **({"init_image": True, "strength": strength} if inits is not None else {}),
+                     **({"prior_strength": prior_strength} if prior_strength is not None else {}),
                      **({"detail": True, "detail_strength": detail_strength} if detail else {}),
                      "height": height, "width": width,
                      "wordpaint_version": wordpaint.__version__}
@@ -481,7 +513,7 @@ class TextToImagePipeline:
                        layout_guidance_scale: float | None = None, text_guidance_scale: float | None = None,
                        guidance_interval: tuple[float, float] | None = None, regions: Regions | None = None,
                        clip_guidance_scale: float = 0.0, init: torch.Tensor | None = None,
-                       show_progress: bool = False) -> torch.Tensor:
+                       from_prior: bool = False, show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
         of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text,
@@ -490,7 +522,8 @@ class TextToImagePipeline:
         runs the conditional batch alone. ``regions`` (:func:`regions_for`) replaces the full
         pass's estimate inside each object's mask by a pass on that object's own text. ``init``
         (B, C, H, W) pixels in [-1, 1] start the chain at ``init + sigmas[0] * noise`` (img2img;
-        encoded to latents first by a latent pipeline) instead of at pure noise. Returns
+        encoded to latents first by a latent pipeline) instead of at pure noise; ``from_prior`` starts
+        it at ``draft + sigmas[0] * noise`` with the prior's draft of each prompt. Returns
         (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline)."""
         model = self.model
         sigmas = sigmas.cpu()  # samplers step on the CPU's copy; the model gets each sigma on its device
@@ -499,7 +532,11 @@ class TextToImagePipeline:
         h, w = height // self.vae_factor, width // self.vae_factor  # the grid the model denoises
         # per-image generators: image k's noise depends on its seed only
         noise = torch.stack([torch.randn(model.config.in_channels, h, w, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        if init is None:
+        if from_prior:  # the VE forward process x = x0 + sigma * eps from the prior's (B, C, h, w) draft
+            if self.prior is None:
+                raise WordpaintError("from_prior needs a pipeline with a prior")
+            x = self.prior.draft(cond.pooled.to(module_device(self.prior))).cpu() + noise * sigmas[0]
+        elif init is None:
             x = noise * (1 + sigmas[0] ** 2) ** 0.5  # VP prior N(0, 1) seen in the VE view
         else:  # the VE forward process x = x0 + sigma * eps from the given picture
             z = self.vae.encode(init).cpu() if self.vae is not None else init

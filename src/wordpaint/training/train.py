@@ -181,7 +181,7 @@ class StepBatches(torch.utils.data.Dataset):
         self.stream, self.bs, self.rank, self.world = task.stream, batch_size, task.rank, task.world
         self.layouts = bool(getattr(task, "layouts", False))
         self.object_maps = bool(getattr(task.config, "object_loss_weight", 0.0))
-        self.text = isinstance(task, (TextToImageTask, GuideTask))  # tasks that read captions
+        self.text = isinstance(task, (TextToImageTask, GuideTask))  # tasks that read captions (PriorTask is a GuideTask)
 
     def __len__(self) -> int:
         return 2**62
@@ -403,18 +403,19 @@ class GuideTask:
     evaluation is zero-shot retrieval on the folder's held-out rows at a few noise levels."""
 
     SIGMAS = (0.1, 1.0, 3.0)
+    WHAT = "guide"  # in error messages
 
     def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
         from wordpaint.data.imagefolder import caption_alternatives, load_imagefolder, model_inputs
         from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
 
-        data = _image_folder_data(recipe, "a guide")
+        data = _image_folder_data(recipe, f"a {self.WHAT}")
         self.recipe, self.config, self.device = recipe, config, accelerator.device
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.text_encoder = TextEncoder(TextEncoderConfig(**recipe.get("text_encoder", {}))).to(self.device)
         # every caption kept: the guide learns the text, there is no unconditional input to learn
         self.vae, self.stream = _image_folder_stream(data, config, self.device, seed=recipe.get("seed", 0), cond_drop_prob=0.0,
-                                                     show_progress=show_progress, what="guide")
+                                                     show_progress=show_progress, what=self.WHAT)
         # the frozen text tower runs once per distinct caption, not on every batch (it would take
         # half of each step): (N_captions, text_dim) pooled features and a caption -> row index
         captions = sorted({c for alts in self.stream.captions for c in alts})
@@ -468,6 +469,49 @@ class GuideTask:
 
         with atomic_dir(path) as tmp:
             save_model(module.eval(), tmp)
+
+
+class PriorTask(GuideTask):
+    """Training a latent prior (:mod:`wordpaint.models.latent_prior`): the same inputs as a guide
+    (an image folder's latents, each with its pooled caption, the text tower run once per caption).
+    The quick evaluation is the draft's mean squared error on the folder's held-out rows (captions
+    never trained on: how it generalises) and on as many training rows (how well it fits), with
+    the latents' variance for scale; the sample grid decodes the recipe's sample prompts' drafts."""
+
+    WHAT = "prior"
+
+    def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
+        super().__init__(recipe, config, accelerator, show_progress=show_progress)
+        from wordpaint.data.imagefolder import caption_alternatives
+
+        n = min(len(self.stream), 512)
+        self.fit_x0 = self.stream.data[:n]  # the first training rows (file order), with their short prompts
+        self.fit_text = self._pooled([caption_alternatives(r)[-1] for r in self.stream.rows[:n]], False)
+
+    def sample_grid(self, module):
+        from wordpaint.images import make_grid, to_pil
+
+        prompts = self.recipe.get("samples", {}).get("prompts")
+        if not prompts or self.vae is None:
+            return None
+        with torch.no_grad():
+            z = module.eval().draft(self._pooled(prompts, False).to(self.device))
+            return make_grid(to_pil(self.vae.decode(z).cpu()), cols=8)
+
+    @torch.no_grad()
+    def evaluate(self, module) -> dict:
+        module.eval()
+        out = {}
+        for name, x0, text in (("heldout", getattr(self, "eval_x0", None), getattr(self, "eval_text", None)),
+                               ("train", self.fit_x0, self.fit_text)):
+            if x0 is not None:
+                z = module.draft(text.to(self.device)).cpu()
+                out[f"{name}_mse"], out[f"{name}_var"] = float(((z - x0) ** 2).mean()), float(x0.var())
+        return out
+
+    @staticmethod
+    def describe(rec: dict) -> str:
+        return " ".join(f"{k} mse={rec[k + '_mse']:.4f} (var {rec[k + '_var']:.3f})" for k in ("train", "heldout") if k + "_mse" in rec)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -615,7 +659,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", {**recipe, "wordpaint_version": wordpaint.__version__, "resolved_model_config": config.to_dict(), "parameters": n_params})
     # what is trained decides the batches, the sample grid, the quick evaluation and the export
-    task_cls = {"autoencoder": AutoencoderTask, "guide": GuideTask}.get(component, TextToImageTask)
+    task_cls = {"autoencoder": AutoencoderTask, "guide": GuideTask, "prior": PriorTask}.get(component, TextToImageTask)
     task = task_cls(recipe, config, accelerator, show_progress=show_progress)
 
     def log(rec: dict) -> None:
