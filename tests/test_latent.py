@@ -220,6 +220,7 @@ def test_emoji_suite_report(runs, tmp_path):
     for f in (seen, held):
         assert 0 <= f["concept_accuracy"] <= 1 and 0 <= f["style_accuracy"] <= 1 and f["FID (EfficientNet-Lite0)"] > 0
     assert (tmp_path / "report" / "samples.png").is_file() and "concept acc." in paths["markdown"].read_text()
+    assert "prior_strength" not in res["sampling"]  # recorded only when a prior drew the images
 
 
 def test_bundled_emoji_model_draws_64px():
