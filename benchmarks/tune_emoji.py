@@ -90,8 +90,7 @@ def main() -> None:
         found, images, _ = load_imagefolder(args.data, size=64, splits=("train",), kinds=("emoji",),
                                             keep=lambda r: (r.get("concept"), r.get("style")) in want)
         by_cell = dict(zip([(r["concept"], r["style"]) for r in found], images))
-        real = torch.stack([by_cell[c] for c in cells])  # (N, 3, 64, 64) uint8, in cell order
-        x = model_inputs(list(real))  # [-1, 1]
+        x = model_inputs([by_cell[c] for c in cells])  # (N, 3, 64, 64) in [-1, 1], in cell order
         with torch.no_grad():
             recon = torch.cat([pipe.vae.reconstruct(x[i : i + 128]) for i in range(0, len(x), 128)])
         for name, batch in (("real images", x), ("autoencoder round trip", recon)):

@@ -45,7 +45,7 @@ DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 
             "detail": False, "detail_strength": DETAIL_STRENGTH, "prior_strength": None}
 MAX_STEPS = 1000
 COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip", "prior": "latent_prior"}  # folder -> model family
-INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide", "prior": "prior"}  # folder -> model_index.json key = constructor argument
+INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide", "prior": "prior"}  # folder -> model_index.json key = constructor argument = attribute
 MAX_SEED = 2**63 - 1
 
 
@@ -152,7 +152,8 @@ class TextToImagePipeline:
             raise ModelLoadError(
                 f"model expects text states of width {model.config.cross_attention_dim}, the text encoder gives {text_encoder.dim}"
             )
-        optional = {key: load_model(path / index[key]) for key in ("vae", "guide", "prior") if index.get(key)}  # autoencoder, guide, prior
+        # the optional components (autoencoder, guide, prior) the index names
+        optional = {key: load_model(path / index[key]) for key in INDEX_KEYS.values() if key != "model" and index.get(key)}
         defaults = dict(index.get("defaults") or {})
         if isinstance(planner, str) and planner == "default":
             planner = defaults.get("planner")
@@ -182,7 +183,7 @@ class TextToImagePipeline:
 
     def components(self) -> dict:
         """The model components by folder name ("diffusion", "autoencoder", "guide", "prior"; None where absent)."""
-        return {"diffusion": self.model, "autoencoder": self.vae, "guide": self.guide, "prior": self.prior}
+        return {folder: getattr(self, key) for folder, key in INDEX_KEYS.items()}  # index key = attribute name
 
     def with_component(self, name: str, model, *, allow_new_latents: bool = False) -> "TextToImagePipeline":
         """A copy of this pipeline with component ``name`` ("diffusion", "autoencoder", "guide"

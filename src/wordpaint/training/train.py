@@ -486,7 +486,8 @@ class PriorTask(GuideTask):
 
         n = min(len(self.stream), 512)
         self.fit_x0 = self.stream.data[:n]  # the first training rows (file order), with their short prompts
-        self.fit_text = self._pooled([caption_alternatives(r)[-1] for r in self.stream.rows[:n]], False)
+        # their pooled features were computed with every training caption: looked up, not encoded again
+        self.fit_text = self.caption_features[[self.caption_index[caption_alternatives(r)[-1]] for r in self.stream.rows[:n]]]
 
     def sample_grid(self, module):
         from wordpaint.images import make_grid, to_pil
