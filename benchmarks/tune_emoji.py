@@ -52,11 +52,14 @@ def main() -> None:
     ap.add_argument("--references", action="store_true",
                     help="also judge the real images of the dev cells and their autoencoder round trips (the ceiling of "
                     "anything this autoencoder decodes)")
+    ap.add_argument("--reference-style", action="store_true",
+                    help="a reference model: show each dev cell its concept's training image in the next style (never the "
+                    "cell's own image), as `eval report --reference other-style` does")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_emoji.json"))
     args = ap.parse_args()
 
     from wordpaint import TextToImagePipeline
-    from wordpaint.data.emoji import EMOJI_STYLES, short_caption
+    from wordpaint.data.emoji import EMOJI_STYLES, reference_style, short_caption
     from wordpaint.models.clip import WordpaintClip
     from wordpaint.training.clip import concept_style_accuracy
 
@@ -80,17 +83,19 @@ def main() -> None:
         return {"concept_accuracy": round(acc["concept_accuracy"], 4), "concept_top5_accuracy": round(acc["concept_top5_accuracy"], 4),
                 "style_accuracy": round(acc["style_accuracy"], 4), "clip_score": round(score, 2)}
 
+    import torch
+
+    from wordpaint.data.imagefolder import load_imagefolder, model_inputs
+    from wordpaint.images import to_pil
+
+    want = set(cells)
+    found, images, _ = load_imagefolder(args.data, size=64, splits=("train",), kinds=("emoji",),
+                                        keep=lambda r: (r.get("concept"), r.get("style")) in want)
+    by_cell = dict(zip([(r["concept"], r["style"]) for r in found], images))
+    x = model_inputs([by_cell[c] for c in cells])  # (N, 3, 64, 64) in [-1, 1], in cell order
+    # dev concepts have all three styles: every cell gets its concept in the next style
+    extra = {"reference": to_pil(model_inputs([by_cell[(c, reference_style(EMOJI_STYLES, s))] for c, s in cells]))} if args.reference_style else {}
     if args.references:
-        import torch
-
-        from wordpaint.data.imagefolder import load_imagefolder, model_inputs
-        from wordpaint.images import to_pil
-
-        want = set(cells)
-        found, images, _ = load_imagefolder(args.data, size=64, splits=("train",), kinds=("emoji",),
-                                            keep=lambda r: (r.get("concept"), r.get("style")) in want)
-        by_cell = dict(zip([(r["concept"], r["style"]) for r in found], images))
-        x = model_inputs([by_cell[c] for c in cells])  # (N, 3, 64, 64) in [-1, 1], in cell order
         with torch.no_grad():
             recon = torch.cat([pipe.vae.reconstruct(x[i : i + 128]) for i in range(0, len(x), 128)])
         for name, batch in (("real images", x), ("autoencoder round trip", recon)):
@@ -103,10 +108,10 @@ def main() -> None:
         prior = rest[1] if len(rest) > 1 else "off"
         t0 = time.perf_counter()
         images = pipe(prompts, seed=0, sampler=sampler, num_inference_steps=int(steps), guidance_scale=float(g), batch_size=64,
-                      clip_guidance_scale=cg, prior_strength=None if prior == "off" else float(prior), show_progress=False).images
+                      clip_guidance_scale=cg, prior_strength=None if prior == "off" else float(prior), show_progress=False, **extra).images
         secs = time.perf_counter() - t0
         row = {"sampler": sampler, "num_inference_steps": int(steps), "guidance_scale": float(g), "clip_guidance_scale": cg,
-               "prior_strength": prior, **judge(images), "seconds_per_image": round(secs / len(prompts), 4)}
+               "prior_strength": prior, "reference": "other-style" if args.reference_style else None, **judge(images), "seconds_per_image": round(secs / len(prompts), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -191,24 +191,31 @@ def test_autoencoder_recipe_needs_an_image_folder(tmp_path):
         train("tiny_ae", tmp_path / "x", data=tmp_path / "nowhere", show_progress=False)
 
 
-def test_emoji_suite_report(runs, tmp_path):
-    """The emoji suite on a tiny latent model and an untrained wordpaint-clip: every figure is
-    there, accuracies are fractions, and the sample sheet is written."""
+def _suite_folder(root, *, styles=("noto", "twemoji", "openmoji")):
+    """A 32 px folder shaped like the corpus for the first 4 evaluation concepts, one image per
+    style; concepts 0-2 each have one held-out cell."""
     from wordpaint.data.emoji import HELDOUT_FILE
-    from wordpaint.eval.report import write_suite_report
-    from wordpaint.models.clip import ClipConfig, ClipModel, WordpaintClip
 
     vocab = json.loads(HELDOUT_FILE.read_text())["eval_concepts"][:4]
-    root = tmp_path / "emoji"
     (root / "images").mkdir(parents=True)
     rows = []
     for i, v in enumerate(vocab):
-        for j, style in enumerate(("noto", "twemoji", "openmoji")):
+        for j, style in enumerate(styles):
             ex = sample_example(np.random.default_rng(10 * i + j), size=32)
             Image.fromarray(render_scene(ex.scene, 32)).save(root / "images" / f"{i}-{style}.png")
             rows.append({"file_name": f"images/{i}-{style}.png", "text": f"{v['name']} in {style} style", "name": v["name"], "style": style,
                          "kind": "emoji", "concept": v["concept"], "split": "heldout" if j == i % 3 and i < 3 else "train"})
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_emoji_suite_report(runs, tmp_path):
+    """The emoji suite on a tiny latent model and an untrained wordpaint-clip: every figure is
+    there, accuracies are fractions, and the sample sheet is written."""
+    from wordpaint.eval.report import write_suite_report
+    from wordpaint.models.clip import ClipConfig, ClipModel, WordpaintClip
+
+    root = _suite_folder(tmp_path / "emoji")
     torch.manual_seed(0)
     clip = WordpaintClip(ClipModel(ClipConfig(hidden_dim=32, embed_dim=16, dropout=0.0)))
     pipe = TextToImagePipeline.from_pretrained(runs[2])

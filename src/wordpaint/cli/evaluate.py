@@ -51,6 +51,9 @@ def add_parser(sub) -> None:
     r.add_argument("--clip", default=None, help="emoji: a wordpaint-clip folder (default: the bundled one)")
     r.add_argument("--samples-per-cell", type=int, default=2, help="emoji: images per (concept, style) cell")
     r.add_argument("--limit-concepts", type=int, default=None, help="emoji: only the first N of the 240 evaluation concepts")
+    r.add_argument("--reference", default=None, metavar="other-style",
+                   help="emoji, reference models: show each cell its concept's training image in another style (never the "
+                   "cell's own image)")
     r.set_defaults(func=run_report)
 
 
@@ -105,7 +108,16 @@ def run_report(args: argparse.Namespace) -> int:
     for name in ("samples_per_prompt", "n_per_class", "n_real", "cas_epochs", "samples_per_cell"):
         if getattr(args, name) < 1:
             raise WordpaintError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.reference is not None and args.suite != "emoji":
+        raise WordpaintError("--reference is an option of the emoji suite")
+    if args.reference is not None:
+        from wordpaint.eval.report import EMOJI_REFERENCES
+
+        check_choice("--reference", args.reference, EMOJI_REFERENCES)
     pipe = TextToImagePipeline.from_pretrained(args.model)
+    if args.reference is not None and not pipe.model.config.reference_image:
+        raise WordpaintError("--reference needs a model trained with reference pictures (reference_image = true, e.g. the "
+                             "emoji64_ref recipe)")
     if args.clip_guidance is not None:
         if args.clip_guidance and pipe.guide is None:
             raise WordpaintError("--clip-guidance needs a model with a guide (a noised wordpaint-clip component)")
@@ -121,7 +133,8 @@ def run_report(args: argparse.Namespace) -> int:
     if args.suite == "shapes":
         kw = dict(samples_per_prompt=args.samples_per_prompt, limit_per_task=args.limit_per_task, **common)
     elif args.suite == "emoji":
-        kw = dict(data=args.data, clip=args.clip, samples_per_cell=args.samples_per_cell, limit_concepts=args.limit_concepts, **common)
+        kw = dict(data=args.data, clip=args.clip, samples_per_cell=args.samples_per_cell, limit_concepts=args.limit_concepts,
+                  reference=args.reference, **common)
     else:
         kw = dict(n_per_class=args.n_per_class, n_real=args.n_real, cas_epochs=args.cas_epochs, **common)
     paths = write_suite_report(pipe, args.suite, args.out, model_name=args.model or "shapes (bundled)", **kw)

@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
                    help="img2img: start from this picture instead of noise (resized to --size if that is given)")
     p.add_argument("--strength", type=float, default=None, metavar="S",
                    help="--init-image: how far up the noise schedule the picture is taken, in (0, 1]; 1 keeps nothing of it (default 0.8)")
+    p.add_argument("--reference", default=None, metavar="PNG",
+                   help="reference models (reference_image, e.g. the emoji64_ref recipe): redraw this picture's subject as the "
+                   "prompt asks, e.g. an emoji in another style (resized to the canvas)")
     p.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
                    help="models with a guide (a noised wordpaint-clip): classifier guidance toward the prompt at this scale, "
                    "on top of --guidance; 0 turns it off (default: the model's)")
@@ -59,18 +62,18 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def read_image(path: str):
-    """A PIL image from ``path``, fully read, or a clear error naming the file."""
+def read_image(path: str, *, option: str = "--init-image"):
+    """A PIL image from ``path``, fully read, or a clear error naming ``option`` and the file."""
     from PIL import Image, UnidentifiedImageError
 
     if not Path(path).is_file():
-        raise WordpaintError(f"--init-image: no such file: {path}")
+        raise WordpaintError(f"{option}: no such file: {path}")
     try:
         with Image.open(path) as im:
             im.load()
             return im.copy()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise WordpaintError(f"--init-image: cannot read {path} as an image ({e})") from None
+        raise WordpaintError(f"{option}: cannot read {path} as an image ({e})") from None
 
 
 def output_paths(output: str, n: int) -> list[Path]:
@@ -140,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         extra["image"] = read_image(args.init_image)
         if args.strength is not None:
             extra["strength"] = args.strength
+    if args.reference is not None:
+        extra["reference"] = read_image(args.reference, option="--reference")
     if args.detail is not None:
         extra["detail"] = args.detail
     if args.detail_strength is not None:

@@ -101,6 +101,18 @@ def short_caption(name: str, style: str) -> str:
     return f"{name} in {style} style"
 
 
+def reference_style(styles, style: str, *, order: tuple[str, ...] = EMOJI_STYLES) -> str | None:
+    """The style a reference for a (concept, ``style``) cell is taken from, given the concept's
+    available ``styles``: the next one after ``style`` in ``order`` (cyclically) that it has,
+    never ``style`` itself; None when it has no other. Deterministic, so every report and dev
+    run shows a reference model the same pictures."""
+    k = order.index(style) if style in order else -1
+    for other in order[k + 1 :] + order[: k + 1]:
+        if other != style and other in styles:
+            return other
+    return None
+
+
 def caption(name: str, keywords: list[str], style: str) -> str:
     """The stored caption: name, up to three keywords that add words, and the style."""
     extra = [k for k in keywords if k.lower() not in name.lower()][:3]

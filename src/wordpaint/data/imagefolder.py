@@ -107,16 +107,21 @@ class ImageFolderStream:
     permutation drawn from (seed, epoch), the caption is one of :func:`caption_alternatives`
     and is dropped ('' for classifier-free guidance) with ``cond_drop_prob``. With an
     ``autoencoder`` (a :class:`~wordpaint.models.autoencoder.AutoencoderModel`) the stream gives
-    its scaled latents instead of pixels, encoded once up front (the autoencoder is frozen)."""
+    its scaled latents instead of pixels, encoded once up front (the autoencoder is frozen).
+    With ``references`` it also gives, through :meth:`layouts`, each example's reference: the
+    model input of another image of the same ``concept`` in a different ``style`` (drawn per
+    example), or zeros when the concept has no other style here, when the caption was dropped, or
+    with ``reference_drop_prob``; so a reference model also learns to draw from text alone."""
 
     def __init__(self, folder: str | os.PathLike, *, size: int = 64, seed: int = 0, splits: tuple[str, ...] = ("train",),
                  kinds: tuple[str, ...] | None = None, cond_drop_prob: float = 0.0, autoencoder=None,
-                 show_progress: bool = True):
+                 references: bool = False, reference_drop_prob: float = 0.0, show_progress: bool = True):
         self.rows, images, self.skipped = load_imagefolder(folder, size=size, splits=tuple(splits), kinds=kinds)
-        self.seed, self.cond_drop_prob = seed, cond_drop_prob
+        self.seed, self.cond_drop_prob, self.reference_drop_prob = seed, cond_drop_prob, reference_drop_prob
         self.captions = [caption_alternatives(r) for r in self.rows]
         self.images = images  # uint8 (3, H, W) each: the real images, for FID during training
         self.data = model_inputs(images, autoencoder, show_progress=show_progress)  # (N, C, h, w)
+        self.references = reference_candidates(self.rows) if references else None
         self._epoch: tuple[int, object] = (-1, None)  # (epoch, its permutation): drawn once per epoch
 
     def __len__(self) -> int:
@@ -130,18 +135,48 @@ class ImageFolderStream:
             self._epoch = (i // n, np.random.default_rng([self.seed, i // n]).permutation(n))
         return int(self._epoch[1][i % n])
 
+    def _example(self, i: int) -> tuple[int, str]:
+        """(row, caption) of example ``i``; the caption is '' when dropped."""
+        import numpy as np
+
+        j = self.index(i)
+        r = np.random.default_rng([self.seed, i, 1])
+        alts = self.captions[j]
+        cap = alts[int(r.integers(len(alts)))]
+        return j, "" if r.random() < self.cond_drop_prob else cap
+
     def batch(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, list[str]]:
         """Batch ``step`` for ``rank``: examples (step * world + rank) * B ... + B - 1."""
+        from wordpaint.data.stream import batch_indices
+
+        idx, caps = zip(*(self._example(i) for i in batch_indices(step, batch_size, rank=rank, world_size=world_size)))
+        return self.data[list(idx)], list(caps)
+
+    def layouts(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """(B, C, h, w) the references of :meth:`batch`'s examples (zeros where there is none)."""
         import numpy as np
 
         from wordpaint.data.stream import batch_indices
 
-        idx, caps = [], []
-        for i in batch_indices(step, batch_size, rank=rank, world_size=world_size):
-            j = self.index(i)
-            r = np.random.default_rng([self.seed, i, 1])
-            alts = self.captions[j]
-            cap = alts[int(r.integers(len(alts)))]
-            caps.append("" if r.random() < self.cond_drop_prob else cap)
-            idx.append(j)
-        return self.data[idx], caps
+        if self.references is None:
+            raise WordpaintError("this image-folder stream was built without references=True")
+        out = torch.zeros(batch_size, *self.data.shape[1:])
+        for k, i in enumerate(batch_indices(step, batch_size, rank=rank, world_size=world_size)):
+            j, cap = self._example(i)
+            r = np.random.default_rng([self.seed, i, 2])
+            if cap and self.references[j] and r.random() >= self.reference_drop_prob:
+                out[k] = self.data[self.references[j][int(r.integers(len(self.references[j])))]]
+        return out
+
+
+def reference_candidates(rows: list[dict]) -> list[list[int]]:
+    """For each row, the indices of the rows of the same ``concept`` in another ``style`` (rows
+    without a concept or style have none): what a reference model may be shown for it."""
+    from collections import defaultdict
+
+    by_concept: dict = defaultdict(list)
+    for k, r in enumerate(rows):
+        if r.get("concept") is not None and r.get("style") is not None:
+            by_concept[r["concept"]].append(k)
+    return [[k for k in by_concept.get(r.get("concept"), []) if rows[k].get("style") != r.get("style")]
+            if r.get("style") is not None else [] for r in rows]

@@ -133,11 +133,19 @@ def fashion_suite(pipe, out: Path, *, n_per_class: int, n_real: int, seed: int, 
     return {"figures": figures, "cas": cas, "warnings": warn, "markdown": "\n".join(md), "settings": settings}
 
 
+EMOJI_REFERENCES = ("other-style",)
+
+
 def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_per_cell: int, seed: int, steps: int | None,
-                guidance: float | None, limit_concepts: int | None, show_progress: bool) -> dict:
+                guidance: float | None, limit_concepts: int | None, show_progress: bool, reference: str | None = None) -> dict:
+    """The emoji suite (module docstring). ``reference="other-style"`` (a reference model) shows
+    each cell the training image of its concept in another style (:func:`reference_style`),
+    never the cell's own image: seen and held-out cells are then drawn the same way."""
     import json as _json
 
-    from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE, short_caption
+    from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE, reference_style, short_caption
+    from wordpaint.data.imagefolder import model_inputs
+    from wordpaint.images import to_pil
     from wordpaint.data.imagefolder import load_imagefolder
     from wordpaint.eval import metrics as M
     from wordpaint.models.clip import WordpaintClip
@@ -156,6 +164,19 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
     name = M.FEATURES_NAME
     figures, pictures, settings = {}, [], {"samples_per_cell": samples_per_cell, "seed": seed, "concepts": len(chosen),
                                              "concept_vocabulary": len(order), "styles": list(EMOJI_STYLES), "data": str(data)}
+    if reference is not None:
+        check_choice("reference", reference, EMOJI_REFERENCES)
+        train = {(r["concept"], r["style"]): im for r, im in zip(rows, images) if r["split"] != "heldout"}
+        styles: dict = {}
+        for c, st in train:
+            styles.setdefault(c, set()).add(st)
+
+        def references(items) -> list:
+            """One PIL picture (or None: the concept has no other style) per cell of ``items``."""
+            picks = [reference_style(styles.get(c, ()), st) for c, st, _ in items]
+            return [None if p is None else to_pil(model_inputs([train[(c, p)]]))[0] for (c, _, _), p in zip(items, picks)]
+
+        settings["reference"] = reference
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always", M.FewSamplesWarning)
@@ -163,8 +184,12 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
             if not items:
                 continue
             prompts = [short_caption(names[c], st) for c, st, _ in items]
+            extra = {}
+            if reference is not None:
+                extra["reference"] = references(items)
+                settings[f"{which}_cells_without_reference"] = sum(p is None for p in extra["reference"])
             res = pipe(prompts, num_images_per_prompt=samples_per_cell, seed=seed, num_inference_steps=steps,
-                       guidance_scale=guidance, batch_size=64, show_progress=show_progress)
+                       guidance_scale=guidance, batch_size=64, show_progress=show_progress, **extra)
             rep = lambda xs: [x for x in xs for _ in range(samples_per_cell)]  # noqa: E731  (prompt-major, like the images)
             gen_feats = clip.image_features(res.images, show_progress=show_progress)
             real_feats = clip.image_features([im for *_, im in items], show_progress=show_progress)

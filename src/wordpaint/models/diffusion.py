@@ -84,6 +84,12 @@ class DiffusionConfig(ConfigMixin):
     # The plan holds no more than before (shape + box); the UNet no longer has to invent a ~9 px
     # star's points inside a box, which is where box layouts fail most.
     layout_silhouettes: bool = False
+    # reference-image conditioning: the layout channels carry the latent of a reference picture
+    # (for the emoji model: the same concept drawn in another style) instead of a planned layout,
+    # as Re-Imagen and retrieval-augmented diffusion condition on retrieved neighbours. The model
+    # learns to redraw the reference's subject in the prompt's style; the pipeline takes it as
+    # ``reference=`` (an image) and uses no planner. Needs layout_channels == in_channels.
+    reference_image: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -101,12 +107,17 @@ class DiffusionConfig(ConfigMixin):
         tp = d.get("terminal_prob", 0.0)
         if isinstance(tp, bool) or not isinstance(tp, (int, float)) or not 0.0 <= tp <= 1.0:
             raise ValueError(f"terminal_prob must be in [0, 1], got {d['terminal_prob']!r}")
-        sil = d.get("layout_silhouettes", False)
-        if not isinstance(sil, bool):
-            raise ValueError(f"layout_silhouettes must be true or false, got {sil!r}")
-        for flag in ("layout_residuals", "layout_silhouettes"):  # options of the layout input
+        for flag in ("layout_residuals", "layout_silhouettes", "reference_image"):  # options of the layout input
+            if not isinstance(d.get(flag, False), bool):
+                raise ValueError(f"{flag} must be true or false, got {d[flag]!r}")
             if d.get(flag) and not d.get("layout_channels"):
                 raise ValueError(f"{flag} needs a layout model (layout_channels > 0)")
+        if d.get("reference_image"):
+            if d["layout_channels"] != d.get("in_channels", 3):
+                raise ValueError(f"reference_image needs layout_channels == in_channels (the reference is encoded like the image), "
+                                 f"got {d['layout_channels']} and {d.get('in_channels', 3)}")
+            if d.get("layout_silhouettes"):
+                raise ValueError("reference_image and layout_silhouettes exclude each other: the layout channels carry one or the other")
         return super().from_dict(d)
 
 

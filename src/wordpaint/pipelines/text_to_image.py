@@ -112,7 +112,7 @@ class TextToImagePipeline:
         if vae is not None:
             if model.config.in_channels != vae.config.latent_channels:
                 raise ModelLoadError(f"the diffusion model takes {model.config.in_channels} channels, the autoencoder's latents have {vae.config.latent_channels}")
-            if model.config.layout_channels:
+            if model.config.layout_channels and not model.config.reference_image:
                 raise ModelLoadError("a layout model on latents is not supported (layouts are rasterised at pixel size)")
         self.defaults = {**DEFAULTS, **(defaults or {})}
         # planner: a backend name ("rules", "smollm2", ...), a planner object, or None (the prompt
@@ -245,10 +245,11 @@ class TextToImagePipeline:
 
     def _layout(self, plan, height: int, width: int) -> torch.Tensor | None:
         """(LAYOUT_CHANNELS, H, W) for a layout model (zeros without a plan with objects: the
-        model's "no layout"), None for a prompt-only model."""
+        model's "no layout"), None for a prompt-only model and for a reference model (whose layout
+        input is a reference picture's latent, :meth:`_references`; none = zeros in the model)."""
         from wordpaint.text.layout import layout_from_plan, rasterize
 
-        if not self.model.config.layout_channels:
+        if not self.model.config.layout_channels or self.model.config.reference_image:
             return None
         if plan is None or not plan.objects:
             return torch.zeros(self.model.config.layout_channels, height, width)
@@ -290,21 +291,22 @@ class TextToImagePipeline:
             _check_int("seed", seed, 0, MAX_SEED)
         return list(prompts)
 
-    def _init_images(self, image, n: int, height: int, width: int) -> torch.Tensor:
+    def _init_images(self, image, n: int, height: int, width: int, *, what: str = "image") -> torch.Tensor:
         """(n, C, height, width) pixels in [-1, 1] from one PIL image or one per prompt (resized to
-        the canvas when their size differs; transparency composited on white)."""
+        the canvas when their size differs; transparency composited on white); ``what`` names the
+        argument in errors."""
         from PIL import Image
 
         from wordpaint.images import on_white
 
         images = list(image) if isinstance(image, (list, tuple)) else [image] * n
         if len(images) != n:
-            raise WordpaintError(f"image must be one picture or one per prompt ({n}), got {len(images)}")
+            raise WordpaintError(f"{what} must be one picture or one per prompt ({n}), got {len(images)}")
         channels = self.vae.config.in_channels if self.vae is not None else self.model.config.in_channels
         out = []
         for k, im in enumerate(images):
             if not isinstance(im, Image.Image):
-                raise WordpaintError(f"image {k} must be a PIL image, got {type(im).__name__}")
+                raise WordpaintError(f"{what} {k} must be a PIL image, got {type(im).__name__}")
             im = on_white(im)
             if channels == 1:
                 im = im.convert("L")
@@ -313,6 +315,29 @@ class TextToImagePipeline:
             a = torch.from_numpy(np.asarray(im, dtype=np.float32).reshape(height, width, -1)).permute(2, 0, 1)
             out.append(a / 127.5 - 1)
         return torch.stack(out)
+
+    def _references(self, reference, n: int, height: int, width: int) -> tuple[torch.Tensor, list[bool]]:
+        """((n, C, h, w) what a reference model reads, whether prompt k has a reference) of one
+        picture or one per prompt (None: no reference for that prompt, zeros as in training): each
+        picture resized to the canvas and encoded like an image (a latent pipeline's latents)."""
+        if not self.model.config.reference_image:
+            raise WordpaintError("reference needs a model trained with reference pictures (reference_image = true, e.g. the "
+                                 "emoji64_ref recipe); this one reads " + ("a planned layout" if self.model.config.layout_channels else "text only"))
+        from PIL import Image
+
+        pictures = list(reference) if isinstance(reference, (list, tuple)) else [reference] * n
+        if len(pictures) != n:
+            raise WordpaintError(f"reference must be one picture or one per prompt ({n}), got {len(pictures)}")
+        for k, p in enumerate(pictures):
+            if p is not None and not isinstance(p, Image.Image):
+                raise WordpaintError(f"reference {k} must be a PIL image or None, got {type(p).__name__}")
+        given = [k for k, p in enumerate(pictures) if p is not None]
+        h, w = height // self.vae_factor, width // self.vae_factor
+        out = torch.zeros(len(pictures), self.model.config.layout_channels, h, w)
+        if given:
+            x = self._init_images([pictures[k] for k in given], len(given), height, width, what="reference")
+            out[given] = self.vae.encode(x).cpu().float() if self.vae is not None else x
+        return out, [p is not None for p in pictures]
 
     def _detail(self, x: torch.Tensor, plans: list, *, seeds: list[int], steps: int, schedule: str, strength: float,
                 regional_prompts: bool, **sampling) -> torch.Tensor:
@@ -368,6 +393,7 @@ class TextToImagePipeline:
         detail: bool | str = "default",
         detail_strength: float | str = "default",
         prior_strength: float | None | str = "default",
+        reference=None,
         show_progress: bool = False,
     ) -> TextToImageOutput:
         """Generate images. Image k (prompt-major) uses noise from seed + k, so a result does not
@@ -401,7 +427,10 @@ class TextToImagePipeline:
         with a ``prior``, :mod:`wordpaint.models.latent_prior`) starts the chain from the prior's draft
         of the prompt instead of pure noise, noised that far up the schedule, as ``image`` does with
         ``strength`` (DiffuseVAE's coarse-sample-then-refine); 0 returns the draft itself (decoded, no
-        diffusion step, the same for every seed); None starts from noise; ``"default"`` takes the folder's."""
+        diffusion step, the same for every seed); None starts from noise; ``"default"`` takes the folder's.
+        ``reference`` (a reference model, ``reference_image``: a PIL image, or one per prompt) is the
+        picture whose subject the model redraws as the prompt asks (the emoji model: the same concept
+        in another style); the unconditional half of guidance gets none, as in training."""
         interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
@@ -459,12 +488,13 @@ class TextToImagePipeline:
                                  f"drop the size or pass prior_strength=None")
         prompts = self._validate(prompt, steps, guidance, sampler, num_images_per_prompt, height, width, seed, plans)
         inits = None if image is None else self._init_images(image, len(prompts), height, width)  # (P, C, H, W)
+        refs, has_ref = (None, [False] * len(prompts)) if reference is None else self._references(reference, len(prompts), height, width)
         _check_int("batch_size", batch_size, 1, 4096)
         if seed is None:
             seed = random.randrange(2**31)
         planner_name = "given" if plans is not None else getattr(self.planner, "name", None)
         texts, plans, warnings = self._condition(prompts, seed, plans)
-        layouts = [self._layout(pl, height, width) for pl in plans]
+        layouts = [self._layout(pl, height, width) for pl in plans] if refs is None else list(refs)
         jobs = [(p, t, pl, lay, k) for k, (p, t, pl, lay) in enumerate(zip(prompts, texts, plans, layouts))
                 for _ in range(num_images_per_prompt)]
         sigmas = self.model.sigmas(steps, schedule)
@@ -494,13 +524,14 @@ class TextToImagePipeline:
                 x = self._detail(x, [pl for _, _, pl, _, _ in chunk], seeds=seeds, steps=steps, schedule=schedule,
                                  strength=detail_strength, regional_prompts=regional_prompts, **sampling)
             images += to_pil(x)
-            for (p, t, pl, _, _), s in zip(chunk, seeds):
+            for (p, t, pl, _, k), s in zip(chunk, seeds):
                 m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
                      "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None,
                      "layout_guidance_scale": layout_guidance, "text_guidance_scale": text_guidance, "regional_prompts": regional_prompts,
                      **({"clip_guidance_scale": clip_guidance} if clip_guidance else {}),
                      **({"init_image": True, "strength": strength} if inits is not None else {}),
                      **({"prior_strength": prior_strength} if prior_strength is not None else {}),
+                     **({"reference": True} if has_ref[k] else {}),
                      **({"detail": True, "detail_strength": detail_strength} if detail else {}),
                      "height": height, "width": width,
                      "wordpaint_version": wordpaint.__version__}

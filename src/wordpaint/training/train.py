@@ -250,8 +250,10 @@ class TextToImageTask:
     def pipeline(self, module):
         from wordpaint.pipelines.text_to_image import TextToImagePipeline
 
-        # a layout model is sampled and scored as it is meant to be used: plan, then draw
-        return TextToImagePipeline(text_encoder=self.text_encoder, model=module, vae=self.vae, planner="rules" if self.layouts else None)
+        # a layout model is sampled and scored as it is meant to be used: plan, then draw (a
+        # reference model is sampled from text alone here: its layout input stays empty)
+        planned = self.layouts and not self.config.reference_image
+        return TextToImagePipeline(text_encoder=self.text_encoder, model=module, vae=self.vae, planner="rules" if planned else None)
 
     def sample_grid(self, module):
         from wordpaint.images import make_grid
@@ -313,10 +315,15 @@ def _image_folder_stream(data: dict, config, device, *, seed: int, cond_drop_pro
     from wordpaint.data.imagefolder import ImageFolderStream
     from wordpaint.pipelines.text_to_image import load_model
 
+    if getattr(config, "layout_channels", 0) and not getattr(config, "reference_image", False):
+        raise WordpaintError("an image folder has no planned layouts: a layout model trains on the shapes world "
+                             "(or set reference_image to condition on another style of the same concept)")
     vae = load_model(data["autoencoder"]).to(device) if data.get("autoencoder") else None
+    refs = bool(getattr(config, "reference_image", False))
     stream = ImageFolderStream(data["folder"], size=data.get("size", 64), seed=seed, splits=tuple(data.get("splits", ["train"])),
                                kinds=tuple(data["kinds"]) if data.get("kinds") else None, cond_drop_prob=cond_drop_prob,
-                               autoencoder=vae, show_progress=show_progress)
+                               autoencoder=vae, references=refs, reference_drop_prob=config.layout_drop_prob if refs else 0.0,
+                               show_progress=show_progress)
     want = (config.in_channels, config.resolution, config.resolution)
     if tuple(stream.data.shape[1:]) != want:
         raise WordpaintError(f"the data gives {tuple(stream.data.shape[1:])} training inputs, the {what} takes {want}"
