@@ -139,6 +139,9 @@ def test_pipeline_redraws_a_reference_and_records_it(runs, latent_runs):
         pipe(["a", "b"], reference=[picture] * 3, **kw)
     with pytest.raises(WordpaintError, match="reference 0 must be a PIL image or None, got str"):
         pipe("a", reference="fox.png", **kw)
+    for option in ("regional_prompts", "detail"):
+        with pytest.raises(WordpaintError, match="this model's layout input is a reference picture"):
+            pipe("a", **{option: True}, **kw)
     # a model trained without references says so instead of failing inside torch
     with pytest.raises(WordpaintError, match="reference needs a model trained with reference pictures"):
         TextToImagePipeline.from_pretrained(latent_runs[2])("a", reference=picture, **kw)

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from wordpaint.cli.main import main
 from wordpaint.errors import WordpaintError
-from wordpaint.training.train import lr_at, train
+from wordpaint.training.train import lr_at, param_groups, train
 
 
 def test_train_tiny_then_resume_loses_no_step(tmp_path, capsys):
@@ -119,6 +119,21 @@ def test_lr_schedule():
     r = {"lr": 1.0, "warmup_steps": 10, "max_steps": 110}
     assert lr_at(0, r) == pytest.approx(0.1) and lr_at(9, r) == pytest.approx(1.0)
     assert lr_at(60, r) == pytest.approx(0.55) and lr_at(110, r) == pytest.approx(0.1)
+
+
+def test_lr_multipliers_make_parameter_groups():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    groups = param_groups(net, {"1.": 20})
+    assert [g["lr_mult"] for g in groups] == [1.0, 20.0]
+    assert [len(g["params"]) for g in groups] == [2, 2] and groups[1]["params"][0] is net[1].weight
+    assert len(param_groups(net, {})) == 1 and [g["lr_mult"] for g in param_groups(net, {"0.": 2, "1.": 3})] == [2.0, 3.0]
+    with pytest.raises(WordpaintError, match="starts with more than one prefix"):
+        param_groups(net, {"1.": 2, "1.w": 3})
+    with pytest.raises(WordpaintError, match="no parameter of this model starts with 'layout_residuals.'"):
+        param_groups(net, {"layout_residuals.": 10})
+    for bad in ({"1.": 0}, {"1.": "fast"}, [("1.", 2)]):
+        with pytest.raises(WordpaintError, match="lr_multipliers must map parameter-name prefixes to numbers > 0"):
+            param_groups(net, bad)
 
 
 def test_init_from_a_pipeline_folder(tmp_path):

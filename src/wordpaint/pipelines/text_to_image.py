@@ -464,6 +464,8 @@ class TextToImagePipeline:
         if detail and not self.model.config.layout_channels:
             raise WordpaintError("detail redraws each small planned object from its layout; this model reads no layout "
                                  "(layout_channels = 0)")
+        if (regional_prompts or detail) and self.model.config.reference_image:
+            raise WordpaintError("regional_prompts and detail work on a planned layout; this model's layout input is a reference picture")
         prior_strength = self.defaults["prior_strength"] if prior_strength == "default" else prior_strength
         for name, value in (("strength", strength), ("detail_strength", detail_strength)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:

@@ -167,6 +167,29 @@ def lr_at(step: int, recipe: dict) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def param_groups(model: torch.nn.Module, multipliers: dict[str, float]) -> list[dict]:
+    """AdamW parameter groups: the parameters whose name starts with a prefix of ``multipliers``
+    train at that multiple of the schedule's learning rate (``lr_mult``), the rest at 1x. For
+    zero-initialised new inputs (ControlNet-style residuals) that the base rate grows too slowly
+    to matter within a short CPU leg."""
+    if not isinstance(multipliers, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                                     for v in multipliers.values()):
+        raise WordpaintError(f"lr_multipliers must map parameter-name prefixes to numbers > 0, got {multipliers!r}")
+    named = list(model.named_parameters())
+    for n, _ in named:
+        hits = [k for k in multipliers if n.startswith(k)]
+        if len(hits) > 1:
+            raise WordpaintError(f"lr_multipliers: parameter {n!r} starts with more than one prefix ({', '.join(map(repr, hits))})")
+    rest = [p for n, p in named if not any(n.startswith(k) for k in multipliers)]
+    groups = [{"params": rest, "lr_mult": 1.0}] if rest else []
+    for prefix, mult in multipliers.items():
+        params = [p for n, p in named if n.startswith(prefix)]
+        if not params:
+            raise WordpaintError(f"lr_multipliers: no parameter of this model starts with {prefix!r}")
+        groups.append({"params": params, "lr_mult": float(mult)})
+    return groups
+
+
 def _to_device(cpu: dict, device: torch.device) -> dict:
     """A batch's tensors on ``device`` (non-blocking: from pinned memory when on a GPU)."""
     return {k: v.to(device, non_blocking=True) for k, v in cpu.items()}
@@ -636,7 +659,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
             raise WordpaintError("train_encoder=false fine-tunes an existing autoencoder's decoder: pass --init-from a pipeline folder with an autoencoder")
     model = build_model(config)
     n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe.get("weight_decay", 0.0))
+    opt = torch.optim.AdamW(param_groups(model, recipe.get("lr_multipliers", {})), lr=recipe["lr"], weight_decay=recipe.get("weight_decay", 0.0))
     # an --init-from leg starts from trained weights, which the warm-up (there to forget a random
     # initialisation) would forget as fast: at step 700 the average would span ~80 steps. Such a
     # leg averages at the full decay from its first step; a resumed run keeps what it started with.
@@ -709,7 +732,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
                 break
             batch = task.to_device(next(loader))
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, recipe)
+                g["lr"] = lr_at(step, recipe) * g.get("lr_mult", 1.0)  # a checkpoint from before lr_multipliers has none
             # timesteps and noise of step k depend on (seed, k) only: resuming repeats nothing
             gen.manual_seed(recipe.get("seed", 0) * 1_000_003 + step * accelerator.num_processes + accelerator.process_index)
             loss = model(batch, generator=gen)
