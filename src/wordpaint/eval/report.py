@@ -144,9 +144,8 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
     import json as _json
 
     from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE, reference_style, short_caption
-    from wordpaint.data.imagefolder import model_inputs
+    from wordpaint.data.imagefolder import load_imagefolder, model_inputs
     from wordpaint.images import to_pil
-    from wordpaint.data.imagefolder import load_imagefolder
     from wordpaint.eval import metrics as M
     from wordpaint.models.clip import WordpaintClip
     from wordpaint.training.clip import concept_style_accuracy
