@@ -23,7 +23,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from wordpaint import TextToImagePipeline
-    from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE, reference_style, short_caption
+    from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE, reference_cells, short_caption
     from wordpaint.data.imagefolder import load_imagefolder, model_inputs
     from wordpaint.eval.report import sample_sheet
     from wordpaint.images import to_pil
@@ -33,21 +33,19 @@ def main() -> None:
     rows, images, _ = load_imagefolder(args.data, splits=("train", "heldout"),
                                        keep=lambda r: r.get("concept") in names and r.get("style") in EMOJI_STYLES)
     pil = dict(zip([(r["concept"], r["style"], r["split"]) for r in rows], to_pil(model_inputs(images))))
-    styles: dict = {}
-    for c, s, split in pil:
-        if split == "train":
-            styles.setdefault(c, set()).add(s)
+    train = {(c, s): im for (c, s, split), im in pil.items() if split == "train"}
     held = [(c, s) for c, s, split in pil if split == "heldout"][: args.n]
-    seen = [(c, s) for c, s, split in pil if split == "train" and reference_style(styles[c], s)][: args.n]
+    seen = [cell for cell, p in zip(train, reference_cells(train, list(train))) if p is not None][: args.n]
     pictures = []
     for kind, cells in (("held-out", held), ("seen", seen)):
         prompts = [short_caption(names[c], s) for c, s in cells]
-        refs = [pil[(c, reference_style(styles[c], s), "train")] for c, s in cells]
+        picks = reference_cells(train, cells)
+        refs = [train[p] for p in picks]
         drawn = pipe(prompts, seed=args.seed, reference=refs).images
         text_only = pipe(prompts, seed=args.seed).images
-        for (c, s), p, ref, a, b in zip(cells, prompts, refs, drawn, text_only):
+        for (c, s), p, pick, a, b in zip(cells, prompts, picks, drawn, text_only):
             real = pil[(c, s, "heldout" if kind == "held-out" else "train")]
-            pictures += [(ref, f"reference: {reference_style(styles[c], s)}"), (a, f"{kind}: {p}"), (b, "text alone"), (real, "real")]
+            pictures += [(train[pick], f"reference: {pick[1]}"), (a, f"{kind}: {p}"), (b, "text alone"), (real, "real")]
     sample_sheet(pictures, Path(args.out), cols=8)
     print(f"wrote {args.out}")
 

@@ -59,7 +59,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from wordpaint import TextToImagePipeline
-    from wordpaint.data.emoji import EMOJI_STYLES, reference_style, short_caption
+    from wordpaint.data.emoji import EMOJI_STYLES, reference_cells, short_caption
     from wordpaint.models.clip import WordpaintClip
     from wordpaint.training.clip import concept_style_accuracy
 
@@ -94,7 +94,7 @@ def main() -> None:
     by_cell = dict(zip([(r["concept"], r["style"]) for r in found], images))
     x = model_inputs([by_cell[c] for c in cells])  # (N, 3, 64, 64) in [-1, 1], in cell order
     # dev concepts have all three styles: every cell gets its concept in the next style
-    extra = {"reference": to_pil(model_inputs([by_cell[(c, reference_style(EMOJI_STYLES, s))] for c, s in cells]))} if args.reference_style else {}
+    extra = {"reference": to_pil(model_inputs([by_cell[p] for p in reference_cells(by_cell, cells)]))} if args.reference_style else {}
     if args.references:
         with torch.no_grad():
             recon = torch.cat([pipe.vae.reconstruct(x[i : i + 128]) for i in range(0, len(x), 128)])

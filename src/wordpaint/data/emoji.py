@@ -113,6 +113,17 @@ def reference_style(styles, style: str, *, order: tuple[str, ...] = EMOJI_STYLES
     return None
 
 
+def reference_cells(available, cells) -> list[tuple[str, str] | None]:
+    """For each (concept, style) of ``cells``, the cell of ``available`` (the training cells,
+    (concept, style) pairs) its reference is taken from: the same concept in
+    :func:`reference_style`'s style, or None when the concept has no other style there."""
+    styles: dict[str, set[str]] = {}
+    for c, s in available:
+        styles.setdefault(c, set()).add(s)
+    picks = [(c, reference_style(styles.get(c, ()), s)) for c, s in cells]
+    return [None if other is None else (c, other) for c, other in picks]
+
+
 def caption(name: str, keywords: list[str], style: str) -> str:
     """The stored caption: name, up to three keywords that add words, and the style."""
     extra = [k for k in keywords if k.lower() not in name.lower()][:3]

@@ -139,11 +139,11 @@ EMOJI_REFERENCES = ("other-style",)
 def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_per_cell: int, seed: int, steps: int | None,
                 guidance: float | None, limit_concepts: int | None, show_progress: bool, reference: str | None = None) -> dict:
     """The emoji suite (module docstring). ``reference="other-style"`` (a reference model) shows
-    each cell the training image of its concept in another style (:func:`reference_style`),
+    each cell the training image of its concept in another style (:func:`reference_cells`),
     never the cell's own image: seen and held-out cells are then drawn the same way."""
     import json as _json
 
-    from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE, reference_style, short_caption
+    from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE, reference_cells, short_caption
     from wordpaint.data.imagefolder import load_imagefolder, model_inputs
     from wordpaint.images import to_pil
     from wordpaint.eval import metrics as M
@@ -166,14 +166,11 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
     if reference is not None:
         check_choice("reference", reference, EMOJI_REFERENCES)
         train = {(r["concept"], r["style"]): im for r, im in zip(rows, images) if r["split"] != "heldout"}
-        styles: dict = {}
-        for c, st in train:
-            styles.setdefault(c, set()).add(st)
 
         def references(items) -> list:
             """One PIL picture (or None: the concept has no other style) per cell of ``items``."""
-            picks = [reference_style(styles.get(c, ()), st) for c, st, _ in items]
-            return [None if p is None else to_pil(model_inputs([train[(c, p)]]))[0] for (c, _, _), p in zip(items, picks)]
+            picks = reference_cells(train, [(c, st) for c, st, _ in items])
+            return [None if p is None else to_pil(model_inputs([train[p]]))[0] for p in picks]
 
         settings["reference"] = reference
     t0 = time.perf_counter()

@@ -85,6 +85,15 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> int:
     return value
 
 
+def _per_prompt(pictures, n: int, *, what: str) -> list:
+    """``pictures`` (one, or a list or tuple of one per prompt) as a list of ``n``; ``what`` names
+    the argument in the error."""
+    out = list(pictures) if isinstance(pictures, (list, tuple)) else [pictures] * n
+    if len(out) != n:
+        raise WordpaintError(f"{what} must be one picture or one per prompt ({n}), got {len(out)}")
+    return out
+
+
 class TextToImagePipeline:
     """Text-to-image with a frozen text encoder and a diffusion model (EMA weights); with a
     ``vae`` (an :class:`~wordpaint.models.autoencoder.AutoencoderModel`) the model denoises the
@@ -299,9 +308,7 @@ class TextToImagePipeline:
 
         from wordpaint.images import on_white
 
-        images = list(image) if isinstance(image, (list, tuple)) else [image] * n
-        if len(images) != n:
-            raise WordpaintError(f"{what} must be one picture or one per prompt ({n}), got {len(images)}")
+        images = _per_prompt(image, n, what=what)
         channels = self.vae.config.in_channels if self.vae is not None else self.model.config.in_channels
         out = []
         for k, im in enumerate(images):
@@ -325,9 +332,7 @@ class TextToImagePipeline:
                                  "emoji64_ref recipe); this one reads " + ("a planned layout" if self.model.config.layout_channels else "text only"))
         from PIL import Image
 
-        pictures = list(reference) if isinstance(reference, (list, tuple)) else [reference] * n
-        if len(pictures) != n:
-            raise WordpaintError(f"reference must be one picture or one per prompt ({n}), got {len(pictures)}")
+        pictures = _per_prompt(reference, n, what="reference")
         for k, p in enumerate(pictures):
             if p is not None and not isinstance(p, Image.Image):
                 raise WordpaintError(f"reference {k} must be a PIL image or None, got {type(p).__name__}")

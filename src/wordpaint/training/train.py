@@ -338,11 +338,11 @@ def _image_folder_stream(data: dict, config, device, *, seed: int, cond_drop_pro
     from wordpaint.data.imagefolder import ImageFolderStream
     from wordpaint.pipelines.text_to_image import load_model
 
-    if getattr(config, "layout_channels", 0) and not getattr(config, "reference_image", False):
+    refs = bool(getattr(config, "reference_image", False))  # a guide's or prior's config has no layout input
+    if getattr(config, "layout_channels", 0) and not refs:
         raise WordpaintError("an image folder has no planned layouts: a layout model trains on the shapes world "
                              "(or set reference_image to condition on another style of the same concept)")
     vae = load_model(data["autoencoder"]).to(device) if data.get("autoencoder") else None
-    refs = bool(getattr(config, "reference_image", False))
     stream = ImageFolderStream(data["folder"], size=data.get("size", 64), seed=seed, splits=tuple(data.get("splits", ["train"])),
                                kinds=tuple(data["kinds"]) if data.get("kinds") else None, cond_drop_prob=cond_drop_prob,
                                autoencoder=vae, references=refs, reference_drop_prob=config.layout_drop_prob if refs else 0.0,
