@@ -152,6 +152,12 @@ class ImageFolderStream:
         idx, caps = zip(*(self._example(i) for i in batch_indices(step, batch_size, rank=rank, world_size=world_size)))
         return self.data[list(idx)], list(caps)
 
+    def batch_rows(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> list[int]:
+        """The rows (indices into :attr:`rows` and :attr:`images`) of :meth:`batch`'s examples."""
+        from wordpaint.data.stream import batch_indices
+
+        return [self.index(i) for i in batch_indices(step, batch_size, rank=rank, world_size=world_size)]
+
     def layouts(self, step: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """(B, C, h, w) the references of :meth:`batch`'s examples (zeros where there is none)."""
         import numpy as np

@@ -168,6 +168,13 @@ class EfficientNetLite0Features(torch.nn.Module):
         pooled = self.net.extract_features(x).mean(dim=(2, 3))  # (N, 1280, 7, 7) -> (N, 1280)
         return pooled, self.net._fc(pooled)
 
+    @torch.no_grad()
+    def feature_maps(self, images: torch.Tensor, *, grid: int) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> (N, 1280, grid, grid): the last convolution's (N, 1280, 7, 7)
+        map, average-pooled to ``grid`` (the features above before their global pooling)."""
+        x = self.preprocess(images).contiguous(memory_format=torch.channels_last)
+        return F.adaptive_avg_pool2d(self.net.extract_features(x), grid).contiguous()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         feats, logits = self.features_and_logits(self.preprocess(images))
         return feats if self.output == "features" else logits

@@ -90,6 +90,15 @@ class DiffusionConfig(ConfigMixin):
     # learns to redraw the reference's subject in the prompt's style; the pipeline takes it as
     # ``reference=`` (an image) and uses no planner. Needs layout_channels == in_channels.
     reference_image: bool = False
+    # representation alignment (REPA, Yu et al. 2024): the mid block's (B, C, h, w) states, through
+    # a small MLP head (1x1 convolutions), are pulled toward a frozen image network's features of
+    # the *clean* image (batch["repa_target"], (B, repa_dim, h, w)) at every noise level, with loss
+    # repa_weight * mean(1 - cosine similarity) per position, so the denoiser's hidden states learn
+    # what the picture is sooner. The head is used in training only; 0 = off. The trainer's targets
+    # are EfficientNet-Lite0's final feature map (repa_dim 1280), the network the FID and
+    # wordpaint-clip's image tower also read: say so beside any figure of a REPA model.
+    repa_weight: float = 0.0
+    repa_dim: int = 1280
     extra: dict = field(default_factory=dict)
 
     @property
@@ -107,6 +116,12 @@ class DiffusionConfig(ConfigMixin):
         tp = d.get("terminal_prob", 0.0)
         if isinstance(tp, bool) or not isinstance(tp, (int, float)) or not 0.0 <= tp <= 1.0:
             raise ValueError(f"terminal_prob must be in [0, 1], got {d['terminal_prob']!r}")
+        rw = d.get("repa_weight", 0.0)
+        if isinstance(rw, bool) or not isinstance(rw, (int, float)) or not rw >= 0:
+            raise ValueError(f"repa_weight must be a number >= 0, got {rw!r}")
+        rd = d.get("repa_dim", 1280)
+        if isinstance(rd, bool) or not isinstance(rd, int) or rd < 1:
+            raise ValueError(f"repa_dim must be a positive integer, got {rd!r}")
         for flag in ("layout_residuals", "layout_silhouettes", "reference_image"):  # options of the layout input
             if not isinstance(d.get(flag, False), bool):
                 raise ValueError(f"{flag} must be true or false, got {d[flag]!r}")
@@ -194,6 +209,11 @@ class DiffusionModel(torch.nn.Module):
                 projection_class_embeddings_input_dim=config.cross_attention_dim if config.pooled_text else None,
             )
             self.layout_residuals = LayoutResiduals(config) if config.layout_residuals else None
+            # REPA's projector (three layers, as in the paper), per position of the mid block's grid
+            c, h = config.block_out_channels[-1], 512
+            self.repa_head = torch.nn.Sequential(
+                torch.nn.Conv2d(c, h, 1), torch.nn.SiLU(), torch.nn.Conv2d(h, h, 1), torch.nn.SiLU(), torch.nn.Conv2d(h, config.repa_dim, 1),
+            ) if config.repa_weight else None
         ac = make_alphas_cumprod(config)
         self.register_buffer("alphas_cumprod", ac, persistent=False)
         # sigma_t = sqrt((1 - abar) / abar): the VE view used by k-diffusion style samplers
@@ -223,7 +243,13 @@ class DiffusionModel(torch.nn.Module):
             t = torch.where(last, torch.full_like(t, self.config.num_train_timesteps - 1), t)
             abar = torch.where(last.view(b, 1, 1, 1), self.alphas_cumprod[-1].to(abar.dtype), abar)
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        pred = self.net(xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"], batch.get("layout"))
+        mid: list[torch.Tensor] = []  # REPA: the mid block's output, (B, C, h, w)
+        hook = self.unet.mid_block.register_forward_hook(lambda m, i, o: mid.append(o)) if self.repa_head is not None else None
+        try:
+            pred = self.net(xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"], batch.get("layout"))
+        finally:
+            if hook is not None:
+                hook.remove()
         v = self.config.prediction_type == "v_prediction"
         target = abar.sqrt() * noise - (1 - abar).sqrt() * x0 if v else noise
         err = (pred - target).pow(2)  # (B, C, H, W)
@@ -238,7 +264,23 @@ class DiffusionModel(torch.nn.Module):
             # eps: min(snr, g) / snr; v: min(snr, g) / (snr + 1)  (both = x0-space weight min(snr, g))
             w = snr.clamp(max=self.config.snr_gamma) / (snr + 1 if v else snr)
             per_sample = per_sample * w
-        return per_sample.mean()
+        if self.repa_head is None:
+            return per_sample.mean()
+        diffusion, align = per_sample.mean(), self.repa_loss(mid[0], batch)
+        # the two terms, for the trainer's log (the returned loss is their weighted sum)
+        self.loss_terms = {"loss_diffusion": diffusion.item(), "loss_repa": align.item()}
+        return diffusion + self.config.repa_weight * align
+
+    def repa_loss(self, mid: torch.Tensor, batch: dict) -> torch.Tensor:
+        """mean(1 - cosine similarity) between the head's projection of the (B, C, h, w) mid-block
+        states and batch["repa_target"] (B, repa_dim, h, w), per position."""
+        target = batch.get("repa_target")
+        if target is None:
+            raise ValueError("repa_weight > 0 needs batch['repa_target'] (B, repa_dim, h, w): the clean images' features")
+        proj = self.repa_head(mid)  # (B, repa_dim, h, w)
+        if target.shape != proj.shape:
+            raise ValueError(f"repa_target has shape {tuple(target.shape)}, the mid block gives {tuple(proj.shape)}")
+        return 1 - F.cosine_similarity(proj, target.to(proj.dtype), dim=1).mean()
 
     def net(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
             layout: torch.Tensor | None = None) -> torch.Tensor:

@@ -141,19 +141,35 @@ def zero_new_class_embedding(weights: dict[str, torch.Tensor], model: torch.nn.M
     return {**weights, **{k: own[k].detach().clone() if ".linear_1." in k else torch.zeros_like(own[k]) for k in new}}
 
 
+def _new_modules(weights: dict[str, torch.Tensor], model: torch.nn.Module, prefix: str, *, zero: bool) -> dict[str, torch.Tensor]:
+    """``weights`` plus the ``model``'s own tensors under ``prefix`` that ``weights`` lacks
+    (zeros with ``zero``, else the model's fresh initialisation)."""
+    own = model.state_dict()
+    return {**weights, **{k: torch.zeros_like(own[k]) if zero else own[k].detach().clone()
+                          for k in own if k.startswith(prefix) and k not in weights}}
+
+
 def zero_new_layout_residuals(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Start a ``layout_residuals`` model from a layout model without them: the new convolutions
     keep their zero initialisation, so training starts from exactly the old model's behaviour."""
-    own = model.state_dict()
-    return {**weights, **{k: torch.zeros_like(own[k]) for k in own if k.startswith("layout_residuals.") and k not in weights}}
+    return _new_modules(weights, model, "layout_residuals.", zero=True)
+
+
+def keep_new_repa_head(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Start a REPA model from one without the head: the head keeps its random initialisation
+    (it feeds only the alignment loss, so the denoiser's outputs start unchanged)."""
+    return _new_modules(weights, model, "repa_head.", zero=False)
 
 
 def load_init_weights(model: torch.nn.Module, folder: str | os.PathLike, *, component: str) -> dict[str, torch.Tensor]:
     """Load ``folder/component/model.safetensors`` into ``model`` for ``--init-from``, strictly,
     after the adaptations that start a larger model from a smaller one's exact outputs (a wider
-    conv_in, a zeroed pooled-text MLP, zeroed layout residuals); returns the weights loaded."""
+    conv_in, a zeroed pooled-text MLP, zeroed layout residuals, a fresh REPA head); returns the
+    weights loaded."""
     src = Path(folder) / component / "model.safetensors"
-    weights = zero_new_layout_residuals(zero_new_class_embedding(widen_conv_in(load_safetensors(src), model), model), model)
+    weights = widen_conv_in(load_safetensors(src), model)
+    for adapt in (zero_new_class_embedding, zero_new_layout_residuals, keep_new_repa_head):
+        weights = adapt(weights, model)
     load_state_dict_strict(model, weights, source=str(src))
     return weights
 
@@ -205,6 +221,7 @@ class StepBatches(torch.utils.data.Dataset):
         self.layouts = bool(getattr(task, "layouts", False))
         self.object_maps = bool(getattr(task.config, "object_loss_weight", 0.0))
         self.text = isinstance(task, (TextToImageTask, GuideTask))  # tasks that read captions (PriorTask is a GuideTask)
+        self.repa_targets = getattr(task, "repa_targets", None)
 
     def __len__(self) -> int:
         return 2**62
@@ -221,6 +238,8 @@ class StepBatches(torch.utils.data.Dataset):
             out["layout"] = self.stream.layouts(step, self.bs, **where)
         if self.object_maps:
             out["object_map"] = self.stream.object_maps(step, self.bs, **where)
+        if self.repa_targets is not None:
+            out["repa_target"] = self.repa_targets[self.stream.batch_rows(step, self.bs, **where)].float()
         return out
 
 
@@ -257,6 +276,13 @@ class TextToImageTask:
             raise WordpaintError(f"data.sizes must be multiples of {config.downsample_factor} for this model, got {bad}")
         if config.object_loss_weight and not hasattr(self.stream, "object_maps"):
             raise WordpaintError(f"object_loss_weight needs true object boxes, which dataset {self.data_name!r} lacks; it trains on: shapes")
+        self.repa_targets = None  # REPA: (N, 1280, h, w) float16 features of every training image, by row
+        if config.repa_weight:
+            if not hasattr(self.stream, "batch_rows"):
+                raise WordpaintError(f"repa_weight needs an image folder (its targets are features of a fixed set of training images); "
+                                     f"dataset {self.data_name!r} is drawn afresh every step")
+            grid = config.resolution // config.downsample_factor
+            self.repa_targets = repa_targets(self.stream.images, grid=grid, dim=config.repa_dim, show_progress=show_progress)
         # quick evaluation: exact compositional scores on the shapes world; FID on an image folder
         self.fid_samples = int(recipe.get("eval", {}).get("fid_samples", 0)) if self.data_name == "imagefolder" else 0
         self.can_evaluate = self.data_name == "shapes" or self.fid_samples > 0
@@ -329,6 +355,23 @@ class TextToImageTask:
 
     def export(self, module, path: Path) -> None:
         self.pipeline(module).save_pretrained(path)
+
+
+def repa_targets(images: list[torch.Tensor], *, grid: int, dim: int = 1280, batch_size: int = 64,
+                 show_progress: bool = False) -> torch.Tensor:
+    """(N, dim, grid, grid) float16: EfficientNet-Lite0's feature maps of the uint8 (3, H, W)
+    ``images``, pooled to the UNet's mid-block ``grid``, computed once (the images are fixed):
+    REPA's alignment targets. float16 halves the memory (the emoji corpus: 6,148 x 1280 x 4 x 4
+    ~ 250 MB); only their direction is used."""
+    from tqdm.auto import trange
+
+    from wordpaint.eval.metrics import FEATURE_DIM, _extractor
+
+    if dim != FEATURE_DIM:
+        raise WordpaintError(f"repa_dim must be {FEATURE_DIM} (EfficientNet-Lite0's feature channels, the trainer's REPA targets), got {dim}")
+    ext = _extractor()
+    return torch.cat([ext.feature_maps(torch.stack(images[s : s + batch_size]), grid=grid).half()
+                      for s in trange(0, len(images), batch_size, disable=not show_progress, desc="REPA targets (EfficientNet-Lite0)")])
 
 
 def _image_folder_stream(data: dict, config, device, *, seed: int, cond_drop_prob: float, show_progress: bool,
@@ -717,7 +760,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     bs = recipe["batch_size"]
     total = recipe["max_steps"]
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (show_progress and accelerator.is_main_process))
-    t_last, n_last, losses = time.perf_counter(), step, []
+    t_last, n_last, losses, terms = time.perf_counter(), step, [], {}
     model.train()
     loader = iter(torch.utils.data.DataLoader(StepBatches(task, bs), batch_size=None, sampler=range(step, total), num_workers=n_workers,
                                               prefetch_factor=4 if n_workers else None, pin_memory=accelerator.device.type == "cuda",
@@ -746,16 +789,19 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
             ema.update(accelerator.unwrap_model(model), step)
             step += 1
             losses.append(loss.item())
+            for k, v in getattr(accelerator.unwrap_model(model), "loss_terms", {}).items():  # a loss of several terms
+                terms.setdefault(k, []).append(v)
             bar.update(1)
             if not accelerator.is_main_process:
                 continue
             if step % recipe.get("log_every", 25) == 0 or step == total:
                 dt = time.perf_counter() - t_last
-                rec = {"step": step, "loss": sum(losses) / len(losses), "lr": lr_at(step - 1, recipe),
-                       "images_per_s": (step - n_last) * bs * accelerator.num_processes / dt, "time": time.time()}
+                rec = {"step": step, "loss": sum(losses) / len(losses), **{k: sum(v) / len(v) for k, v in terms.items()},
+                       "lr": lr_at(step - 1, recipe), "images_per_s": (step - n_last) * bs * accelerator.num_processes / dt,
+                       "time": time.time()}
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
                 log(rec)
-                t_last, n_last, losses = time.perf_counter(), step, []
+                t_last, n_last, losses, terms = time.perf_counter(), step, [], {}
             if step % recipe.get("sample_every", 250) == 0 or step == total:
                 grid = task.sample_grid(ema.module)
                 if grid is not None:
