@@ -169,10 +169,11 @@ class EfficientNetLite0Features(torch.nn.Module):
         return pooled, self.net._fc(pooled)
 
     @torch.no_grad()
-    def feature_maps(self, images: torch.Tensor, *, grid: int) -> torch.Tensor:
-        """uint8 (N, 3, H, W) -> (N, 1280, grid, grid): the last convolution's (N, 1280, 7, 7)
-        map, average-pooled to ``grid`` (the features above before their global pooling)."""
-        x = self.preprocess(images).contiguous(memory_format=torch.channels_last)
+    def feature_maps(self, images: torch.Tensor, *, grid: int, preprocessed: bool = False) -> torch.Tensor:
+        """uint8 (N, 3, H, W) (or already :meth:`preprocess`-ed) -> (N, 1280, grid, grid): the last
+        convolution's (N, 1280, 7, 7) map, average-pooled to ``grid`` (the features above before
+        their global pooling)."""
+        x = (images if preprocessed else self.preprocess(images)).contiguous(memory_format=torch.channels_last)
         return F.adaptive_avg_pool2d(self.net.extract_features(x), grid).contiguous()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -188,6 +189,19 @@ def _extractor() -> EfficientNetLite0Features:
     if _EXTRACTOR is None:
         _EXTRACTOR = EfficientNetLite0Features()
     return _EXTRACTOR
+
+
+def feature_maps(images, *, grid: int, batch_size: int = 64, dtype: torch.dtype = torch.float32, show_progress: bool = False,
+                 what: str = "images") -> torch.Tensor:
+    """(N, 1280, grid, grid) EfficientNet-Lite0 feature maps (the features :func:`extract` pools,
+    average-pooled to ``grid``) of a list/tensor of images, each batch stored as ``dtype``."""
+    from tqdm.auto import trange
+
+    imgs = to_uint8_images(images, what=what)
+    ext = _extractor()
+    return torch.cat([ext.feature_maps(torch.cat([ext.preprocess(im.unsqueeze(0)) for im in imgs[s : s + batch_size]]), grid=grid,
+                                       preprocessed=True).to(dtype)
+                      for s in trange(0, len(imgs), batch_size, disable=not show_progress, desc=f"feature maps ({FEATURES_NAME})", leave=False)])
 
 
 def extract(images, *, batch_size: int = 64, show_progress: bool = False, what: str = "images") -> tuple[torch.Tensor, torch.Tensor]:

@@ -183,7 +183,8 @@ class DiffusionModel(torch.nn.Module):
     """``loss = model(batch)`` with batch = {"pixel_values": (B,3,H,W) in [-1,1],
     "encoder_hidden_states": (B,L,D), "encoder_attention_mask": (B,L) bool} and, for a layout
     model, "layout": (B, layout_channels, H, W) (zeros = no layout); with object_loss_weight,
-    "object_map": (B, 1, H, W)."""
+    "object_map": (B, 1, H, W); with repa_weight, "repa_target": (B, repa_dim, h, w) at the mid
+    block's grid (h = H / downsample_factor)."""
 
     family = "diffusion"
 

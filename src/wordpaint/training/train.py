@@ -357,21 +357,16 @@ class TextToImageTask:
         self.pipeline(module).save_pretrained(path)
 
 
-def repa_targets(images: list[torch.Tensor], *, grid: int, dim: int = 1280, batch_size: int = 64,
-                 show_progress: bool = False) -> torch.Tensor:
+def repa_targets(images: list[torch.Tensor], *, grid: int, dim: int = 1280, show_progress: bool = False) -> torch.Tensor:
     """(N, dim, grid, grid) float16: EfficientNet-Lite0's feature maps of the uint8 (3, H, W)
     ``images``, pooled to the UNet's mid-block ``grid``, computed once (the images are fixed):
     REPA's alignment targets. float16 halves the memory (the emoji corpus: 6,148 x 1280 x 4 x 4
     ~ 250 MB); only their direction is used."""
-    from tqdm.auto import trange
-
-    from wordpaint.eval.metrics import FEATURE_DIM, _extractor
+    from wordpaint.eval.metrics import FEATURE_DIM, feature_maps
 
     if dim != FEATURE_DIM:
         raise WordpaintError(f"repa_dim must be {FEATURE_DIM} (EfficientNet-Lite0's feature channels, the trainer's REPA targets), got {dim}")
-    ext = _extractor()
-    return torch.cat([ext.feature_maps(torch.stack(images[s : s + batch_size]), grid=grid).half()
-                      for s in trange(0, len(images), batch_size, disable=not show_progress, desc="REPA targets (EfficientNet-Lite0)")])
+    return feature_maps(images, grid=grid, dtype=torch.float16, show_progress=show_progress, what="training images")
 
 
 def _image_folder_stream(data: dict, config, device, *, seed: int, cond_drop_prob: float, show_progress: bool,
