@@ -51,14 +51,8 @@ def test_loss_is_denoising_plus_weighted_alignment():
 
 
 def _mid(model: DiffusionModel, batch: dict) -> torch.Tensor:
-    out = []
-    hook = model.unet.mid_block.register_forward_hook(lambda m, i, o: out.append(o))
-    try:
-        model.net(batch["pixel_values"], torch.full((len(batch["pixel_values"]),), 500.0), batch["encoder_hidden_states"],
-                  batch["encoder_attention_mask"])
-    finally:
-        hook.remove()
-    return out[0]
+    return model.net_and_mid(batch["pixel_values"], torch.full((len(batch["pixel_values"]),), 500.0),
+                             batch["encoder_hidden_states"], batch["encoder_attention_mask"])[1]
 
 
 def test_alignment_can_be_learned():

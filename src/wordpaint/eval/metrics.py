@@ -169,11 +169,11 @@ class EfficientNetLite0Features(torch.nn.Module):
         return pooled, self.net._fc(pooled)
 
     @torch.no_grad()
-    def feature_maps(self, images: torch.Tensor, *, grid: int, preprocessed: bool = False) -> torch.Tensor:
-        """uint8 (N, 3, H, W) (or already :meth:`preprocess`-ed) -> (N, 1280, grid, grid): the last
-        convolution's (N, 1280, 7, 7) map, average-pooled to ``grid`` (the features above before
-        their global pooling)."""
-        x = (images if preprocessed else self.preprocess(images)).contiguous(memory_format=torch.channels_last)
+    def feature_maps(self, x: torch.Tensor, *, grid: int) -> torch.Tensor:
+        """Preprocessed (N, 3, 224, 224) -> (N, 1280, grid, grid): the last convolution's
+        (N, 1280, 7, 7) map, average-pooled to ``grid`` (the features above before their global
+        pooling)."""
+        x = x.contiguous(memory_format=torch.channels_last)
         return F.adaptive_avg_pool2d(self.net.extract_features(x), grid).contiguous()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -191,36 +191,36 @@ def _extractor() -> EfficientNetLite0Features:
     return _EXTRACTOR
 
 
+def _batches(images, *, batch_size: int, show_progress: bool, what: str, desc: str):
+    """(extractor, iterator of preprocessed (n, 3, 224, 224) batches) for a list/tensor of images.
+    Each image is resized on its own first: images of one batch may differ in size."""
+    from tqdm.auto import trange
+
+    imgs = to_uint8_images(images, what=what)
+    ext = _extractor()
+    return ext, (torch.cat([ext.preprocess(im.unsqueeze(0)) for im in imgs[s : s + batch_size]])
+                 for s in trange(0, len(imgs), batch_size, disable=not show_progress, desc=f"{desc} ({FEATURES_NAME})", leave=False))
+
+
 def feature_maps(images, *, grid: int, batch_size: int = 64, dtype: torch.dtype = torch.float32, show_progress: bool = False,
                  what: str = "images") -> torch.Tensor:
     """(N, 1280, grid, grid) EfficientNet-Lite0 feature maps (the features :func:`extract` pools,
     average-pooled to ``grid``) of a list/tensor of images, each batch stored as ``dtype``."""
-    from tqdm.auto import trange
-
-    imgs = to_uint8_images(images, what=what)
-    ext = _extractor()
-    return torch.cat([ext.feature_maps(torch.cat([ext.preprocess(im.unsqueeze(0)) for im in imgs[s : s + batch_size]]), grid=grid,
-                                       preprocessed=True).to(dtype)
-                      for s in trange(0, len(imgs), batch_size, disable=not show_progress, desc=f"feature maps ({FEATURES_NAME})", leave=False)])
+    ext, batches = _batches(images, batch_size=batch_size, show_progress=show_progress, what=what, desc="feature maps")
+    return torch.cat([ext.feature_maps(x, grid=grid).to(dtype) for x in batches])
 
 
 def extract(images, *, batch_size: int = 64, show_progress: bool = False, what: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, 1280), logits (N, 1000)), both float64, for a list/tensor of images."""
-    from tqdm.auto import trange
-
-    imgs = to_uint8_images(images, what=what)
-    ext = _extractor()
+    ext, batches = _batches(images, batch_size=batch_size, show_progress=show_progress, what=what, desc="features")
     feats, logits = [], []
-    for s in trange(0, len(imgs), batch_size, disable=not show_progress, desc=f"features ({FEATURES_NAME})", leave=False):
-        # resize one by one first: images of one batch may differ in size
-        chunk = [ext.preprocess(im.unsqueeze(0)) for im in imgs[s : s + batch_size]]
-        f, lg = ext.features_and_logits(torch.cat(chunk))
+    for x in batches:
+        f, lg = ext.features_and_logits(x)
         feats.append(f.double())
         logits.append(lg.double())
     return torch.cat(feats), torch.cat(logits)
 
 
-# -- distribution metrics on features --------------------------------------------------------------
 class _Given(torch.nn.Module):
     """Identity 'feature extractor': lets torchmetrics' metrics consume precomputed features."""
 

@@ -244,13 +244,8 @@ class DiffusionModel(torch.nn.Module):
             t = torch.where(last, torch.full_like(t, self.config.num_train_timesteps - 1), t)
             abar = torch.where(last.view(b, 1, 1, 1), self.alphas_cumprod[-1].to(abar.dtype), abar)
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        mid: list[torch.Tensor] = []  # REPA: the mid block's output, (B, C, h, w)
-        hook = self.unet.mid_block.register_forward_hook(lambda m, i, o: mid.append(o)) if self.repa_head is not None else None
-        try:
-            pred = self.net(xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"], batch.get("layout"))
-        finally:
-            if hook is not None:
-                hook.remove()
+        args = (xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"], batch.get("layout"))
+        pred, mid = self.net_and_mid(*args) if self.repa_head is not None else (self.net(*args), None)
         v = self.config.prediction_type == "v_prediction"
         target = abar.sqrt() * noise - (1 - abar).sqrt() * x0 if v else noise
         err = (pred - target).pow(2)  # (B, C, H, W)
@@ -267,7 +262,7 @@ class DiffusionModel(torch.nn.Module):
             per_sample = per_sample * w
         if self.repa_head is None:
             return per_sample.mean()
-        diffusion, align = per_sample.mean(), self.repa_loss(mid[0], batch)
+        diffusion, align = per_sample.mean(), self.repa_loss(mid, batch)
         # the two terms, for the trainer's log (the returned loss is their weighted sum)
         self.loss_terms = {"loss_diffusion": diffusion.item(), "loss_repa": align.item()}
         return diffusion + self.config.repa_weight * align
@@ -299,6 +294,18 @@ class DiffusionModel(torch.nn.Module):
         pooled = pooled_states(states, mask) if self.config.pooled_text else None  # (B, D)
         # diffusers turns the 0/1 mask into an additive bias; 1 = attend
         return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask.to(x.dtype), class_labels=pooled, **extra).sample
+
+    def net_and_mid(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
+                    layout: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(:meth:`net`'s output, the UNet mid block's (B, C, h, w) output), for REPA: the mid
+        block is read through a forward hook that lives for this one call."""
+        mid: list[torch.Tensor] = []
+        hook = self.unet.mid_block.register_forward_hook(lambda m, i, o: mid.append(o))
+        try:
+            out = self.net(x, t, states, mask, layout)
+        finally:
+            hook.remove()
+        return out, mid[0]
 
     # -- sampling view -------------------------------------------------------------------------
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
