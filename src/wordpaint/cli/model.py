@@ -22,9 +22,10 @@ def add_parser(sub) -> None:
                      description="Write a copy of MODEL with one component replaced, e.g. the autoencoder by a decoder fine-tuned "
                                  "with the emoji_ae_decoder recipe. A new autoencoder must encode as the old one did.")
     r.add_argument("model", help="pipeline folder or bundled name (shapes, emoji, fashion)")
-    r.add_argument("--component", required=True, choices=("autoencoder", "diffusion", "guide", "prior"),
+    r.add_argument("--component", required=True, choices=("autoencoder", "diffusion", "guide", "prior", "embed_prior"),
                    help="which component to replace (guide: add or replace the noised wordpaint-clip used by --clip-guidance; "
-                   "prior: add or replace the latent prior used by --prior-strength)")
+                   "prior: add or replace the latent prior used by --prior-strength; embed_prior: add or replace the "
+                   "text -> image-vector prior of an image-embedding model)")
     r.add_argument("--from", dest="source", required=True, help="the new component's folder (config.json + model.safetensors), "
                                                                 "or a pipeline folder holding it, e.g. the pipeline/ folder of an autoencoder or diffusion run")
     r.add_argument("--out", required=True, help="where to write the new pipeline folder (may be MODEL itself: written atomically)")

@@ -99,6 +99,16 @@ class DiffusionConfig(ConfigMixin):
     # wordpaint-clip's image tower also read: say so beside any figure of a REPA model.
     repa_weight: float = 0.0
     repa_dim: int = 1280
+    # image-embedding conditioning (unCLIP, Ramesh et al. 2022; Kandinsky 2.2's decoder): a global
+    # image vector (the trainer's: EfficientNet-Lite0's pooled 1280-d features of the training
+    # image) joins the pooled text in the class-embedding MLP, so the UNet can be told *what the
+    # picture is* by a vector a separate prior predicts from the text (models.embed_prior).
+    # L2-normalised and scaled to unit RMS per dimension inside the model; zeros = none. Each
+    # example loses it with image_embed_drop_prob (and always with its caption), so one model
+    # draws from text alone too and classifier-free guidance has an unconditional branch.
+    # Needs pooled_text; 0 = off. Same caveat as REPA: the FID and wordpaint-clip read that network.
+    image_embed_dim: int = 0
+    image_embed_drop_prob: float = 0.1
     extra: dict = field(default_factory=dict)
 
     @property
@@ -122,6 +132,14 @@ class DiffusionConfig(ConfigMixin):
         rd = d.get("repa_dim", 1280)
         if isinstance(rd, bool) or not isinstance(rd, int) or rd < 1:
             raise ValueError(f"repa_dim must be a positive integer, got {rd!r}")
+        ed = d.get("image_embed_dim", 0)
+        if isinstance(ed, bool) or not isinstance(ed, int) or ed < 0:
+            raise ValueError(f"image_embed_dim must be an integer >= 0, got {ed!r}")
+        if ed and not d.get("pooled_text"):
+            raise ValueError("image_embed_dim needs pooled_text (the image vector joins the pooled text's class-embedding MLP)")
+        ep = d.get("image_embed_drop_prob", 0.1)
+        if isinstance(ep, bool) or not isinstance(ep, (int, float)) or not 0.0 <= ep <= 1.0:
+            raise ValueError(f"image_embed_drop_prob must be in [0, 1], got {ep!r}")
         for flag in ("layout_residuals", "layout_silhouettes", "reference_image"):  # options of the layout input
             if not isinstance(d.get(flag, False), bool):
                 raise ValueError(f"{flag} must be true or false, got {d[flag]!r}")
@@ -151,6 +169,16 @@ def pooled_states(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(states.dtype).unsqueeze(-1)  # (B, L, 1)
     mean = (states * m).sum(1) / m.sum(1).clamp(min=1)
     return F.normalize(mean, dim=-1)
+
+
+def scaled_image_embed(embed: torch.Tensor | None, batch: int, dim: int, like: torch.Tensor) -> torch.Tensor:
+    """(B, dim): ``embed`` L2-normalised and scaled by sqrt(dim) (unit RMS per dimension, whatever
+    the feature network's scale); None -> zeros (no image embedding), as zeros stay zeros."""
+    if embed is None:
+        return like.new_zeros(batch, dim)
+    if embed.shape != (batch, dim):
+        raise ValueError(f"image_embed has shape {tuple(embed.shape)}, this model reads ({batch}, {dim})")
+    return F.normalize(embed.to(like.dtype), dim=-1) * dim**0.5
 
 
 class LayoutResiduals(torch.nn.Module):
@@ -184,7 +212,8 @@ class DiffusionModel(torch.nn.Module):
     "encoder_hidden_states": (B,L,D), "encoder_attention_mask": (B,L) bool} and, for a layout
     model, "layout": (B, layout_channels, H, W) (zeros = no layout); with object_loss_weight,
     "object_map": (B, 1, H, W); with repa_weight, "repa_target": (B, repa_dim, h, w) at the mid
-    block's grid (h = H / downsample_factor)."""
+    block's grid (h = H / downsample_factor); with image_embed_dim, "image_embed": (B, image_embed_dim)
+    (zeros = none)."""
 
     family = "diffusion"
 
@@ -207,7 +236,7 @@ class DiffusionModel(torch.nn.Module):
                 norm_num_groups=config.norm_num_groups,
                 cross_attention_dim=config.cross_attention_dim,
                 class_embed_type="projection" if config.pooled_text else None,
-                projection_class_embeddings_input_dim=config.cross_attention_dim if config.pooled_text else None,
+                projection_class_embeddings_input_dim=config.cross_attention_dim + config.image_embed_dim if config.pooled_text else None,
             )
             self.layout_residuals = LayoutResiduals(config) if config.layout_residuals else None
             # REPA's projector (three layers, as in the paper), per position of the mid block's grid
@@ -244,7 +273,7 @@ class DiffusionModel(torch.nn.Module):
             t = torch.where(last, torch.full_like(t, self.config.num_train_timesteps - 1), t)
             abar = torch.where(last.view(b, 1, 1, 1), self.alphas_cumprod[-1].to(abar.dtype), abar)
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        args = (xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"], batch.get("layout"))
+        args = (xt, t.float(), batch["encoder_hidden_states"], batch["encoder_attention_mask"], batch.get("layout"), batch.get("image_embed"))
         pred, mid = self.net_and_mid(*args) if self.repa_head is not None else (self.net(*args), None)
         v = self.config.prediction_type == "v_prediction"
         target = abar.sqrt() * noise - (1 - abar).sqrt() * x0 if v else noise
@@ -279,9 +308,10 @@ class DiffusionModel(torch.nn.Module):
         return 1 - F.cosine_similarity(proj, target.to(proj.dtype), dim=1).mean()
 
     def net(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
-            layout: torch.Tensor | None = None) -> torch.Tensor:
+            layout: torch.Tensor | None = None, image_embed: torch.Tensor | None = None) -> torch.Tensor:
         """Raw UNet output (epsilon or v) for (B,C,H,W) ``x`` at (continuous) timesteps ``t`` (B,);
-        a layout model reads ``layout`` (B, layout_channels, H, W) concatenated to ``x``."""
+        a layout model reads ``layout`` (B, layout_channels, H, W) concatenated to ``x``; an
+        image-embedding model ``image_embed`` (B, image_embed_dim) (None or zeros = none)."""
         extra = {}
         if self.config.layout_channels:
             if layout is None:
@@ -292,17 +322,21 @@ class DiffusionModel(torch.nn.Module):
                 extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
             x = torch.cat([x, layout], dim=1)
         pooled = pooled_states(states, mask) if self.config.pooled_text else None  # (B, D)
+        if self.config.image_embed_dim:
+            pooled = torch.cat([pooled, scaled_image_embed(image_embed, x.shape[0], self.config.image_embed_dim, pooled)], dim=1)
+        elif image_embed is not None:
+            raise ValueError("this model reads no image embedding (image_embed_dim = 0)")
         # diffusers turns the 0/1 mask into an additive bias; 1 = attend
         return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask.to(x.dtype), class_labels=pooled, **extra).sample
 
     def net_and_mid(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
-                    layout: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    layout: torch.Tensor | None = None, image_embed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(:meth:`net`'s output, the UNet mid block's (B, C, h, w) output), for REPA: the mid
         block is read through a forward hook that lives for this one call."""
         mid: list[torch.Tensor] = []
         hook = self.unet.mid_block.register_forward_hook(lambda m, i, o: mid.append(o))
         try:
-            out = self.net(x, t, states, mask, layout)
+            out = self.net(x, t, states, mask, layout, image_embed)
         finally:
             hook.remove()
         return out, mid[0]
@@ -318,13 +352,13 @@ class DiffusionModel(torch.nn.Module):
         return (idx - 1 + w).reshape(sigma.shape)
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
-                layout: torch.Tensor | None = None) -> torch.Tensor:
+                layout: torch.Tensor | None = None, image_embed: torch.Tensor | None = None) -> torch.Tensor:
         """Denoiser D(x; sigma) ~ E[x0 | x] in the VE parametrisation x = x0 + sigma * eps."""
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)  # samplers keep sigmas on the CPU
         s = sigma.reshape(-1, 1, 1, 1)
         c_in = 1 / (s**2 + 1) ** 0.5  # = sqrt(abar): back to the VP input the UNet was trained on
         t = self.sigma_to_t(sigma.reshape(-1)).expand(x.shape[0])
-        out = self.net(x * c_in, t, states, mask, layout)
+        out = self.net(x * c_in, t, states, mask, layout, image_embed)
         if self.config.prediction_type == "v_prediction":
             return x * c_in**2 - s * c_in * out  # x0 = sqrt(abar) x_t - sqrt(1 - abar) v
         return x - s * out

@@ -10,12 +10,13 @@ from wordpaint.errors import check_choice
 from wordpaint.models.autoencoder import AutoencoderConfig, AutoencoderModel
 from wordpaint.models.clip import ClipConfig, ClipModel
 from wordpaint.models.diffusion import DiffusionConfig, DiffusionModel
+from wordpaint.models.embed_prior import EmbedPriorConfig, EmbedPriorModel
 from wordpaint.models.latent_prior import LatentPriorConfig, LatentPriorModel
 from wordpaint.models.noised_clip import NoisedClipConfig, NoisedClipModel
 
 FAMILIES = {"diffusion": (DiffusionConfig, DiffusionModel), "clip": (ClipConfig, ClipModel),
             "autoencoder": (AutoencoderConfig, AutoencoderModel), "noised_clip": (NoisedClipConfig, NoisedClipModel),
-            "latent_prior": (LatentPriorConfig, LatentPriorModel)}
+            "latent_prior": (LatentPriorConfig, LatentPriorModel), "embed_prior": (EmbedPriorConfig, EmbedPriorModel)}
 
 PRESETS: dict[str, tuple[str, dict]] = {
     "tiny": (
@@ -63,6 +64,9 @@ PRESETS["tiny_latent"] = ("diffusion", {**PRESETS["tiny"][1], "resolution": 16, 
 # the emoji model's draft (text -> 16x16x4 latent); tiny_prior drafts tiny_latent's grid for tests
 PRESETS["emoji_prior"] = ("latent_prior", dict(hidden_dim=2048, num_layers=3, latent_channels=4, resolution=16))
 PRESETS["tiny_prior"] = ("latent_prior", dict(hidden_dim=16, num_layers=1, latent_channels=4, resolution=16))
+# text -> image vector for an image-embedding UNet (emoji64_embed); tiny_embed_prior for tests (32 px folders)
+PRESETS["emoji_embed_prior"] = ("embed_prior", dict(hidden_dim=1024, num_layers=2, resolution=64))
+PRESETS["tiny_embed_prior"] = ("embed_prior", dict(hidden_dim=16, num_layers=1, resolution=32))
 
 
 def build_config(*, family: str = "diffusion", preset: str | None = None, **overrides):

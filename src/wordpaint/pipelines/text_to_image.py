@@ -44,8 +44,9 @@ DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 
             "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0,
             "detail": False, "detail_strength": DETAIL_STRENGTH, "prior_strength": None}
 MAX_STEPS = 1000
-COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip", "prior": "latent_prior"}  # folder -> model family
-INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide", "prior": "prior"}  # folder -> model_index.json key = constructor argument = attribute
+COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip", "prior": "latent_prior",
+                      "embed_prior": "embed_prior"}  # folder -> model family
+INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide", "prior": "prior", "embed_prior": "embed_prior"}  # folder -> model_index.json key = constructor argument = attribute
 MAX_SEED = 2**63 - 1
 
 
@@ -100,7 +101,7 @@ class TextToImagePipeline:
     autoencoder's latents and the pipeline decodes them (latent diffusion)."""
 
     def __init__(self, *, text_encoder: TextEncoder, model, vae=None, defaults: dict | None = None, planner=None, guide=None,
-                 prior=None):
+                 prior=None, embed_prior=None):
         from wordpaint.text.planners import get_planner
 
         self.text_encoder = text_encoder
@@ -118,6 +119,13 @@ class TextToImagePipeline:
                                  f"denoises {model.config.in_channels} x {model.config.resolution}^2")
         if prior is not None and prior.config.text_dim != text_encoder.dim:
             raise ModelLoadError(f"the prior reads pooled text of width {prior.config.text_dim}, the text encoder gives {text_encoder.dim}")
+        # optional embedding prior (an image-embedding model, unCLIP): the image vector from the pooled text
+        self.embed_prior = embed_prior.eval().requires_grad_(False) if embed_prior is not None else None
+        if embed_prior is not None and embed_prior.config.embed_dim != getattr(model.config, "image_embed_dim", 0):
+            raise ModelLoadError(f"the embedding prior predicts {embed_prior.config.embed_dim}-d image vectors, the diffusion model reads "
+                                 f"{getattr(model.config, 'image_embed_dim', 0)}-d ones (image_embed_dim)")
+        if embed_prior is not None and embed_prior.config.text_dim != text_encoder.dim:
+            raise ModelLoadError(f"the embedding prior reads pooled text of width {embed_prior.config.text_dim}, the text encoder gives {text_encoder.dim}")
         if vae is not None:
             if model.config.in_channels != vae.config.latent_channels:
                 raise ModelLoadError(f"the diffusion model takes {model.config.in_channels} channels, the autoencoder's latents have {vae.config.latent_channels}")
@@ -399,6 +407,7 @@ class TextToImagePipeline:
         detail_strength: float | str = "default",
         prior_strength: float | None | str = "default",
         reference=None,
+        image_embed: torch.Tensor | None | str = "prior",
         show_progress: bool = False,
     ) -> TextToImageOutput:
         """Generate images. Image k (prompt-major) uses noise from seed + k, so a result does not
@@ -435,7 +444,12 @@ class TextToImagePipeline:
         diffusion step, the same for every seed); None starts from noise; ``"default"`` takes the folder's.
         ``reference`` (a reference model, ``reference_image``: a PIL image, or one per prompt) is the
         picture whose subject the model redraws as the prompt asks (the emoji model: the same concept
-        in another style); the unconditional half of guidance gets none, as in training."""
+        in another style); the unconditional half of guidance gets none, as in training.
+        ``image_embed`` (an image-embedding model, ``image_embed_dim``: unCLIP's decoder) is the image
+        vector the picture is drawn to match: ``"prior"`` predicts it from each prompt with the
+        pipeline's ``embed_prior`` (none without one: text alone), None draws from text alone, a
+        (P, D) or (D,) tensor gives it (e.g. :func:`wordpaint.eval.metrics.extract` features of a picture:
+        variations of it); the unconditional half of guidance gets none, as in training."""
         interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
@@ -513,6 +527,7 @@ class TextToImagePipeline:
             sigmas = strength_sigmas(sigmas, prior_strength)
         sampling = dict(guidance_scale=guidance, sampler=sampler, layout_guidance_scale=layout_guidance,
                         text_guidance_scale=text_guidance, guidance_interval=interval, clip_guidance_scale=clip_guidance)
+        embeds, embed_source = self._image_embeds(image_embed, prompts)  # (P, D) or None
         images, meta = [], []
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
@@ -526,7 +541,7 @@ class TextToImagePipeline:
             init = None if inits is None else inits[[k for *_, k in chunk]]
             x = self.sample_batch([t for _, t, _, _, _ in chunk], seeds=seeds, sigmas=sigmas, height=height, width=width, layouts=lay,
                                   regions=regions, init=init, from_prior=prior_strength is not None, show_progress=show_progress,
-                                  **sampling)
+                                  image_embeds=None if embeds is None else embeds[[k for *_, k in chunk]], **sampling)
             if detail:
                 x = self._detail(x, [pl for _, _, pl, _, _ in chunk], seeds=seeds, steps=steps, schedule=schedule,
                                  strength=detail_strength, regional_prompts=regional_prompts, **sampling)
@@ -539,6 +554,7 @@ class TextToImagePipeline:
                      **({"init_image": True, "strength": strength} if inits is not None else {}),
                      **({"prior_strength": prior_strength} if prior_strength is not None else {}),
                      **({"reference": True} if has_ref[k] else {}),
+                     **({"image_embed": embed_source} if embed_source else {}),
                      **({"detail": True, "detail_strength": detail_strength} if detail else {}),
                      "height": height, "width": width,
                      "wordpaint_version": wordpaint.__version__}
@@ -547,12 +563,35 @@ class TextToImagePipeline:
                 meta.append(m)
         return TextToImageOutput(images, meta, warnings)
 
+    def _image_embeds(self, image_embed, prompts: list[str]) -> tuple[torch.Tensor | None, str | None]:
+        """((P, D) image vectors for the prompts or None, where they came from: "prior" / "given" / None)."""
+        dim = getattr(self.model.config, "image_embed_dim", 0)
+        if image_embed is None:
+            return None, None
+        if isinstance(image_embed, str):
+            if image_embed != "prior":
+                raise WordpaintError(f"image_embed must be 'prior', None or a tensor, got {image_embed!r}")
+            if not dim or self.embed_prior is None:
+                return None, None
+            with torch.no_grad():
+                pooled = self.text_encoder.encode(prompts).pooled
+                return self.embed_prior.embed(pooled.to(module_device(self.embed_prior))).cpu(), "prior"
+        if not dim:
+            raise WordpaintError("image_embed conditions an image-embedding model (image_embed_dim > 0); this model reads none")
+        if not isinstance(image_embed, torch.Tensor) or image_embed.shape[-1] != dim or image_embed.ndim not in (1, 2) \
+                or (image_embed.ndim == 2 and len(image_embed) not in (1, len(prompts))):
+            raise WordpaintError(f"image_embed must be a ({dim},) tensor or one row per prompt ({len(prompts)}, {dim}), "
+                                 f"got {getattr(image_embed, 'shape', type(image_embed).__name__)}")
+        if not torch.isfinite(image_embed).all():
+            raise WordpaintError("image_embed has NaN or infinite values")
+        return image_embed.float().reshape(-1, dim).expand(len(prompts), dim).cpu(), "given"
+
     def sample_batch(self, prompts: list[str], *, seeds: list[int], sigmas: torch.Tensor, guidance_scale: float,
                        sampler: str, height: int, width: int, layouts: torch.Tensor | None = None,
                        layout_guidance_scale: float | None = None, text_guidance_scale: float | None = None,
                        guidance_interval: tuple[float, float] | None = None, regions: Regions | None = None,
                        clip_guidance_scale: float = 0.0, init: torch.Tensor | None = None,
-                       from_prior: bool = False, show_progress: bool = False) -> torch.Tensor:
+                       from_prior: bool = False, image_embeds: torch.Tensor | None = None, show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
         of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text,
@@ -562,7 +601,8 @@ class TextToImagePipeline:
         pass's estimate inside each object's mask by a pass on that object's own text. ``init``
         (B, C, H, W) pixels in [-1, 1] start the chain at ``init + sigmas[0] * noise`` (img2img;
         encoded to latents first by a latent pipeline) instead of at pure noise; ``from_prior`` starts
-        it at ``draft + sigmas[0] * noise`` with the prior's draft of each prompt. Returns
+        it at ``draft + sigmas[0] * noise`` with the prior's draft of each prompt. ``image_embeds``
+        (B, D) condition an image-embedding model (the unconditional half gets none). Returns
         (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline)."""
         model = self.model
         sigmas = sigmas.cpu()  # samplers step on the CPU's copy; the model gets each sigma on its device
@@ -606,19 +646,28 @@ class TextToImagePipeline:
         if regions is not None and layouts is None:
             raise WordpaintError("regions need the batch's layouts (a layout model)")
 
+        if image_embeds is not None:
+            image_embeds = image_embeds.to(device)
+
         def batch_inputs(ps: list[str]) -> tuple:
-            """(text states, mask, layouts) for passes ``ps`` stacked on the batch, region rows last."""
+            """(text states, mask, layouts, image vectors) for passes ``ps`` stacked on the batch, region rows last."""
             n = L if len(ps) > 1 or regions is not None else text[ps[0]].hidden_states.shape[1]  # one pass: unpadded
             states = [_pad(text[p].hidden_states, n) for p in ps]
             mask = [_pad(text[p].attention_mask, n) for p in ps]
             lays = None
             if layouts is not None:  # the full and layout passes see the layout; each region row its image's
                 lays = [layouts if p in ("full", "layout") else torch.zeros_like(layouts) for p in ps]
+            embs = None
+            if image_embeds is not None:  # with the text: the full and text passes see it
+                embs = [image_embeds if p in ("full", "text") else torch.zeros_like(image_embeds) for p in ps]
             if regions is not None:
                 states.append(_pad(r_text.hidden_states, n))
                 mask.append(_pad(r_text.attention_mask, n))
                 lays.append(layouts[regions.index.to(device)])
-            return (torch.cat(states).to(device), torch.cat(mask).to(device), None if lays is None else torch.cat(lays))
+                if embs is not None:
+                    embs.append(image_embeds[regions.index.to(device)])
+            return (torch.cat(states).to(device), torch.cat(mask).to(device), None if lays is None else torch.cat(lays),
+                    None if embs is None else torch.cat(embs))
 
         single, guided = batch_inputs(passes[:1]), batch_inputs(passes) if len(passes) > 1 else None
         if regions is not None:

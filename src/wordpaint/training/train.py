@@ -115,18 +115,30 @@ class EMA:
         torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1 - d)
 
 
-def widen_conv_in(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Start a layout model from a prompt-only one: the UNet's first convolution gets zero
-    weights for the new layout input channels (as ControlNet zero-initialises its new inputs), so
-    training starts from exactly the old model's behaviour. Other weights pass unchanged."""
-    key = "unet.conv_in.weight"
+def _widen_input(weights: dict[str, torch.Tensor], model: torch.nn.Module, key: str) -> dict[str, torch.Tensor]:
+    """``weights`` with ``key`` (a weight whose dim 1 is its input) zero-padded on dim 1 to the
+    ``model``'s wider input, when only that dim differs: the new inputs start with no effect."""
     target = model.state_dict().get(key)
     w = weights.get(key)
     if w is None or target is None or w.shape == target.shape or w.shape[0] != target.shape[0] or w.shape[2:] != target.shape[2:] \
             or w.shape[1] > target.shape[1]:
         return weights
-    pad = w.new_zeros(w.shape[0], target.shape[1] - w.shape[1], *w.shape[2:])  # (out, new in, k, k)
+    pad = w.new_zeros(w.shape[0], target.shape[1] - w.shape[1], *w.shape[2:])  # (out, new in, ...)
     return {**weights, key: torch.cat([w, pad], dim=1)}
+
+
+def widen_conv_in(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Start a layout model from a prompt-only one: the UNet's first convolution gets zero
+    weights for the new layout input channels (as ControlNet zero-initialises its new inputs), so
+    training starts from exactly the old model's behaviour. Other weights pass unchanged."""
+    return _widen_input(weights, model, "unet.conv_in.weight")
+
+
+def widen_class_embedding(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Start an image-embedding model from a pooled-text one: the class-embedding MLP's first
+    layer gets zero weights for the image vector's inputs, so training starts from exactly the
+    old model's behaviour."""
+    return _widen_input(weights, model, "unet.class_embedding.linear_1.weight")
 
 
 def zero_new_class_embedding(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -164,11 +176,11 @@ def keep_new_repa_head(weights: dict[str, torch.Tensor], model: torch.nn.Module)
 def load_init_weights(model: torch.nn.Module, folder: str | os.PathLike, *, component: str) -> dict[str, torch.Tensor]:
     """Load ``folder/component/model.safetensors`` into ``model`` for ``--init-from``, strictly,
     after the adaptations that start a larger model from a smaller one's exact outputs (a wider
-    conv_in, a zeroed pooled-text MLP, zeroed layout residuals, a fresh REPA head); returns the
+    conv_in or class-embedding input, a zeroed pooled-text MLP, zeroed layout residuals, a fresh REPA head); returns the
     weights loaded."""
     src = Path(folder) / component / "model.safetensors"
-    weights = widen_conv_in(load_safetensors(src), model)
-    for adapt in (zero_new_class_embedding, zero_new_layout_residuals, keep_new_repa_head):
+    weights = load_safetensors(src)
+    for adapt in (widen_conv_in, widen_class_embedding, zero_new_class_embedding, zero_new_layout_residuals, keep_new_repa_head):
         weights = adapt(weights, model)
     load_state_dict_strict(model, weights, source=str(src))
     return weights
@@ -222,6 +234,8 @@ class StepBatches(torch.utils.data.Dataset):
         self.object_maps = bool(getattr(task.config, "object_loss_weight", 0.0))
         self.text = isinstance(task, (TextToImageTask, GuideTask))  # tasks that read captions (PriorTask is a GuideTask)
         self.repa_targets = getattr(task, "repa_targets", None)
+        self.image_embeds = getattr(task, "image_embeds", None)
+        self.embed_drop, self.seed = getattr(task.config, "image_embed_drop_prob", 0.0), getattr(task, "seed", 0)
 
     def __len__(self) -> int:
         return 2**62
@@ -240,7 +254,18 @@ class StepBatches(torch.utils.data.Dataset):
             out["object_map"] = self.stream.object_maps(step, self.bs, **where)
         if self.repa_targets is not None:
             out["repa_target"] = self.repa_targets[self.stream.batch_rows(step, self.bs, **where)].float()
+        if self.image_embeds is not None:
+            out["image_embed"] = self._image_embed(step, captions, where)
         return out
+
+    def _image_embed(self, step: int, captions: list[str], where: dict) -> torch.Tensor:
+        """(B, D) the examples' image vectors, zeroed where the caption was dropped (the
+        unconditional branch) and, independently, with image_embed_drop_prob (text alone): a pure
+        function of (seed, step, rank), like the rest of the batch."""
+        emb = self.image_embeds[self.stream.batch_rows(step, self.bs, **where)].float()  # (B, D)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step * self.world + self.rank + 7_919)
+        keep = (torch.rand(len(captions), generator=gen) >= self.embed_drop) & torch.tensor([c != "" for c in captions])
+        return emb * keep.unsqueeze(1).float()
 
 
 class TextToImageTask:
@@ -283,6 +308,12 @@ class TextToImageTask:
                                      f"dataset {self.data_name!r} is drawn afresh every step")
             grid = config.resolution // config.downsample_factor
             self.repa_targets = repa_targets(self.stream.images, grid=grid, dim=config.repa_dim, show_progress=show_progress)
+        self.seed, self.image_embeds = seed, None  # unCLIP-style conditioning: (N, 1280) pooled features, by row
+        if getattr(config, "image_embed_dim", 0):
+            if not hasattr(self.stream, "batch_rows"):
+                raise WordpaintError(f"image_embed_dim needs an image folder (the vectors are features of a fixed set of training images); "
+                                     f"dataset {self.data_name!r} is drawn afresh every step")
+            self.image_embeds = image_embeds(self.stream.images, dim=config.image_embed_dim, show_progress=show_progress)
         # quick evaluation: exact compositional scores on the shapes world; FID on an image folder
         self.fid_samples = int(recipe.get("eval", {}).get("fid_samples", 0)) if self.data_name == "imagefolder" else 0
         self.can_evaluate = self.data_name == "shapes" or self.fid_samples > 0
@@ -367,6 +398,17 @@ def repa_targets(images: list[torch.Tensor], *, grid: int, dim: int = 1280, show
     if dim != FEATURE_DIM:
         raise WordpaintError(f"repa_dim must be {FEATURE_DIM} (EfficientNet-Lite0's feature channels, the trainer's REPA targets), got {dim}")
     return feature_maps(images, grid=grid, dtype=torch.float16, show_progress=show_progress, what="training images")
+
+
+def image_embeds(images: list[torch.Tensor], *, dim: int = 1280, show_progress: bool = False) -> torch.Tensor:
+    """(N, dim) float16: EfficientNet-Lite0's pooled features of the uint8 (3, H, W) ``images``,
+    computed once: the image vectors an ``image_embed_dim`` model is conditioned on (and an
+    embedding prior learns to predict from text)."""
+    from wordpaint.eval.metrics import FEATURE_DIM, feature_maps
+
+    if dim != FEATURE_DIM:
+        raise WordpaintError(f"image_embed_dim must be {FEATURE_DIM} (EfficientNet-Lite0's pooled features, the trainer's image vectors), got {dim}")
+    return feature_maps(images, grid=1, dtype=torch.float16, show_progress=show_progress, what="training images").flatten(1)
 
 
 def _image_folder_stream(data: dict, config, device, *, seed: int, cond_drop_prob: float, show_progress: bool,
@@ -493,6 +535,7 @@ class GuideTask:
                                            kinds=tuple(data["kinds"]) if data.get("kinds") else None)
         self.can_evaluate = len(rows) > 1
         if self.can_evaluate:
+            self.eval_images = images  # uint8 (3, H, W) each
             with torch.no_grad():
                 self.eval_x0 = model_inputs(images, self.vae)
             # the short prompt form ("fox in twemoji style") where a row has one, else its text
@@ -581,6 +624,50 @@ class PriorTask(GuideTask):
     @staticmethod
     def describe(rec: dict) -> str:
         return " ".join(f"{k} mse={rec[k + '_mse']:.4f} (var {rec[k + '_var']:.3f})" for k in ("train", "heldout") if k + "_mse" in rec)
+
+
+class EmbedPriorTask(GuideTask):
+    """Training an embedding prior (:mod:`wordpaint.models.embed_prior`): an image folder's
+    pictures as their pooled EfficientNet-Lite0 vectors (computed once, by row, the vectors an
+    ``image_embed_dim`` UNet is trained on), each with its pooled caption. The quick evaluation is
+    the mean cosine similarity of the predicted to the true vector on the folder's held-out rows
+    (captions never trained on) and on as many training rows, and held-out retrieval: how often a
+    held-out caption's prediction is closest to its own picture's vector among the held-out ones."""
+
+    WHAT = "embedding prior"
+
+    def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
+        if _image_folder_data(recipe, f"an {self.WHAT}").get("autoencoder"):
+            raise WordpaintError("an embedding prior reads the pictures themselves: drop data.autoencoder (--autoencoder)")
+        super().__init__(recipe, config, accelerator, show_progress=show_progress)
+        from wordpaint.data.imagefolder import caption_alternatives
+
+        self.image_embeds = image_embeds(self.stream.images, dim=config.embed_dim, show_progress=show_progress)  # (N, D) by row
+        self.eval_embeds = image_embeds(self.eval_images, dim=config.embed_dim) if self.can_evaluate else None
+        n = min(len(self.stream), 512)
+        self.fit_embeds = self.image_embeds[:n]
+        self.fit_text = self.caption_features[[self.caption_index[caption_alternatives(r)[-1]] for r in self.stream.rows[:n]]]
+
+    def to_device(self, cpu: dict) -> dict:
+        ids = torch.tensor([self.caption_index[c] for c in cpu["captions"]])
+        return {"text_features": self.caption_features[ids].to(self.device), "image_embed": cpu["image_embed"].to(self.device)}
+
+    @torch.no_grad()
+    def evaluate(self, module) -> dict:
+        module.eval()
+        out = {}
+        for name, target, text in (("heldout", self.eval_embeds, getattr(self, "eval_text", None)), ("train", self.fit_embeds, self.fit_text)):
+            if target is None:
+                continue
+            pred = module.embed(text.to(self.device)).cpu()  # (n, D) unit vectors
+            target = torch.nn.functional.normalize(target.float(), dim=-1)
+            out[f"{name}_cos"] = float((pred * target).sum(-1).mean())
+            out[f"{name}_recall1"] = float(((pred @ target.T).argmax(1) == torch.arange(len(pred))).float().mean())
+        return out
+
+    @staticmethod
+    def describe(rec: dict) -> str:
+        return " ".join(f"{k} cos={rec[k + '_cos']:.3f} recall@1={rec[k + '_recall1']:.3f}" for k in ("train", "heldout") if k + "_cos" in rec)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -728,7 +815,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", {**recipe, "wordpaint_version": wordpaint.__version__, "resolved_model_config": config.to_dict(), "parameters": n_params})
     # what is trained decides the batches, the sample grid, the quick evaluation and the export
-    task_cls = {"autoencoder": AutoencoderTask, "guide": GuideTask, "prior": PriorTask}.get(component, TextToImageTask)
+    task_cls = {"autoencoder": AutoencoderTask, "guide": GuideTask, "prior": PriorTask, "embed_prior": EmbedPriorTask}.get(component, TextToImageTask)
     task = task_cls(recipe, config, accelerator, show_progress=show_progress)
 
     def log(rec: dict) -> None:
