@@ -49,6 +49,10 @@ def main() -> None:
                     "prior strength a prior)")
     ap.add_argument("--guide", default=None, help="a noised wordpaint-clip folder to attach as the pipeline's guide")
     ap.add_argument("--prior", default=None, help="a latent prior folder to attach as the pipeline's prior")
+    ap.add_argument("--embed-prior", default=None, help="an embedding prior folder to attach (an image-embedding model)")
+    ap.add_argument("--image-embed", nargs="+", default=["prior"], choices=("prior", "none", "oracle"),
+                    help="image-embedding models: the vector each setting is drawn with: the embedding prior's prediction, "
+                    "none (text alone), or oracle (the dev cell's own picture's vector: an upper bound, not a generator)")
     ap.add_argument("--references", action="store_true",
                     help="also judge the real images of the dev cells and their autoencoder round trips (the ceiling of "
                     "anything this autoencoder decodes)")
@@ -66,9 +70,10 @@ def main() -> None:
     pipe = TextToImagePipeline.from_pretrained(args.model)
     from wordpaint.pipelines.text_to_image import load_model
 
-    for name in ("guide", "prior"):
+    for name in ("guide", "prior", "embed_prior"):
         if getattr(args, name):
             pipe = pipe.with_component(name, load_model(getattr(args, name)))
+    embeds = bool(getattr(pipe.model.config, "image_embed_dim", 0))
     clip = WordpaintClip.from_pretrained()
     names = dev_concepts(args.data)
     vocab = list(names)
@@ -102,20 +107,28 @@ def main() -> None:
             row = {"reference": name, **judge(to_pil(batch))}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    for spec in args.settings:
+    vectors = {"prior": "prior", "none": None}  # the pipeline's image_embed for each --image-embed mode
+    if embeds and "oracle" in args.image_embed:
+        from wordpaint.eval.metrics import extract
+
+        vectors["oracle"] = extract([by_cell[c] for c in cells])[0].float()  # (N, 1280): each cell's own picture
+    for spec, mode in [(spec, mode) for spec in args.settings for mode in (args.image_embed if embeds else ["prior"])]:
         sampler, steps, g, *rest = spec.split(":")
         cg = float(rest[0]) if rest else 0.0
         prior = rest[1] if len(rest) > 1 else "off"
         t0 = time.perf_counter()
         images = pipe(prompts, seed=0, sampler=sampler, num_inference_steps=int(steps), guidance_scale=float(g), batch_size=64,
-                      clip_guidance_scale=cg, prior_strength=None if prior == "off" else float(prior), show_progress=False, **extra).images
+                      clip_guidance_scale=cg, prior_strength=None if prior == "off" else float(prior), show_progress=False,
+                      **({"image_embed": vectors[mode]} if embeds else {}),
+                      **extra).images
         secs = time.perf_counter() - t0
         row = {"sampler": sampler, "num_inference_steps": int(steps), "guidance_scale": float(g), "clip_guidance_scale": cg,
-               "prior_strength": prior, "reference": "other-style" if args.reference_style else None, **judge(images), "seconds_per_image": round(secs / len(prompts), 4)}
+               "prior_strength": prior, "reference": "other-style" if args.reference_style else None,
+               **({"image_embed": mode} if embeds else {}), **judge(images), "seconds_per_image": round(secs / len(prompts), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "guide": args.guide, "prior": args.prior, "dev": f"{args.concepts} of 240 dev concepts (seed 7) x {len(EMOJI_STYLES)} styles",
+    Path(args.out).write_text(json.dumps({"model": args.model, "guide": args.guide, "prior": args.prior, "embed_prior": args.embed_prior, "dev": f"{args.concepts} of 240 dev concepts (seed 7) x {len(EMOJI_STYLES)} styles",
                                           "rows": rows}, indent=2) + "\n")
 
 

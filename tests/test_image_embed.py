@@ -113,7 +113,7 @@ def test_embed_prior_config_and_loss():
         prior.embed(torch.randn(5, 100))
 
 
-def test_tiny_recipes_train_and_the_pipeline_round_trips_with_the_prior(latent_runs, tmp_path):
+def test_tiny_recipes_train_and_the_pipeline_round_trips_with_the_prior(latent_runs, tmp_path, capsys):
     from wordpaint.pipelines.text_to_image import TextToImagePipeline, load_model
 
     folder, ae, ld = latent_runs
@@ -150,6 +150,20 @@ def test_tiny_recipes_train_and_the_pipeline_round_trips_with_the_prior(latent_r
         plain("apple", image_embed=torch.rand(1280), **kw)
     with pytest.raises(ModelLoadError, match="reads 0-d ones"):
         plain.with_component("embed_prior", pipe.embed_prior)
+
+    # the command line: a picture's own vector (variations), none, a missing file
+    from PIL import Image
+
+    from wordpaint.cli.main import main
+
+    out = tmp_path / "fox.png"
+    for option, source in ((str(folder / "images" / "1.png"), "given"), ("none", None), ("prior", "prior")):
+        assert main(["generate", "fox in noto style", "--model", str(tmp_path / "both"), "--image-embed", option, "--steps", "2",
+                     "-o", str(out)]) == 0
+        with Image.open(out) as im:
+            assert json.loads(im.text["wordpaint"]).get("image_embed") == source
+    assert main(["generate", "fox", "--model", str(tmp_path / "both"), "--image-embed", str(tmp_path / "no.png"), "-o", str(out)]) == 2
+    assert "--image-embed: no such file" in capsys.readouterr().err
 
 
 def test_embed_prior_reads_pictures_not_latents(latent_runs, tmp_path):

@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     p.add_argument("--prior-strength", default=None, metavar="S|off",
                    help="models with a prior (a text -> latent draft): start from the prompt's draft taken this far up the "
                    "noise schedule, in [0, 1] (0: the draft itself, no diffusion step); off starts from pure noise (default: the model's)")
+    p.add_argument("--image-embed", default=None, metavar="prior|none|PNG",
+                   help="image-embedding models (unCLIP-style): the image vector the picture is drawn to match: prior (predicted "
+                   "from the prompt by the model's embedding prior; the default), none (text alone), or a picture's own vector "
+                   "(variations of that picture)")
     p.add_argument("--sampler", default=None, help="dpmpp_2m, ddim, euler or ddpm (ancestral) (default: the model's)")
     p.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
@@ -60,6 +64,16 @@ def add_parser(sub) -> None:
                    "(faster, same plan accuracy), else float32 (default: auto)")
     p.add_argument("--show-plan", action="store_true", help="print the scene plan as JSON and save OUTPUT-plan.png with its boxes")
     p.set_defaults(func=run)
+
+
+def parse_image_embed(text: str):
+    """``--image-embed``: "prior", None (for "none") or the (1280,) EfficientNet-Lite0 vector of a picture."""
+    if text in ("prior", "none"):
+        return None if text == "none" else "prior"
+    from wordpaint.eval.metrics import extract
+    from wordpaint.images import on_white
+
+    return extract([on_white(read_image(text, option="--image-embed"))])[0][0].float()
 
 
 def read_image(path: str, *, option: str = "--init-image"):
@@ -145,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
             extra["strength"] = args.strength
     if args.reference is not None:
         extra["reference"] = read_image(args.reference, option="--reference")
+    if args.image_embed is not None:
+        extra["image_embed"] = parse_image_embed(args.image_embed)
     if args.detail is not None:
         extra["detail"] = args.detail
     if args.detail_strength is not None:
