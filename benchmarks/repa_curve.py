@@ -1,4 +1,4 @@
-"""Denoising loss of training runs side by side (e.g. a REPA leg and its control), from their
+"""Denoising loss of training runs side by side (e.g. a REPA or image-embedding leg and its control), from their
 ``metrics.jsonl``: a run trained with REPA logs ``loss_diffusion`` (the denoising term alone) and
 ``loss_repa`` (1 - cosine similarity of the alignment) beside the total; a plain run's ``loss``
 is its denoising loss. Same seed and recipe apart from REPA means the same batches, timesteps and
@@ -47,15 +47,19 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(json.dumps(runs, indent=1) + "\n")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    aligned = {name: r for name, r in runs.items() if any(v is not None for v in r["alignment"])}
+    fig, axes = plt.subplots(1, 2 if aligned else 1, figsize=(10 if aligned else 5.5, 3.6), squeeze=False)
+    a = axes[0, 0]
     for name, r in runs.items():
         a.plot(r["steps"], r["denoising"], label=f"{name} (last quarter {r['denoising_last_quarter']:.4f})")
-        if any(v is not None for v in r["alignment"]):
-            b.plot(r["steps"], r["alignment"], label=name)
     a.set(xlabel="step", ylabel="denoising loss (v, MSE)", title="denoising term")
-    b.set(xlabel="step", ylabel="1 - cosine similarity", title="REPA alignment term")
     a.legend(fontsize=7)
-    b.legend(fontsize=7)
+    if aligned:  # a second panel only when some run logged REPA's alignment term
+        b = axes[0, 1]
+        for name, r in aligned.items():
+            b.plot(r["steps"], r["alignment"], label=name)
+        b.set(xlabel="step", ylabel="1 - cosine similarity", title="REPA alignment term")
+        b.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=110)
     for name, r in runs.items():

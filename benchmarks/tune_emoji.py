@@ -86,7 +86,16 @@ def main() -> None:
         acc = concept_style_accuracy(clip, emb, [c for c, _ in cells], [s for _, s in cells], vocab, names)
         score = float(100 * (emb * clip.embed_texts(prompts)).sum(-1).clamp(min=0).mean())
         return {"concept_accuracy": round(acc["concept_accuracy"], 4), "concept_top5_accuracy": round(acc["concept_top5_accuracy"], 4),
-                "style_accuracy": round(acc["style_accuracy"], 4), "clip_score": round(score, 2)}
+                "style_accuracy": round(acc["style_accuracy"], 4), "clip_score": round(score, 2),
+                "pixel_nn_concept_accuracy": round(pixel_nn_accuracy(images), 4)}
+
+    def pixel_nn_accuracy(images) -> float:
+        """How often an image's nearest dev-cell picture in pixels is of its own concept: a judge that
+        shares nothing with EfficientNet-Lite0 (wordpaint-clip's tower), chance 1 / --concepts."""
+        from wordpaint.eval.metrics import pixel_nearest
+
+        nearest = pixel_nearest(images, [by_cell[c] for c in cells]).tolist()
+        return sum(cells[j][0] == c for j, (c, _) in zip(nearest, cells)) / len(cells)
 
     import torch
 

@@ -226,6 +226,7 @@ def test_emoji_suite_report(runs, tmp_path):
     assert (seen["cells"], seen["images"], held["cells"], held["images"]) == (9, 18, 3, 6)
     for f in (seen, held):
         assert 0 <= f["concept_accuracy"] <= 1 and 0 <= f["style_accuracy"] <= 1 and f["FID (EfficientNet-Lite0)"] > 0
+        assert 0 <= f["nearest_real_concept_accuracy (pixels)"] <= 1
     assert (tmp_path / "report" / "samples.png").is_file() and "concept acc." in paths["markdown"].read_text()
     assert "prior_strength" not in res["sampling"]  # recorded only when a prior drew the images
 

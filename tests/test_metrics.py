@@ -194,3 +194,17 @@ def test_sanity_ladder_is_monotone(fmnist):
             scores[name] = (fids, kids)
             assert all(a < b for a, b in zip(fids, fids[1:])), (name, fids)
             assert all(a < b for a, b in zip(kids, kids[1:])), (name, kids)
+
+
+def test_pixel_nearest_finds_the_closest_picture_and_resizes_to_the_references():
+    from wordpaint.eval.metrics import pixel_nearest
+
+    g = torch.Generator().manual_seed(0)
+    refs = [torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=g) for _ in range(5)]
+    noisy = [(r.float() + 20 * torch.randn(r.shape, generator=g)).clamp(0, 255).byte() for r in refs[::-1]]
+    assert pixel_nearest(noisy, refs).tolist() == [4, 3, 2, 1, 0]
+    # a flat picture at twice the size is resized first, and finds the flat reference
+    flat = [torch.full((3, 16, 16), v, dtype=torch.uint8) for v in (0, 128, 255)]
+    assert pixel_nearest([torch.full((3, 32, 32), 120, dtype=torch.uint8)], flat).tolist() == [1]
+    with pytest.raises(WordpaintError, match="must share one size"):
+        pixel_nearest(flat[:1], [flat[0], torch.zeros(3, 8, 8, dtype=torch.uint8)])

@@ -372,6 +372,22 @@ def ssim(a, b) -> float:
     return float(structural_similarity_index_measure(x, y, data_range=1.0))
 
 
+def pixel_nearest(images, reference, *, what: str = "images") -> torch.Tensor:
+    """(N,) index of each image's nearest ``reference`` image by L2 distance in pixels (images of
+    another size are resized to the references', which must share one): a judge of what a picture
+    shows that shares nothing with any feature network (the emoji suite's "nearest real picture"
+    concept accuracy)."""
+    r = to_uint8_images(reference, what=f"{what} (reference)")
+    sizes = {tuple(im.shape) for im in r}
+    if len(sizes) != 1:
+        raise WordpaintError(f"{what}: the reference pictures must share one size, got {sorted(sizes)}")
+    size = r[0].shape[1:]
+    x = [im if im.shape[1:] == size else F.interpolate(im[None].float(), size=tuple(size), mode="bilinear", antialias=True)[0]
+         .round().clamp(0, 255).byte() for im in to_uint8_images(images, what=what)]
+    flat = lambda ims: torch.stack(ims).flatten(1).float() / 255  # noqa: E731  (N, 3 * H * W) in [0, 1]
+    return torch.cdist(flat(x), flat(r)).argmin(1)
+
+
 # -- one call for images ------------------------------------------------------------------------------
 def distribution_metrics(real, fake, *, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0,
                          show_progress: bool = False) -> dict:

@@ -9,8 +9,10 @@ Suites:
 - ``emoji``: a latent model of the emoji corpus: for each of the 240 evaluation concepts, its
   seen (concept, style) cells and the 120 held-out ones, generated from "NAME in STYLE style";
   concept accuracy (240-way, top-1 and top-5) and style accuracy (3-way) by wordpaint-clip zero-shot, CLIP-score,
-  FID / KID (EfficientNet-Lite0) against the real images of the same cells, and a sample sheet
-  with the prompt under each image.
+  FID / KID (EfficientNet-Lite0) against the real images of the same cells, the concept accuracy
+  of a judge that shares nothing with EfficientNet-Lite0 (the concept of each image's nearest real
+  picture in pixels, among every real image of the suite's concepts), and a sample sheet with the
+  prompt under each image.
 """
 
 from __future__ import annotations
@@ -160,6 +162,7 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
     cells = {"seen": [], "heldout": []}  # (concept, style, real image)
     for r, im in zip(rows, images):
         cells["heldout" if r["split"] == "heldout" else "seen"].append((r["concept"], r["style"], im))
+    everything = cells["seen"] + cells["heldout"]  # the nearest-picture judge's references: every style of every concept
     name = M.FEATURES_NAME
     figures, pictures, settings = {}, [], {"samples_per_cell": samples_per_cell, "seed": seed, "concepts": len(chosen),
                                              "concept_vocabulary": len(order), "styles": list(EMOJI_STYLES), "data": str(data)}
@@ -199,23 +202,29 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
             # the CLIP image tower is EfficientNet-Lite0 too: its pooled features are the FID features
             kid = M.kid_from_features(real_feats.double(), gen_feats.double(), subsets=50,
                                       subset_size=min(1000, len(real_feats), len(gen_feats)), seed=seed)
+            # a second judge that shares nothing with EfficientNet-Lite0: the concept of each image's
+            # nearest real picture in pixels among every real image of the suite's concepts
+            nearest = M.pixel_nearest(res.images, [im for _, _, im in everything], what="generated images")
+            nn_acc = float(np.mean([everything[j][0] == c for j, c in zip(nearest.tolist(), rep([c for c, _, _ in items]))]))
             figures[f"{which}_cells"] = {
                 "cells": len(items), "images": len(res.images),
                 "concept_accuracy": acc["concept_accuracy"], "concept_top5_accuracy": acc["concept_top5_accuracy"],
                 "style_accuracy": acc["style_accuracy"], "real_images_concept_accuracy": real_acc["concept_accuracy"], "real_images_style_accuracy": real_acc["style_accuracy"],
                 "clip_score (wordpaint-clip)": clip_score, "real_images_clip_score (wordpaint-clip)": real_score,
                 f"FID ({name})": M.fid_from_features(real_feats.double(), gen_feats.double()), f"KID ({name})": kid[0],
+                "nearest_real_concept_accuracy (pixels)": nn_acc,
             }
             pictures += [(res.images[i * samples_per_cell], prompts[i]) for i in range(0, len(items), max(1, len(items) // 12))][:12]
     settings["generation_and_scoring_seconds"] = round(time.perf_counter() - t0, 1)
     sample_sheet(pictures, out / "samples.png")
     md = [f"### Emoji suite ({len(chosen)} concepts, {samples_per_cell} sample(s) per cell; accuracy by wordpaint-clip zero-shot)", "",
           "| cells | images | concept acc. (240-way) | concept top-5 | style acc. (3-way) | real images: concept / style "
-          f"| CLIP-score (generated / real) | FID ({name}) | KID ({name}) |", "|---|---|---|---|---|---|---|---|---|"]
+          f"| CLIP-score (generated / real) | FID ({name}) | KID ({name}) | nearest real picture (pixels): concept |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for k, f in figures.items():
         md.append(f"| {k} | {f['images']} | {f['concept_accuracy']:.3f} | {f['concept_top5_accuracy']:.3f} | {f['style_accuracy']:.3f} | {f['real_images_concept_accuracy']:.3f} / "
                   f"{f['real_images_style_accuracy']:.3f} | {f['clip_score (wordpaint-clip)']:.1f} / {f['real_images_clip_score (wordpaint-clip)']:.1f} "
-                  f"| {f[f'FID ({name})']:.2f} | {f[f'KID ({name})']:.4f} |")
+                  f"| {f[f'FID ({name})']:.2f} | {f[f'KID ({name})']:.4f} | {f['nearest_real_concept_accuracy (pixels)']:.3f} |")
     warn = sorted({str(w.message) for w in notes})
     md += [""] + [f"> warning: {w}" for w in warn]
     return {"figures": figures, "warnings": warn, "markdown": "\n".join(md), "settings": settings}

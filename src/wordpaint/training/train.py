@@ -388,27 +388,28 @@ class TextToImageTask:
         self.pipeline(module).save_pretrained(path)
 
 
-def repa_targets(images: list[torch.Tensor], *, grid: int, dim: int = 1280, show_progress: bool = False) -> torch.Tensor:
-    """(N, dim, grid, grid) float16: EfficientNet-Lite0's feature maps of the uint8 (3, H, W)
-    ``images``, pooled to the UNet's mid-block ``grid``, computed once (the images are fixed):
-    REPA's alignment targets. float16 halves the memory (the emoji corpus: 6,148 x 1280 x 4 x 4
-    ~ 250 MB); only their direction is used."""
+def _clean_image_features(images: list[torch.Tensor], *, grid: int, dim: int, option: str, show_progress: bool) -> torch.Tensor:
+    """(N, 1280, grid, grid) float16 EfficientNet-Lite0 feature maps of the uint8 (3, H, W) training
+    ``images``, computed once (the images are fixed); ``dim`` is the model's ``option``, checked."""
     from wordpaint.eval.metrics import FEATURE_DIM, feature_maps
 
     if dim != FEATURE_DIM:
-        raise WordpaintError(f"repa_dim must be {FEATURE_DIM} (EfficientNet-Lite0's feature channels, the trainer's REPA targets), got {dim}")
+        raise WordpaintError(f"{option} must be {FEATURE_DIM} (EfficientNet-Lite0's feature channels, what the trainer computes), got {dim}")
     return feature_maps(images, grid=grid, dtype=torch.float16, show_progress=show_progress, what="training images")
 
 
-def image_embeds(images: list[torch.Tensor], *, dim: int = 1280, show_progress: bool = False) -> torch.Tensor:
-    """(N, dim) float16: EfficientNet-Lite0's pooled features of the uint8 (3, H, W) ``images``,
-    computed once: the image vectors an ``image_embed_dim`` model is conditioned on (and an
-    embedding prior learns to predict from text)."""
-    from wordpaint.eval.metrics import FEATURE_DIM, feature_maps
+def repa_targets(images: list[torch.Tensor], *, grid: int, dim: int = 1280, show_progress: bool = False) -> torch.Tensor:
+    """(N, dim, grid, grid) float16: EfficientNet-Lite0's feature maps of the uint8 (3, H, W)
+    ``images``, pooled to the UNet's mid-block ``grid``: REPA's alignment targets. float16 halves
+    the memory (the emoji corpus: 6,148 x 1280 x 4 x 4 ~ 250 MB); only their direction is used."""
+    return _clean_image_features(images, grid=grid, dim=dim, option="repa_dim", show_progress=show_progress)
 
-    if dim != FEATURE_DIM:
-        raise WordpaintError(f"image_embed_dim must be {FEATURE_DIM} (EfficientNet-Lite0's pooled features, the trainer's image vectors), got {dim}")
-    return feature_maps(images, grid=1, dtype=torch.float16, show_progress=show_progress, what="training images").flatten(1)
+
+def image_embeds(images: list[torch.Tensor], *, dim: int = 1280, show_progress: bool = False) -> torch.Tensor:
+    """(N, dim) float16: EfficientNet-Lite0's pooled features of the uint8 (3, H, W) ``images``:
+    the image vectors an ``image_embed_dim`` model is conditioned on (and an embedding prior
+    learns to predict from text)."""
+    return _clean_image_features(images, grid=1, dim=dim, option="image_embed_dim", show_progress=show_progress).flatten(1)
 
 
 def _image_folder_stream(data: dict, config, device, *, seed: int, cond_drop_prob: float, show_progress: bool,
