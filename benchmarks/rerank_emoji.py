@@ -26,13 +26,11 @@ def main() -> None:
 
     import torch
 
-    from tune_emoji import dev_concepts
+    from tune_emoji import dev_concepts, judge_dev
     from wordpaint import TextToImagePipeline
     from wordpaint.data.emoji import EMOJI_STYLES, short_caption
     from wordpaint.data.imagefolder import load_imagefolder
-    from wordpaint.eval.metrics import pixel_nearest
     from wordpaint.models.clip import WordpaintClip
-    from wordpaint.training.clip import concept_style_accuracy
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
     if pipe.guide is None or pipe.vae is None:
@@ -63,18 +61,10 @@ def main() -> None:
     secs = time.perf_counter() - t0
     scores = torch.stack(scores)  # (K, N)
 
-    def judge(images) -> dict:
-        emb = clip.model.embed_image_features(clip.image_features(images, show_progress=False))
-        acc = concept_style_accuracy(clip, emb, [c for c, _ in cells], [s for _, s in cells], vocab, names)
-        nearest = pixel_nearest(images, refs).tolist()
-        return {"concept_accuracy": round(acc["concept_accuracy"], 4), "concept_top5_accuracy": round(acc["concept_top5_accuracy"], 4),
-                "style_accuracy": round(acc["style_accuracy"], 4),
-                "pixel_nn_concept_accuracy": round(sum(cells[j][0] == c for j, (c, _) in zip(nearest, cells)) / len(cells), 4)}
-
     rows = []
     for k in sorted({1, 2, args.k}):
         best = scores[:k].argmax(0).tolist()
-        row = {"best_of": k, **judge([draws[b][i] for i, b in enumerate(best)])}
+        row = {"best_of": k, **judge_dev(clip, [draws[b][i] for i, b in enumerate(best)], cells, vocab, names, refs)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

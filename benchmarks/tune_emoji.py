@@ -39,6 +39,24 @@ def dev_concepts(data: str, *, n: int = 240, seed: int = 7) -> dict[str, str]:
     return {c: names[c] for c in random.Random(seed).sample(pool, n)}
 
 
+def judge_dev(clip, images, cells: list[tuple[str, str]], vocab: list[str], names: dict[str, str], real: list) -> dict:
+    """The dev set's figures for one image per (concept, style) cell: wordpaint-clip zero-shot concept
+    (top-1, top-5 over ``vocab``) and style accuracy, CLIP-score, and how often an image's nearest
+    real dev picture (``real``, in cell order) in pixels is of its own concept: a judge that shares
+    nothing with EfficientNet-Lite0 (wordpaint-clip's tower), chance 1 / the concepts drawn."""
+    from wordpaint.data.emoji import short_caption
+    from wordpaint.eval.metrics import pixel_nearest
+    from wordpaint.training.clip import concept_style_accuracy
+
+    emb = clip.model.embed_image_features(clip.image_features(images, show_progress=False))
+    acc = concept_style_accuracy(clip, emb, [c for c, _ in cells], [s for _, s in cells], vocab, names)
+    score = float(100 * (emb * clip.embed_texts([short_caption(names[c], s) for c, s in cells])).sum(-1).clamp(min=0).mean())
+    nearest = pixel_nearest(images, real).tolist()
+    return {"concept_accuracy": round(acc["concept_accuracy"], 4), "concept_top5_accuracy": round(acc["concept_top5_accuracy"], 4),
+            "style_accuracy": round(acc["style_accuracy"], 4), "clip_score": round(score, 2),
+            "pixel_nn_concept_accuracy": round(sum(cells[j][0] == c for j, (c, _) in zip(nearest, cells)) / len(cells), 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="emoji")
@@ -65,7 +83,6 @@ def main() -> None:
     from wordpaint import TextToImagePipeline
     from wordpaint.data.emoji import EMOJI_STYLES, reference_cells, short_caption
     from wordpaint.models.clip import WordpaintClip
-    from wordpaint.training.clip import concept_style_accuracy
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
     from wordpaint.pipelines.text_to_image import load_model
@@ -82,20 +99,7 @@ def main() -> None:
     rows = []
 
     def judge(images) -> dict:
-        emb = clip.model.embed_image_features(clip.image_features(images, show_progress=False))
-        acc = concept_style_accuracy(clip, emb, [c for c, _ in cells], [s for _, s in cells], vocab, names)
-        score = float(100 * (emb * clip.embed_texts(prompts)).sum(-1).clamp(min=0).mean())
-        return {"concept_accuracy": round(acc["concept_accuracy"], 4), "concept_top5_accuracy": round(acc["concept_top5_accuracy"], 4),
-                "style_accuracy": round(acc["style_accuracy"], 4), "clip_score": round(score, 2),
-                "pixel_nn_concept_accuracy": round(pixel_nn_accuracy(images), 4)}
-
-    def pixel_nn_accuracy(images) -> float:
-        """How often an image's nearest dev-cell picture in pixels is of its own concept: a judge that
-        shares nothing with EfficientNet-Lite0 (wordpaint-clip's tower), chance 1 / --concepts."""
-        from wordpaint.eval.metrics import pixel_nearest
-
-        nearest = pixel_nearest(images, [by_cell[c] for c in cells]).tolist()
-        return sum(cells[j][0] == c for j, (c, _) in zip(nearest, cells)) / len(cells)
+        return judge_dev(clip, images, cells, vocab, names, [by_cell[c] for c in cells])
 
     import torch
 
