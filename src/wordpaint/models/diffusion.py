@@ -123,9 +123,7 @@ class DiffusionConfig(ConfigMixin):
             raise ValueError(f"unknown timestep_sampling {d['timestep_sampling']!r}; expected uniform or lognormal")
         if not d.get("object_loss_weight", 0.0) >= 0:
             raise ValueError(f"object_loss_weight must be >= 0, got {d['object_loss_weight']!r}")
-        tp = d.get("terminal_prob", 0.0)
-        if isinstance(tp, bool) or not isinstance(tp, (int, float)) or not 0.0 <= tp <= 1.0:
-            raise ValueError(f"terminal_prob must be in [0, 1], got {d['terminal_prob']!r}")
+        _check_fraction(d, "terminal_prob")
         rw = d.get("repa_weight", 0.0)
         if isinstance(rw, bool) or not isinstance(rw, (int, float)) or not rw >= 0:
             raise ValueError(f"repa_weight must be a number >= 0, got {rw!r}")
@@ -137,9 +135,7 @@ class DiffusionConfig(ConfigMixin):
             raise ValueError(f"image_embed_dim must be an integer >= 0, got {ed!r}")
         if ed and not d.get("pooled_text"):
             raise ValueError("image_embed_dim needs pooled_text (the image vector joins the pooled text's class-embedding MLP)")
-        ep = d.get("image_embed_drop_prob", 0.1)
-        if isinstance(ep, bool) or not isinstance(ep, (int, float)) or not 0.0 <= ep <= 1.0:
-            raise ValueError(f"image_embed_drop_prob must be in [0, 1], got {ep!r}")
+        _check_fraction(d, "image_embed_drop_prob")
         for flag in ("layout_residuals", "layout_silhouettes", "reference_image"):  # options of the layout input
             if not isinstance(d.get(flag, False), bool):
                 raise ValueError(f"{flag} must be true or false, got {d[flag]!r}")
@@ -152,6 +148,13 @@ class DiffusionConfig(ConfigMixin):
             if d.get("layout_silhouettes"):
                 raise ValueError("reference_image and layout_silhouettes exclude each other: the layout channels carry one or the other")
         return super().from_dict(d)
+
+
+def _check_fraction(d: dict, key: str) -> None:
+    """Raise a clear ValueError unless ``d[key]`` (when given) is a number in [0, 1]."""
+    v = d.get(key, 0.0)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+        raise ValueError(f"{key} must be in [0, 1], got {v!r}")
 
 
 def make_alphas_cumprod(config: DiffusionConfig) -> torch.Tensor:

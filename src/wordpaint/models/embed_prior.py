@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from wordpaint.models.config import ConfigMixin, init_device
+from wordpaint.models.latent_prior import check_sizes, text_mlp
 
 
 @dataclass
@@ -51,10 +52,7 @@ class EmbedPriorConfig(ConfigMixin):
 
     @classmethod
     def from_dict(cls, d: dict) -> "EmbedPriorConfig":
-        for key in ("text_dim", "hidden_dim", "num_layers", "embed_dim", "resolution"):
-            v = d.get(key, getattr(cls, key))
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"embed_prior {key} must be an integer >= 1, got {v!r}")
+        check_sizes(cls, d, ("text_dim", "hidden_dim", "num_layers", "embed_dim", "resolution"))
         p = d.get("dropout", cls.dropout)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
             raise ValueError(f"embed_prior dropout must be in [0, 1), got {p!r}")
@@ -70,13 +68,7 @@ class EmbedPriorModel(torch.nn.Module):
         self.config = config
         c = config
         with init_device(empty):
-            layers: list[torch.nn.Module] = [torch.nn.LayerNorm(c.text_dim)]
-            width = c.text_dim
-            for _ in range(c.num_layers):
-                layers += [torch.nn.Linear(width, c.hidden_dim), torch.nn.GELU(), torch.nn.Dropout(c.dropout)]
-                width = c.hidden_dim
-            layers.append(torch.nn.Linear(width, c.embed_dim))
-            self.net = torch.nn.Sequential(*layers)
+            self.net = text_mlp(c.text_dim, c.hidden_dim, c.num_layers, c.embed_dim, dropout=c.dropout)
 
     def embed(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, text_dim) pooled text -> (B, embed_dim) unit vectors: the image vector the caption names."""

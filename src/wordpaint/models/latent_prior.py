@@ -31,6 +31,28 @@ import torch.nn.functional as F
 from wordpaint.models.config import ConfigMixin, init_device
 
 
+def check_sizes(cls, d: dict, keys: tuple[str, ...]) -> None:
+    """Raise a clear ValueError unless each of ``keys`` (in ``d``, else ``cls``'s default) is an
+    integer >= 1, naming the family: the text-MLP priors' config check."""
+    for key in keys:
+        v = d.get(key, getattr(cls, key))
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{cls.family} {key} must be an integer >= 1, got {v!r}")
+
+
+def text_mlp(text_dim: int, hidden_dim: int, num_layers: int, out_dim: int, *, dropout: float = 0.0) -> torch.nn.Sequential:
+    """LayerNorm, then ``num_layers`` x (Linear + GELU [+ Dropout when ``dropout`` > 0]), then a
+    Linear to ``out_dim``: the pooled text -> target MLP of the priors. No Dropout module at 0, so
+    a dropout-free MLP keeps the layer indices its saved weights were written with."""
+    layers: list[torch.nn.Module] = [torch.nn.LayerNorm(text_dim)]
+    width = text_dim
+    for _ in range(num_layers):
+        layers += [torch.nn.Linear(width, hidden_dim), torch.nn.GELU()] + ([torch.nn.Dropout(dropout)] if dropout else [])
+        width = hidden_dim
+    layers.append(torch.nn.Linear(width, out_dim))
+    return torch.nn.Sequential(*layers)
+
+
 @dataclass
 class LatentPriorConfig(ConfigMixin):
     """Sizes of the text -> latent MLP."""
@@ -51,10 +73,7 @@ class LatentPriorConfig(ConfigMixin):
 
     @classmethod
     def from_dict(cls, d: dict) -> "LatentPriorConfig":
-        for key in ("text_dim", "hidden_dim", "num_layers", "latent_channels", "resolution"):
-            v = d.get(key, getattr(cls, key))
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"latent_prior {key} must be an integer >= 1, got {v!r}")
+        check_sizes(cls, d, ("text_dim", "hidden_dim", "num_layers", "latent_channels", "resolution"))
         return super().from_dict(d)
 
 
@@ -66,13 +85,7 @@ class LatentPriorModel(torch.nn.Module):
         self.config = config
         c = config
         with init_device(empty):
-            layers: list[torch.nn.Module] = [torch.nn.LayerNorm(c.text_dim)]
-            width = c.text_dim
-            for _ in range(c.num_layers):
-                layers += [torch.nn.Linear(width, c.hidden_dim), torch.nn.GELU()]
-                width = c.hidden_dim
-            layers.append(torch.nn.Linear(width, c.latent_channels * c.resolution**2))
-            self.net = torch.nn.Sequential(*layers)
+            self.net = text_mlp(c.text_dim, c.hidden_dim, c.num_layers, c.latent_channels * c.resolution**2)
 
     def draft(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, text_dim) pooled text -> (B, C, R, R): the latent the caption most likely names."""
