@@ -208,3 +208,36 @@ def test_pixel_nearest_finds_the_closest_picture_and_resizes_to_the_references()
     assert pixel_nearest([torch.full((3, 32, 32), 120, dtype=torch.uint8)], flat).tolist() == [1]
     with pytest.raises(WordpaintError, match="must share one size"):
         pixel_nearest(flat[:1], [flat[0], torch.zeros(3, 8, 8, dtype=torch.uint8)])
+
+
+def test_cached_feature_maps_are_kept_read_back_bit_for_bit_and_keyed_by_the_pixels(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORDPAINT_CACHE", str(tmp_path / "cache"))
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=g) for _ in range(3)]
+    first = M.cached_feature_maps(images, grid=2)
+    assert first.dtype == torch.float16 and first.shape == (3, 1280, 2, 2)
+    assert torch.equal(first, M.feature_maps(images, grid=2, dtype=torch.float16))
+    (kept,) = (tmp_path / "cache" / "features").iterdir()
+
+    def no_compute(*a, **k):
+        raise AssertionError("computed again instead of reading the cache")
+
+    monkeypatch.setattr(M, "feature_maps", no_compute)
+    assert torch.equal(M.cached_feature_maps(images, grid=2), first)           # read back
+    changed = [im.clone() for im in images]
+    changed[1][0, 0, 0] ^= 1                                                    # one pixel differs: a new key
+    with pytest.raises(AssertionError, match="computed again"):
+        M.cached_feature_maps(changed, grid=2)
+    with pytest.raises(AssertionError, match="computed again"):
+        M.cached_feature_maps(images, grid=1)                                   # so does a setting
+    monkeypatch.undo()
+    monkeypatch.setenv("WORDPAINT_CACHE", str(tmp_path / "cache"))
+    kept.write_bytes(b"not safetensors")                                        # a corrupt entry is recomputed
+    with pytest.warns(UserWarning, match="ignoring the cached"):
+        again = M.cached_feature_maps(images, grid=2)
+    assert torch.equal(again, first)
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("WORDPAINT_CACHE", str(blocked))                        # cannot hold a cache: warn, go on
+    with pytest.warns(UserWarning, match="could not keep"):
+        assert torch.equal(M.cached_feature_maps(images, grid=2), first)

@@ -14,7 +14,7 @@ import tempfile
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from wordpaint.errors import ModelLoadError
 
@@ -29,8 +29,8 @@ def _umask() -> int:
 
 def cache_root() -> Path:
     """wordpaint's cache folder: ``$WORDPAINT_CACHE``, else ``~/.cache/wordpaint``. It holds what
-    can be rebuilt (npm packages for the emoji build, the planner LM converted from GGUF): deleting
-    it loses nothing but time."""
+    can be rebuilt (npm packages for the emoji build, the planner LM converted from GGUF,
+    EfficientNet-Lite0 features of training images): deleting it loses nothing but time."""
     return Path(os.environ.get("WORDPAINT_CACHE") or Path.home() / ".cache" / "wordpaint")
 
 
@@ -141,6 +141,28 @@ def load_safetensors(path: str | os.PathLike) -> dict:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"corrupt weights file {path}: {e}") from None
+
+
+def cached_tensor(kind: str, key: str, compute: Callable[[], Any], *, what: str) -> Any:
+    """``compute()`` (a tensor), kept in ``cache_root()/kind/KEY.safetensors`` so the next call with
+    the same ``key`` reads it instead. ``key`` (a hex digest) must name everything the tensor
+    depends on: inputs, settings, library versions. A corrupt cache file is computed again; a cache
+    that cannot be written costs only the time, with a warning naming the folder."""
+    import warnings
+
+    path = cache_root() / kind / f"{key}.safetensors"
+    if path.is_file():
+        try:
+            return load_safetensors(path)["tensor"]
+        except (ModelLoadError, KeyError) as e:
+            warnings.warn(f"ignoring the cached {what} ({e}); computing them again", stacklevel=2)
+    out = compute()
+    try:
+        save_safetensors(path, {"tensor": out}, metadata={"what": what})
+    except OSError as e:
+        warnings.warn(f"could not keep the {what} in {path.parent} ({e}); the next run computes them again "
+                      "(set WORDPAINT_CACHE to a writable folder)", stacklevel=2)
+    return out
 
 
 def load_state_dict_strict(module, state: dict, *, source: str) -> None:

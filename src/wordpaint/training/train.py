@@ -390,12 +390,13 @@ class TextToImageTask:
 
 def _clean_image_features(images: list[torch.Tensor], *, grid: int, dim: int, option: str, show_progress: bool) -> torch.Tensor:
     """(N, 1280, grid, grid) float16 EfficientNet-Lite0 feature maps of the uint8 (3, H, W) training
-    ``images``, computed once (the images are fixed); ``dim`` is the model's ``option``, checked."""
-    from wordpaint.eval.metrics import FEATURE_DIM, feature_maps
+    ``images``, computed once (the images are fixed) and kept in wordpaint's cache, so a resume or
+    a second run on the same images reads them back; ``dim`` is the model's ``option``, checked."""
+    from wordpaint.eval.metrics import FEATURE_DIM, cached_feature_maps
 
     if dim != FEATURE_DIM:
         raise WordpaintError(f"{option} must be {FEATURE_DIM} (EfficientNet-Lite0's feature channels, what the trainer computes), got {dim}")
-    return feature_maps(images, grid=grid, dtype=torch.float16, show_progress=show_progress, what="training images")
+    return cached_feature_maps(images, grid=grid, dtype=torch.float16, show_progress=show_progress, what="training images")
 
 
 def repa_targets(images: list[torch.Tensor], *, grid: int, dim: int = 1280, show_progress: bool = False) -> torch.Tensor:
