@@ -165,6 +165,25 @@ def test_tiny_recipes_train_and_the_pipeline_round_trips_with_the_prior(latent_r
     assert main(["generate", "fox", "--model", str(tmp_path / "both"), "--image-embed", str(tmp_path / "no.png"), "-o", str(out)]) == 2
     assert "--image-embed: no such file" in capsys.readouterr().err
 
+    # the emoji suite draws with the prior's vector or from the text alone, and says which
+    from test_latent import _suite_folder
+
+    from wordpaint.eval.report import write_suite_report
+    from wordpaint.models.clip import ClipConfig, ClipModel, WordpaintClip
+
+    suite = _suite_folder(tmp_path / "suite")
+    clip = WordpaintClip(ClipModel(ClipConfig(hidden_dim=32, embed_dim=16, dropout=0.0)))
+    fids = {}
+    for mode, said in (("prior", "prior"), ("none", "none (text alone)")):
+        paths = write_suite_report(pipe, "emoji", tmp_path / mode, model_name="both", data=suite, clip=clip, samples_per_cell=1,
+                                   seed=0, steps=2, guidance=2.0, limit_concepts=4, show_progress=False, image_embed=mode)
+        res = json.loads(paths["json"].read_text())
+        assert res["settings"]["image_embed"] == said
+        fids[mode] = res["figures"]["seen_cells"]["FID (EfficientNet-Lite0)"]
+    assert fids["prior"] != fids["none"]  # other pictures
+    assert main(["eval", "report", "--suite", "shapes", "--image-embed", "none"]) == 2
+    assert "--image-embed is an option of the emoji suite" in capsys.readouterr().err
+
 
 def test_embed_prior_reads_pictures_not_latents(latent_runs, tmp_path):
     folder, ae, _ = latent_runs

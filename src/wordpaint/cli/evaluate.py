@@ -54,6 +54,9 @@ def add_parser(sub) -> None:
     r.add_argument("--reference", default=None, metavar="other-style",
                    help="emoji, reference models: show each cell its concept's training image in another style (never the "
                    "cell's own image)")
+    r.add_argument("--image-embed", default=None, choices=("prior", "none"),
+                   help="emoji, image-embedding models: draw with the embedding prior's vector (default, when the model "
+                   "has one) or from the text alone")
     r.set_defaults(func=run_report)
 
 
@@ -110,6 +113,8 @@ def run_report(args: argparse.Namespace) -> int:
             raise WordpaintError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.reference is not None and args.suite != "emoji":
         raise WordpaintError("--reference is an option of the emoji suite")
+    if args.image_embed is not None and args.suite != "emoji":
+        raise WordpaintError("--image-embed is an option of the emoji suite")
     if args.reference is not None:
         from wordpaint.eval.report import EMOJI_REFERENCES
 
@@ -134,7 +139,7 @@ def run_report(args: argparse.Namespace) -> int:
         kw = dict(samples_per_prompt=args.samples_per_prompt, limit_per_task=args.limit_per_task, **common)
     elif args.suite == "emoji":
         kw = dict(data=args.data, clip=args.clip, samples_per_cell=args.samples_per_cell, limit_concepts=args.limit_concepts,
-                  reference=args.reference, **common)
+                  reference=args.reference, image_embed=args.image_embed or "prior", **common)
     else:
         kw = dict(n_per_class=args.n_per_class, n_real=args.n_real, cas_epochs=args.cas_epochs, **common)
     paths = write_suite_report(pipe, args.suite, args.out, model_name=args.model or "shapes (bundled)", **kw)

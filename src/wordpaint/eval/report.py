@@ -136,13 +136,17 @@ def fashion_suite(pipe, out: Path, *, n_per_class: int, n_real: int, seed: int, 
 
 
 EMOJI_REFERENCES = ("other-style",)
+EMOJI_IMAGE_EMBEDS = ("prior", "none")
 
 
 def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_per_cell: int, seed: int, steps: int | None,
-                guidance: float | None, limit_concepts: int | None, show_progress: bool, reference: str | None = None) -> dict:
+                guidance: float | None, limit_concepts: int | None, show_progress: bool, reference: str | None = None,
+                image_embed: str = "prior") -> dict:
     """The emoji suite (module docstring). ``reference="other-style"`` (a reference model) shows
     each cell the training image of its concept in another style (:func:`reference_cells`),
-    never the cell's own image: seen and held-out cells are then drawn the same way."""
+    never the cell's own image: seen and held-out cells are then drawn the same way. An
+    image-embedding model draws with its embedding prior's vectors (``image_embed="prior"``, when
+    the pipeline has one) or from the text alone (``"none"``); the settings say which was used."""
     import json as _json
 
     from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE, reference_cells, short_caption
@@ -176,6 +180,9 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
             return [None if p is None else to_pil(model_inputs([train[p]]))[0] for p in picks]
 
         settings["reference"] = reference
+    check_choice("image_embed", image_embed, EMOJI_IMAGE_EMBEDS)
+    if getattr(pipe.model.config, "image_embed_dim", 0):  # which vector the images were drawn with
+        settings["image_embed"] = "prior" if image_embed == "prior" and pipe.embed_prior is not None else "none (text alone)"
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always", M.FewSamplesWarning)
@@ -188,7 +195,8 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
                 extra["reference"] = references(items)
                 settings[f"{which}_cells_without_reference"] = sum(p is None for p in extra["reference"])
             res = pipe(prompts, num_images_per_prompt=samples_per_cell, seed=seed, num_inference_steps=steps,
-                       guidance_scale=guidance, batch_size=64, show_progress=show_progress, **extra)
+                       guidance_scale=guidance, batch_size=64, show_progress=show_progress,
+                       image_embed="prior" if image_embed == "prior" else None, **extra)
             rep = lambda xs: [x for x in xs for _ in range(samples_per_cell)]  # noqa: E731  (prompt-major, like the images)
             gen_feats = clip.image_features(res.images, show_progress=show_progress)
             real_feats = clip.image_features([im for *_, im in items], show_progress=show_progress)
