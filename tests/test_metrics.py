@@ -241,3 +241,11 @@ def test_cached_feature_maps_are_kept_read_back_bit_for_bit_and_keyed_by_the_pix
     monkeypatch.setenv("WORDPAINT_CACHE", str(blocked))                        # cannot hold a cache: warn, go on
     with pytest.warns(UserWarning, match="could not keep"):
         assert torch.equal(M.cached_feature_maps(images, grid=2), first)
+
+
+def test_building_the_extractor_leaves_the_global_random_state_alone():
+    """Otherwise a training run that computes features (REPA targets, image vectors) would draw its
+    later random numbers differently from the same run reading them from the cache."""
+    state = torch.random.get_rng_state()
+    M.EfficientNetLite0Features()
+    assert torch.equal(torch.random.get_rng_state(), state)

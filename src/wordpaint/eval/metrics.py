@@ -145,7 +145,11 @@ class EfficientNetLite0Features(torch.nn.Module):
             state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
         except Exception as e:  # noqa: BLE001 - any failure here is a corrupt or missing weight file
             raise ModelLoadError(f"cannot read EfficientNet-Lite0 weights {path}: {e}".splitlines()[0]) from None
-        net = EfficientNet.from_name("efficientnet-lite0")
+        # from_name draws random initial weights (all overwritten below) from torch's global
+        # generator; fork it, or building the extractor would shift every later random draw of a
+        # training run: the same recipe would train differently with its features cached or not
+        with torch.random.fork_rng(devices=[]):
+            net = EfficientNet.from_name("efficientnet-lite0")
         missing, unexpected = net.load_state_dict(state, strict=False)
         if missing:
             raise ModelLoadError(f"EfficientNet-Lite0 weights {path} lack {len(missing)} tensors, e.g. {missing[:2]}")
