@@ -181,8 +181,6 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
 
         settings["reference"] = reference
     check_choice("image_embed", image_embed, EMOJI_IMAGE_EMBEDS)
-    if getattr(pipe.model.config, "image_embed_dim", 0):  # which vector the images were drawn with
-        settings["image_embed"] = "prior" if image_embed == "prior" and pipe.embed_prior is not None else "none (text alone)"
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always", M.FewSamplesWarning)
@@ -197,6 +195,8 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
             res = pipe(prompts, num_images_per_prompt=samples_per_cell, seed=seed, num_inference_steps=steps,
                        guidance_scale=guidance, batch_size=64, show_progress=show_progress,
                        image_embed="prior" if image_embed == "prior" else None, **extra)
+            if getattr(pipe.model.config, "image_embed_dim", 0):  # which vector drew the images: the pipeline's own record
+                settings["image_embed"] = res.metadata[0].get("image_embed", "none (text alone)")
             rep = lambda xs: [x for x in xs for _ in range(samples_per_cell)]  # noqa: E731  (prompt-major, like the images)
             gen_feats = clip.image_features(res.images, show_progress=show_progress)
             real_feats = clip.image_features([im for *_, im in items], show_progress=show_progress)
