@@ -230,6 +230,9 @@ def test_cached_feature_maps_are_kept_read_back_bit_for_bit_and_keyed_by_the_pix
         M.cached_feature_maps(changed, grid=2)
     with pytest.raises(AssertionError, match="computed again"):
         M.cached_feature_maps(images, grid=1)                                   # so does a setting
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "another ISA")
+    with pytest.raises(AssertionError, match="computed again"):
+        M.cached_feature_maps(images, grid=2)                                   # and another CPU's floats
     monkeypatch.undo()
     monkeypatch.setenv("WORDPAINT_CACHE", str(tmp_path / "cache"))
     kept.write_bytes(b"not safetensors")                                        # a corrupt entry is recomputed

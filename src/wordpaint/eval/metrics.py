@@ -233,8 +233,10 @@ def cached_feature_maps(images, *, grid: int, batch_size: int = 64, dtype: torch
             h.update(f"{pkg}={version(pkg)};".encode())
         except PackageNotFoundError:
             h.update(f"{pkg}=?;".encode())
-    # float results can change with torch, the thread count and the batch: all are in the key
+    # float results can change with torch, the thread count, the batch and the CPU's vector
+    # instruction set (a cache shared between machines): all are in the key
     h.update(f"{FEATURES_NAME};wordpaint={__version__};torch={torch.__version__};threads={torch.get_num_threads()};"
+             f"cpu={torch.backends.cpu.get_cpu_capability()};"
              f"grid={grid};batch={batch_size};dtype={dtype};n={len(imgs)};".encode())
     for im in imgs:
         h.update(str(tuple(im.shape)).encode())
