@@ -10,7 +10,8 @@ samples bias FID upwards, so compare points of the curve, not other papers' numb
 
 A continuation leg (``--leg runs/emoji64_leg2``, repeatable) is drawn after the UNet, its wall time
 added to the recipe's; ``--base curve.json`` starts from an earlier output of this script instead of
-the two first run folders (which need not be kept):
+the two first run folders (which need not be kept); with ``--unet`` it supplies only the
+autoencoder's part, for another UNet trained on the same autoencoder:
 
     python benchmarks/emoji_curve.py --base benchmarks/results/emoji64/curve.json --leg runs/emoji64_leg2 --out benchmarks/results/emoji64
 
@@ -54,17 +55,24 @@ def main() -> None:
     ap.add_argument("--leg", action="append", default=[], help="a continuation run folder of the UNet (repeatable, in order)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    if not args.base and not (args.ae and args.unet):
-        ap.error("give --ae and --unet, or --base")
+    if not args.unet and not args.base or args.unet and not (args.ae or args.base) or args.ae and not args.unet:
+        ap.error("give --ae and --unet, or --base (with --unet: only the autoencoder's part is taken from it)")
     from wordpaint.io import atomic_path, write_json
 
-    if args.base:
+    if args.base and not args.unet:
         doc = json.loads(Path(args.base).read_text())
     else:
-        ae, unet = read_metrics(Path(args.ae)), read_metrics(Path(args.unet))
-        ca, cu = training_clock(args.ae, ae), training_clock(args.unet, unet)
-        ae_minutes, unet_minutes = ca(ae[-1]["time"]) / 60, cu(unet[-1]["time"]) / 60
-        psnr = [{"step": r["step"], "minutes": ca(r["time"]) / 60, **r["eval"]} for r in ae if "eval" in r]
+        if args.ae:
+            ae = read_metrics(Path(args.ae))
+            ca = training_clock(args.ae, ae)
+            ae_minutes = ca(ae[-1]["time"]) / 60
+            psnr = [{"step": r["step"], "minutes": ca(r["time"]) / 60, **r["eval"]} for r in ae if "eval" in r]
+        else:  # another UNet on the same autoencoder: its part of the curve comes from --base
+            base = json.loads(Path(args.base).read_text())
+            ae_minutes, psnr = base["autoencoder_minutes"], base["autoencoder_psnr"]
+        unet = read_metrics(Path(args.unet))
+        cu = training_clock(args.unet, unet)
+        unet_minutes = cu(unet[-1]["time"]) / 60
         fid = [{"step": r["step"], "minutes": ae_minutes + cu(r["time"]) / 60, **r["eval"]} for r in unet if "eval" in r]
         doc = {"autoencoder_minutes": ae_minutes, "unet_minutes": unet_minutes, "total_minutes": ae_minutes + unet_minutes,
                "autoencoder_psnr": psnr, "fid_curve": fid, "legs": [],
