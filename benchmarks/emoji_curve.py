@@ -55,7 +55,9 @@ def main() -> None:
     ap.add_argument("--leg", action="append", default=[], help="a continuation run folder of the UNet (repeatable, in order)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    if not args.unet and not args.base or args.unet and not (args.ae or args.base) or args.ae and not args.unet:
+    if args.ae and not args.unet:
+        ap.error("--ae needs --unet (the UNet trained on that autoencoder)")
+    if not (args.ae or args.base):
         ap.error("give --ae and --unet, or --base (with --unet: only the autoencoder's part is taken from it)")
     from wordpaint.io import atomic_path, write_json
 
