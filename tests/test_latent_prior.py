@@ -15,6 +15,7 @@ from wordpaint.models.latent_prior import LatentPriorConfig, LatentPriorModel
 from wordpaint.models.registry import build_config
 from wordpaint.pipelines.text_to_image import load_model
 from wordpaint.training.train import train
+from helpers import fit
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +33,8 @@ def test_fits_its_pairs():
     g = torch.Generator().manual_seed(0)
     batch = {"x0": torch.randn(8, 4, 16, 16, generator=g),
              "text_features": torch.nn.functional.normalize(torch.randn(8, 384, generator=g), dim=-1)}
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = model(batch).item()
-    for _ in range(150):
-        loss = model(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.2 * first  # memorises 8 (text, latent) pairs
+    first, last = fit(model, lambda step: model(batch), steps=150)
+    assert last < 0.2 * first  # memorises 8 (text, latent) pairs
     assert model.draft(batch["text_features"]).shape == (8, 4, 16, 16)
 
 

@@ -11,6 +11,7 @@ from wordpaint.errors import WordpaintError
 from wordpaint.models.diffusion import DiffusionConfig, DiffusionModel
 from wordpaint.models.registry import build_config
 from wordpaint.training.train import load_init_weights, repa_targets, train
+from helpers import fit
 
 
 def _batch(config: DiffusionConfig, *, b: int = 3, target: bool = True) -> dict:
@@ -59,15 +60,8 @@ def test_alignment_can_be_learned():
     torch.manual_seed(0)
     config = build_config(family="diffusion", preset="tiny_latent", repa_weight=1.0, repa_dim=16)
     model, batch = DiffusionModel(config), _batch(config, b=4)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(30):
-        loss = model.repa_loss(_mid(model, batch), batch)
-        first = loss.item() if first is None else first
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.5 * first
+    first, last = fit(model, lambda step: model.repa_loss(_mid(model, batch), batch), steps=30)
+    assert last < 0.5 * first
 
 
 def test_missing_or_misshapen_targets_are_clear_errors():
