@@ -108,7 +108,8 @@ def main() -> None:
     ax2.plot([p["minutes"] for p in fid], [p["fid_efficientnet_lite0"] for p in fid], "o-")
     for leg in doc.get("legs", []):  # a dotted line where each continuation leg starts
         ax2.axvline(leg["start_minutes"], color="grey", ls=":", lw=0.8)
-        ax2.annotate(leg["run"], (leg["start_minutes"], ax2.get_ylim()[1]), fontsize=7, va="top", ha="left")
+        ax2.annotate(leg["run"], (leg["start_minutes"], ax2.get_ylim()[1]), fontsize=7, va="top", ha="right",
+                     rotation=90)  # upright, left of its line: close legs' names do not overlap
     ax2.set(xlabel="wall time incl. autoencoder (min)", ylabel="FID (EfficientNet-Lite0, 300)", title="latent UNet")
     fig.tight_layout()
     with atomic_path(out / "curve.png") as tmp:
