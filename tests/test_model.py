@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from wordpaint.models.registry import PRESETS, build_config, build_model
+from wordpaint.models.registry import PRESETS, build_config, build_model, unet_levels
 from wordpaint.sampling.samplers import SAMPLERS
 
 
@@ -16,6 +16,17 @@ def test_unknown_preset_and_family():
         build_config(preset="huge")
     with pytest.raises(ValueError, match="unknown model family"):
         build_config(family="gan")
+
+
+def test_unet_levels_mirrors_the_blocks_and_configs_check_level_counts():
+    kw = unet_levels((8, 16, 32), (False, True, True))
+    assert kw["down_block_types"] == ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    assert kw["up_block_types"] == ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    with pytest.raises(ValueError, match="2 channel widths but 3"):
+        unet_levels((8, 16), (False, True, True))
+    # a recipe override that widens the UNet by a level but keeps the preset's block lists
+    with pytest.raises(ValueError, match="one entry per level each, got block_out_channels: 3, down_block_types: 2"):
+        build_config(preset="tiny", block_out_channels=(4, 8, 16))
 
 
 @pytest.mark.parametrize("sampling", ["uniform", "lognormal"])

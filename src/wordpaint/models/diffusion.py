@@ -124,6 +124,12 @@ class DiffusionConfig(ConfigMixin):
         if not d.get("object_loss_weight", 0.0) >= 0:
             raise ValueError(f"object_loss_weight must be >= 0, got {d['object_loss_weight']!r}")
         _check_fraction(d, "terminal_prob")
+        # diffusers builds one down and one up block per channel width; a recipe override that
+        # changes one list and not the others would otherwise fail deep inside UNet2DConditionModel
+        levels = {k: len(d.get(k, getattr(cls, k))) for k in ("block_out_channels", "down_block_types", "up_block_types")}
+        if len(set(levels.values())) != 1:
+            raise ValueError(f"block_out_channels, down_block_types and up_block_types need one entry per level each, got "
+                             + ", ".join(f"{k}: {n}" for k, n in levels.items()))
         rw = d.get("repa_weight", 0.0)
         if isinstance(rw, bool) or not isinstance(rw, (int, float)) or not rw >= 0:
             raise ValueError(f"repa_weight must be a number >= 0, got {rw!r}")
