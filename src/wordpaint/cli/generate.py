@@ -99,29 +99,33 @@ def output_paths(output: str, n: int) -> list[Path]:
     return [path.with_name(f"{path.stem}-{k}{path.suffix}") for k in range(n)]
 
 
-def parse_interval(text: str | None):
-    """``--guidance-interval``: None (the model's default), 'none', or 'LO,HI' in sigma."""
+def parse_default_or_off(text: str | None, *, option: str, off: str, parse, expected: str):
+    """An option that is absent (``"default"``: the model's own value), switched off (``None``)
+    or a value ``parse(text)``; anything ``parse`` rejects gets a message naming ``expected``."""
     if text is None:
         return "default"
-    if text.strip().lower() == "none":
+    if text.strip().lower() == off:
         return None
     try:
-        lo, hi = (float(v) for v in text.split(","))
+        return parse(text)
     except ValueError:
-        raise WordpaintError(f"--guidance-interval must be LO,HI (two numbers, e.g. 0,1.2) or none, got {text!r}") from None
+        raise WordpaintError(f"{option} must be {expected} or {off}, got {text!r}") from None
+
+
+def _two_numbers(text: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in text.split(","))
     return lo, hi
+
+
+def parse_interval(text: str | None):
+    """``--guidance-interval``: None (the model's default), 'none', or 'LO,HI' in sigma."""
+    return parse_default_or_off(text, option="--guidance-interval", off="none", parse=_two_numbers,
+                                expected="LO,HI (two numbers, e.g. 0,1.2)")
 
 
 def parse_prior_strength(text: str | None):
     """``--prior-strength``: None (the model's default), 'off', or a number (checked by the pipeline)."""
-    if text is None:
-        return "default"
-    if text.strip().lower() == "off":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise WordpaintError(f"--prior-strength must be a number in [0, 1] or off, got {text!r}") from None
+    return parse_default_or_off(text, option="--prior-strength", off="off", parse=float, expected="a number in [0, 1]")
 
 
 def run(args: argparse.Namespace) -> int:
