@@ -61,6 +61,8 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["eval", "compositional", "--model", "TINY", "--prompts", "/nonexistent.jsonl"], "prompt file not found"),
         (["eval", "compositional", "--model", "TINY", "--limit-per-task", "1", "--regional-prompts"], "needs a layout model"),
         (["eval", "compositional", "--model", "TINY", "--limit-per-task", "1", "--size", "33"], "must be a multiple of 2"),
+        (["eval", "report", "--model", "TINY", "--suite", "shapes", "--sampler", "magic"], "unknown --sampler 'magic'"),
+        (["eval", "report", "--model", "TINY", "--suite", "shapes", "--schedule", "linear"], "unknown --schedule 'linear'"),
         (["data", "export", "shapes", "--n", "0", "--out", "OUT"], "--n must be an integer >= 1"),
         (["data", "export", "shapes", "--n", "2", "--size", "16", "--out", "OUT"], "canvas size must be an integer from 32 to 512"),
     ],

@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import platform
 
+from wordpaint.cli.options import add_model_option, add_sampling_options
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model", description="Evaluate a model.")
     s = p.add_subparsers(dest="suite", required=True, metavar="SUITE")
     c = s.add_parser("compositional", help="shapes-world compositional accuracy (GenEval's six tasks, exact scorer)")
-    c.add_argument("--model", default=None, help="pipeline folder, or a bundled model: shapes (default), emoji, fashion")
+    add_model_option(c)
     c.add_argument("--prompts", default=None, help="JSONL of {prompt, spec}; default: the built-in 300 prompts (50 per task)")
     c.add_argument("--samples-per-prompt", type=int, default=4)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    c.add_argument("--guidance", type=float, default=None)
-    c.add_argument("--sampler", default=None)
-    c.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras")
+    add_sampling_options(c)
     c.add_argument("--limit-per-task", type=int, default=None, help="use only the first N prompts of each task")
     c.add_argument("--planner", default="default",
                    help="scene planner: default (the model's own, rules for the bundled model), rules, smollm2, openai or none")
@@ -30,12 +29,11 @@ def add_parser(sub) -> None:
     c.add_argument("--out", default="eval-compositional", help="folder for results.json, results.md, samples.png")
     c.set_defaults(func=run_compositional)
     r = s.add_parser("report", help="a full report folder for a suite (shapes, fashion, emoji): JSON, Markdown, grids, plots")
-    r.add_argument("--model", default=None, help="pipeline folder, or a bundled model: shapes (default), emoji, fashion")
+    add_model_option(r)
     r.add_argument("--suite", required=True, help="shapes, fashion or emoji")
     r.add_argument("--out", default="eval-report", help="report folder")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    r.add_argument("--guidance", type=float, default=None)
+    add_sampling_options(r)
     r.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
                    help="models with a guide: classifier guidance scale (0 = off; default: the model's)")
     r.add_argument("--prior-strength", default=None, metavar="S|off",
@@ -123,10 +121,21 @@ def run_report(args: argparse.Namespace) -> int:
     if args.reference is not None and not pipe.model.config.reference_image:
         raise WordpaintError("--reference needs a model trained with reference pictures (reference_image = true, e.g. the "
                              "emoji64_ref recipe)")
+    # every suite samples with the folder's defaults, so sampler and schedule are set there
+    if args.sampler is not None:
+        from wordpaint.sampling.samplers import SAMPLERS
+
+        check_choice("--sampler", args.sampler, SAMPLERS)
+        pipe.defaults["sampler"] = args.sampler
+    if args.schedule is not None:
+        from wordpaint.sampling.samplers import SIGMA_SCHEDULES
+
+        check_choice("--schedule", args.schedule, SIGMA_SCHEDULES)
+        pipe.defaults["sigma_schedule"] = args.schedule
     if args.clip_guidance is not None:
         if args.clip_guidance and pipe.guide is None:
             raise WordpaintError("--clip-guidance needs a model with a guide (a noised wordpaint-clip component)")
-        pipe.defaults["clip_guidance_scale"] = args.clip_guidance  # every suite samples with the folder's defaults
+        pipe.defaults["clip_guidance_scale"] = args.clip_guidance
     if args.prior_strength is not None:
         from wordpaint.cli.generate import parse_prior_strength
 

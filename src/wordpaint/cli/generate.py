@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from wordpaint.cli.options import add_model_option, add_sampling_options
 from wordpaint.errors import WordpaintError
 
 
@@ -12,9 +13,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate images from a prompt", description="Generate images from a text prompt.")
     p.add_argument("prompt", help="what to draw, e.g. 'a red circle to the left of a blue square'")
     p.add_argument("-o", "--output", default="wordpaint.png", help="PNG path; with --n > 1, -0, -1, ... are added before .png")
-    p.add_argument("--model", default=None, help="pipeline folder, or a bundled model: shapes (default), emoji, fashion")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; 6 for the bundled shapes model)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale >= 0 (default: the model's; 3.0 for the bundled shapes model, 1.0 for fashion)")
+    add_model_option(p)
+    add_sampling_options(p)
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="guide only at noise levels LO <= sigma <= HI (e.g. 0,1.2; 'none' guides every step); "
                    "outside it each step runs the conditional model alone (default: the model's)")
@@ -49,8 +49,6 @@ def add_parser(sub) -> None:
                    help="image-embedding models (unCLIP-style): the image vector the picture is drawn to match: prior (predicted "
                    "from the prompt by the model's embedding prior; the default), none (text alone), or a picture's own vector "
                    "(variations of that picture)")
-    p.add_argument("--sampler", default=None, help="dpmpp_2m, ddim, euler or ddpm (ancestral) (default: the model's)")
-    p.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; image k uses seed + k (default 0)")
     p.add_argument("--n", type=int, default=1, help="number of images")
     p.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's resolution)")
