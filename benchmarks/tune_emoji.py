@@ -54,7 +54,8 @@ def judge_dev(clip, images, cells: list[tuple[str, str]], vocab: list[str], name
     nearest = pixel_nearest(images, real).tolist()
     return {"concept_accuracy": round(acc["concept_accuracy"], 4), "concept_top5_accuracy": round(acc["concept_top5_accuracy"], 4),
             "style_accuracy": round(acc["style_accuracy"], 4), "clip_score": round(score, 2),
-            "pixel_nn_concept_accuracy": round(sum(cells[j][0] == c for j, (c, _) in zip(nearest, cells)) / len(cells), 4)}
+            "pixel_nn_concept_accuracy": round(sum(cells[j][0] == c for j, (c, _) in zip(nearest, cells)) / len(cells), 4),
+            "style_confusion": acc["style_confusion"]}
 
 
 def main() -> None:

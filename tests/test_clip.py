@@ -115,3 +115,8 @@ def test_concept_accuracy_top1_and_top5_from_ranks():
     acc = concept_style_accuracy(OneHotClip(), images, ["c0", "c3", "c6"], ["noto"] * 3, vocab, names)
     # c0 ranks first (top-1 and top-5), c3 fourth (top-5 only), c6 seventh (neither)
     assert acc["concept_accuracy"] == pytest.approx(1 / 3) and acc["concept_top5_accuracy"] == pytest.approx(2 / 3)
+    # every style's caption embeds alike here, so the judge takes every picture for the first style
+    assert acc["style_accuracy"] == 1.0 and acc["style_confusion"] == {"noto": {"noto": 3, "twemoji": 0, "openmoji": 0}}
+    acc = concept_style_accuracy(OneHotClip(), images, ["c0", "c3", "c6"], ["twemoji", "twemoji", "noto"], vocab, names)
+    assert acc["style_accuracy"] == pytest.approx(1 / 3)
+    assert acc["style_confusion"] == {"noto": {"noto": 1, "twemoji": 0, "openmoji": 0}, "twemoji": {"noto": 2, "twemoji": 0, "openmoji": 0}}

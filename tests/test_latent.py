@@ -222,7 +222,12 @@ def test_emoji_suite_report(runs, tmp_path):
     for f in (seen, held):
         assert 0 <= f["concept_accuracy"] <= 1 and 0 <= f["style_accuracy"] <= 1 and f["FID (EfficientNet-Lite0)"] > 0
         assert 0 <= f["nearest_real_concept_accuracy (pixels)"] <= 1
+        # the confusion counts every image once, and its diagonal is the style accuracy
+        conf = f["style_confusion (true -> judged)"]
+        assert sum(map(sum, (row.values() for row in conf.values()))) == f["images"]
+        assert sum(row[t] for t, row in conf.items()) == round(f["style_accuracy"] * f["images"])
     assert (tmp_path / "report" / "samples.png").is_file() and "concept acc." in paths["markdown"].read_text()
+    assert "Style judged by wordpaint-clip" in paths["markdown"].read_text()
     assert "prior_strength" not in res["sampling"]  # recorded only when a prior drew the images
 
 

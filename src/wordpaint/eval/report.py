@@ -220,7 +220,7 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
                 "style_accuracy": acc["style_accuracy"], "real_images_concept_accuracy": real_acc["concept_accuracy"], "real_images_style_accuracy": real_acc["style_accuracy"],
                 "clip_score (wordpaint-clip)": clip_score, "real_images_clip_score (wordpaint-clip)": real_score,
                 f"FID ({name})": M.fid_from_features(real_feats.double(), gen_feats.double()), f"KID ({name})": kid[0],
-                "nearest_real_concept_accuracy (pixels)": nn_acc,
+                "nearest_real_concept_accuracy (pixels)": nn_acc, "style_confusion (true -> judged)": acc["style_confusion"],
             }
             pictures += [(res.images[i * samples_per_cell], prompts[i]) for i in range(0, len(items), max(1, len(items) // 12))][:12]
     settings["generation_and_scoring_seconds"] = round(time.perf_counter() - t0, 1)
@@ -233,6 +233,10 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
         md.append(f"| {k} | {f['images']} | {f['concept_accuracy']:.3f} | {f['concept_top5_accuracy']:.3f} | {f['style_accuracy']:.3f} | {f['real_images_concept_accuracy']:.3f} / "
                   f"{f['real_images_style_accuracy']:.3f} | {f['clip_score (wordpaint-clip)']:.1f} / {f['real_images_clip_score (wordpaint-clip)']:.1f} "
                   f"| {f[f'FID ({name})']:.2f} | {f[f'KID ({name})']:.4f} | {f['nearest_real_concept_accuracy (pixels)']:.3f} |")
+    md += ["", "Style judged by wordpaint-clip (generated images; each row a prompted style, its images by the style they were taken for):", ""]
+    for k, f in figures.items():
+        md.append(f"- {k}: " + "; ".join(f"{t} -> " + ", ".join(f"{j} {n}" for j, n in row.items())
+                                        for t, row in f["style_confusion (true -> judged)"].items()))
     warn = sorted({str(w.message) for w in notes})
     md += [""] + [f"> warning: {w}" for w in warn]
     return {"figures": figures, "warnings": warn, "markdown": "\n".join(md), "settings": settings}

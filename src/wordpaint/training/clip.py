@@ -233,17 +233,21 @@ def concept_style_accuracy(clip, image_embeds: torch.Tensor, concepts: list[str]
                            names: dict[str, str]) -> dict:
     """Zero-shot concept accuracy over ``vocab`` (top-1, and top-5: the true concept among the
     five best-scoring names, a finer measure of progress while top-1 is rare) and style accuracy
-    over the emoji styles."""
+    over the emoji styles, with the style confusion counts (``{true style: {judged style: n}}``, one
+    row per style present) that say which styles a model's pictures are taken for."""
     from wordpaint.data.emoji import EMOJI_STYLES, short_caption
 
     text = {s: clip.embed_texts([short_caption(names[c], s) for c in vocab]) for s in EMOJI_STYLES}  # (V, E) per style
     col = {c: j for j, c in enumerate(vocab)}
     rank, style_ok = [], []
+    confusion = {s: dict.fromkeys(EMOJI_STYLES, 0) for s in EMOJI_STYLES if s in set(styles)}
     for e, c, s in zip(image_embeds, concepts, styles):
         scores = text[s] @ e  # (V,)
         rank.append(int((scores > scores[col[c]]).sum()))  # 0 = the true concept scores best
-        per_style = torch.stack([text[t][col[c]] @ e for t in EMOJI_STYLES])
-        style_ok.append(EMOJI_STYLES[int(per_style.argmax())] == s)
+        judged = EMOJI_STYLES[int(torch.stack([text[t][col[c]] @ e for t in EMOJI_STYLES]).argmax())]
+        style_ok.append(judged == s)
+        confusion[s][judged] += 1
     rank = np.asarray(rank)
     return {"images": len(concepts), "concepts": len(vocab), "concept_accuracy": float(np.mean(rank == 0)),
-            "concept_top5_accuracy": float(np.mean(rank < 5)), "style_accuracy": float(np.mean(style_ok))}
+            "concept_top5_accuracy": float(np.mean(rank < 5)), "style_accuracy": float(np.mean(style_ok)),
+            "style_confusion": confusion}
