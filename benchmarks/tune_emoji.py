@@ -42,8 +42,9 @@ def dev_concepts(data: str, *, n: int = 240, seed: int = 7) -> dict[str, str]:
 def judge_dev(clip, images, cells: list[tuple[str, str]], vocab: list[str], names: dict[str, str], real: list) -> dict:
     """The dev set's figures for one image per (concept, style) cell: wordpaint-clip zero-shot concept
     (top-1, top-5 over ``vocab``) and style accuracy, CLIP-score, and how often an image's nearest
-    real dev picture (``real``, in cell order) in pixels is of its own concept: a judge that shares
-    nothing with EfficientNet-Lite0 (wordpaint-clip's tower), chance 1 / the concepts drawn."""
+    real dev picture (``real``, in cell order) in pixels is of its own concept, and of its own style:
+    a judge that shares nothing with EfficientNet-Lite0 (wordpaint-clip's tower), chance 1 / the
+    concepts drawn; and the style judge's confusion counts."""
     from wordpaint.data.emoji import short_caption
     from wordpaint.eval.metrics import pixel_nearest
     from wordpaint.training.clip import concept_style_accuracy
@@ -55,6 +56,7 @@ def judge_dev(clip, images, cells: list[tuple[str, str]], vocab: list[str], name
     return {"concept_accuracy": round(acc["concept_accuracy"], 4), "concept_top5_accuracy": round(acc["concept_top5_accuracy"], 4),
             "style_accuracy": round(acc["style_accuracy"], 4), "clip_score": round(score, 2),
             "pixel_nn_concept_accuracy": round(sum(cells[j][0] == c for j, (c, _) in zip(nearest, cells)) / len(cells), 4),
+            "pixel_nn_style_accuracy": round(sum(cells[j][1] == s for j, (_, s) in zip(nearest, cells)) / len(cells), 4),
             "style_confusion": acc["style_confusion"]}
 
 

@@ -221,7 +221,7 @@ def test_emoji_suite_report(runs, tmp_path):
     assert (seen["cells"], seen["images"], held["cells"], held["images"]) == (9, 18, 3, 6)
     for f in (seen, held):
         assert 0 <= f["concept_accuracy"] <= 1 and 0 <= f["style_accuracy"] <= 1 and f["FID (EfficientNet-Lite0)"] > 0
-        assert 0 <= f["nearest_real_concept_accuracy (pixels)"] <= 1
+        assert 0 <= f["nearest_real_concept_accuracy (pixels)"] <= 1 and 0 <= f["nearest_real_style_accuracy (pixels)"] <= 1
         # the confusion counts every image once, and its diagonal is the style accuracy
         conf = f["style_confusion (true -> judged)"]
         assert sum(map(sum, (row.values() for row in conf.values()))) == f["images"]

@@ -9,10 +9,10 @@ Suites:
 - ``emoji``: a latent model of the emoji corpus: for each of the 240 evaluation concepts, its
   seen (concept, style) cells and the 120 held-out ones, generated from "NAME in STYLE style";
   concept accuracy (240-way, top-1 and top-5) and style accuracy (3-way) by wordpaint-clip zero-shot, CLIP-score,
-  FID / KID (EfficientNet-Lite0) against the real images of the same cells, the concept accuracy
-  of a judge that shares nothing with EfficientNet-Lite0 (the concept of each image's nearest real
-  picture in pixels, among every real image of the suite's concepts), and a sample sheet with the
-  prompt under each image.
+  FID / KID (EfficientNet-Lite0) against the real images of the same cells, the concept and style
+  accuracy of a judge that shares nothing with EfficientNet-Lite0 (the concept and style of each
+  image's nearest real picture in pixels, among every real image of the suite's concepts), the
+  style judge's confusion counts, and a sample sheet with the prompt under each image.
 """
 
 from __future__ import annotations
@@ -214,25 +214,28 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
             # nearest real picture in pixels among every real image of the suite's concepts
             nearest = M.pixel_nearest(res.images, [im for _, _, im in everything], what="generated images")
             nn_acc = float(np.mean([everything[j][0] == c for j, c in zip(nearest.tolist(), rep([c for c, _, _ in items]))]))
+            nn_style = float(np.mean([everything[j][1] == st for j, st in zip(nearest.tolist(), rep([st for _, st, _ in items]))]))
             figures[f"{which}_cells"] = {
                 "cells": len(items), "images": len(res.images),
                 "concept_accuracy": acc["concept_accuracy"], "concept_top5_accuracy": acc["concept_top5_accuracy"],
                 "style_accuracy": acc["style_accuracy"], "real_images_concept_accuracy": real_acc["concept_accuracy"], "real_images_style_accuracy": real_acc["style_accuracy"],
                 "clip_score (wordpaint-clip)": clip_score, "real_images_clip_score (wordpaint-clip)": real_score,
                 f"FID ({name})": M.fid_from_features(real_feats.double(), gen_feats.double()), f"KID ({name})": kid[0],
-                "nearest_real_concept_accuracy (pixels)": nn_acc, "style_confusion (true -> judged)": acc["style_confusion"],
+                "nearest_real_concept_accuracy (pixels)": nn_acc, "nearest_real_style_accuracy (pixels)": nn_style,
+                "style_confusion (true -> judged)": acc["style_confusion"],
             }
             pictures += [(res.images[i * samples_per_cell], prompts[i]) for i in range(0, len(items), max(1, len(items) // 12))][:12]
     settings["generation_and_scoring_seconds"] = round(time.perf_counter() - t0, 1)
     sample_sheet(pictures, out / "samples.png")
     md = [f"### Emoji suite ({len(chosen)} concepts, {samples_per_cell} sample(s) per cell; accuracy by wordpaint-clip zero-shot)", "",
           "| cells | images | concept acc. (240-way) | concept top-5 | style acc. (3-way) | real images: concept / style "
-          f"| CLIP-score (generated / real) | FID ({name}) | KID ({name}) | nearest real picture (pixels): concept |",
+          f"| CLIP-score (generated / real) | FID ({name}) | KID ({name}) | nearest real picture (pixels): concept / style |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for k, f in figures.items():
         md.append(f"| {k} | {f['images']} | {f['concept_accuracy']:.3f} | {f['concept_top5_accuracy']:.3f} | {f['style_accuracy']:.3f} | {f['real_images_concept_accuracy']:.3f} / "
                   f"{f['real_images_style_accuracy']:.3f} | {f['clip_score (wordpaint-clip)']:.1f} / {f['real_images_clip_score (wordpaint-clip)']:.1f} "
-                  f"| {f[f'FID ({name})']:.2f} | {f[f'KID ({name})']:.4f} | {f['nearest_real_concept_accuracy (pixels)']:.3f} |")
+                  f"| {f[f'FID ({name})']:.2f} | {f[f'KID ({name})']:.4f} | {f['nearest_real_concept_accuracy (pixels)']:.3f} / "
+                  f"{f['nearest_real_style_accuracy (pixels)']:.3f} |")
     md += ["", "Style judged by wordpaint-clip (generated images; each row a prompted style, its images by the style they were taken for):", ""]
     for k, f in figures.items():
         md.append(f"- {k}: " + "; ".join(f"{t} -> " + ", ".join(f"{j} {n}" for j, n in row.items())
