@@ -46,6 +46,7 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["generate", "a star", "--model", "TINY", "--guidance-interval", "low"], "--guidance-interval must be LO,HI"),
         (["generate", "a star", "--model", "TINY", "--guidance-interval", "3,1"], "guidance_interval must be None or a pair"),
         (["generate", "a star", "--model", "TINY", "--size", "33"], "must be a multiple of 2"),
+        (["generate", "a star", "--model", "TINY", "--negative-prompt", "word " * 100], "negative_prompt: prompt is 102 tokens"),
         (["generate", "a star", "--model", "TINY", "--text-guidance", "0"], "this model reads no layout"),
         (["generate", "a star", "--model", "TINY", "--regional-prompts"], "regional_prompts needs a layout model"),
         (["generate", "a star", "--model", "TINY", "--detail"], "this model reads no layout"),

@@ -93,6 +93,22 @@ def test_guidance_interval_guides_only_inside_it(tiny_pipe):
     assert out.metadata[0]["guidance_interval"] == [0.0, pytest.approx(float(sigmas[1]) * 0.99)]
 
 
+def test_negative_prompt_replaces_the_unconditional_text(tiny_pipe):
+    kw = dict(seed=0, guidance_scale=5.0, num_inference_steps=2)
+    plain = arrays(tiny_pipe(["a star", "a circle"], **kw))
+    # the empty negative prompt is the default unconditional text: the same pixels
+    assert all((a == b).all() for a, b in zip(plain, arrays(tiny_pipe(["a star", "a circle"], **kw, negative_prompt=""))))
+    # one per prompt: only the prompt given a non-empty one changes, and its metadata says so
+    out = tiny_pipe(["a star", "a circle"], **kw, negative_prompt=["a red square", ""])
+    neg = arrays(out)
+    assert not (neg[0] == plain[0]).all() and (neg[1] == plain[1]).all()
+    assert [m["negative_prompt"] for m in out.metadata] == ["a red square", ""]
+    assert "negative_prompt" not in tiny_pipe("a star", **kw).metadata[0]
+    # at guidance 1 the unconditional half never runs
+    one = dict(kw, guidance_scale=1.0)
+    assert (arrays(tiny_pipe("a star", **one, negative_prompt="a red square"))[0] == arrays(tiny_pipe("a star", **one))[0]).all()
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -116,6 +132,9 @@ def test_guidance_interval_guides_only_inside_it(tiny_pipe):
         (dict(guidance_interval=(2.0, 1.0)), "guidance_interval must be None or a pair"),
         (dict(guidance_interval=(0.5,)), "guidance_interval must be None or a pair"),
         (dict(guidance_interval="low"), "guidance_interval must be None or a pair"),
+        (dict(negative_prompt=["a", "b"]), "negative_prompt must be a string or a list of 1 strings"),
+        (dict(negative_prompt=3), "negative_prompt must be a string"),
+        (dict(negative_prompt="a red circle " * 40), "negative_prompt: prompt is .* at most 77"),
     ],
 )
 def test_bad_input_is_a_clear_value_error(tiny_pipe, kwargs, match):

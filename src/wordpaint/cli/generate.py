@@ -15,6 +15,9 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", default="wordpaint.png", help="PNG path; with --n > 1, -0, -1, ... are added before .png")
     add_model_option(p)
     add_sampling_options(p)
+    p.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                   help="what guidance steers away from: encoded in place of the empty text of its unconditional half "
+                   "(no effect at --guidance 1)")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="guide only at noise levels LO <= sigma <= HI (e.g. 0,1.2; 'none' guides every step); "
                    "outside it each step runs the conditional model alone (default: the model's)")
@@ -176,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
                sigma_schedule=args.schedule, guidance_interval=interval, layout_guidance_scale=layout_guidance,
                text_guidance_scale=text_guidance, regional_prompts=args.regional_prompts,
                clip_guidance_scale="default" if args.clip_guidance is None else args.clip_guidance, prior_strength=parse_prior_strength(args.prior_strength),
-               seed=args.seed, num_images_per_prompt=args.n, height=args.size, width=args.size, **extra)
+               negative_prompt=args.negative_prompt, seed=args.seed, num_images_per_prompt=args.n, height=args.size,
+               width=args.size, **extra)
     for w in out.warnings:
         print(f"wordpaint: warning: {w}", file=sys.stderr)
     for k, path in enumerate(paths):

@@ -408,6 +408,7 @@ class TextToImagePipeline:
         prior_strength: float | None | str = "default",
         reference=None,
         image_embed: torch.Tensor | None | str = "prior",
+        negative_prompt: str | list[str] | None = None,
         show_progress: bool = False,
     ) -> TextToImageOutput:
         """Generate images. Image k (prompt-major) uses noise from seed + k, so a result does not
@@ -449,7 +450,10 @@ class TextToImagePipeline:
         vector the picture is drawn to match: ``"prior"`` predicts it from each prompt with the
         pipeline's ``embed_prior`` (none without one: text alone), None draws from text alone, a
         (P, D) or (D,) tensor gives it (e.g. :func:`wordpaint.eval.metrics.extract` features of a picture:
-        variations of it); the unconditional half of guidance gets none, as in training."""
+        variations of it); the unconditional half of guidance gets none, as in training.
+        ``negative_prompt`` (one string, or one per prompt) is encoded in place of the empty text
+        of guidance's unconditional half, so guidance pushes away from it (diffusers' convention;
+        no effect at ``guidance_scale`` 1, and the ``detail`` pass draws without it)."""
         interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
@@ -509,6 +513,7 @@ class TextToImagePipeline:
                                  f"drop the size or pass prior_strength=None")
         prompts = self._validate(prompt, steps, guidance, sampler, num_images_per_prompt, height, width, seed, plans)
         inits = None if image is None else self._init_images(image, len(prompts), height, width)  # (P, C, H, W)
+        negs = self._negative_prompts(negative_prompt, len(prompts))  # one per prompt, or None
         refs, has_ref = (None, [False] * len(prompts)) if reference is None else self._references(reference, len(prompts), height, width)
         _check_int("batch_size", batch_size, 1, 4096)
         if seed is None:
@@ -541,7 +546,8 @@ class TextToImagePipeline:
             init = None if inits is None else inits[[k for *_, k in chunk]]
             x = self.sample_batch([t for _, t, _, _, _ in chunk], seeds=seeds, sigmas=sigmas, height=height, width=width, layouts=lay,
                                   regions=regions, init=init, from_prior=prior_strength is not None, show_progress=show_progress,
-                                  image_embeds=None if embeds is None else embeds[[k for *_, k in chunk]], **sampling)
+                                  image_embeds=None if embeds is None else embeds[[k for *_, k in chunk]],
+                                  negative_prompts=None if negs is None else [negs[k] for *_, k in chunk], **sampling)
             if detail:
                 x = self._detail(x, [pl for _, _, pl, _, _ in chunk], seeds=seeds, steps=steps, schedule=schedule,
                                  strength=detail_strength, regional_prompts=regional_prompts, **sampling)
@@ -555,6 +561,7 @@ class TextToImagePipeline:
                      **({"prior_strength": prior_strength} if prior_strength is not None else {}),
                      **({"reference": True} if has_ref[k] else {}),
                      **({"image_embed": embed_source} if embed_source else {}),
+                     **({"negative_prompt": negs[k]} if negs is not None else {}),
                      **({"detail": True, "detail_strength": detail_strength} if detail else {}),
                      "height": height, "width": width,
                      "wordpaint_version": wordpaint.__version__}
@@ -562,6 +569,20 @@ class TextToImagePipeline:
                     m.update(planner=planner_name, conditioning_prompt=t, plan=pl.to_dict())
                 meta.append(m)
         return TextToImageOutput(images, meta, warnings)
+
+    def _negative_prompts(self, negative_prompt, n: int) -> list[str] | None:
+        """``negative_prompt`` as one string per prompt (``n``), checked like a prompt, or None."""
+        if negative_prompt is None:
+            return None
+        negs = [negative_prompt] if isinstance(negative_prompt, str) else negative_prompt
+        if not isinstance(negs, (list, tuple)) or len(negs) not in (1, n) or not all(isinstance(t, str) for t in negs):
+            raise WordpaintError(f"negative_prompt must be a string or a list of {n} strings (one per prompt), got {negative_prompt!r:.60}")
+        for t in negs:
+            try:
+                self.text_encoder.check_prompt(t)
+            except WordpaintError as e:
+                raise WordpaintError(f"negative_prompt: {e}") from None
+        return list(negs) * n if len(negs) == 1 else list(negs)
 
     def _image_embeds(self, image_embed, prompts: list[str]) -> tuple[torch.Tensor | None, str | None]:
         """((P, D) image vectors for the prompts or None, where they came from: "prior" / "given" / None)."""
@@ -591,7 +612,8 @@ class TextToImagePipeline:
                        layout_guidance_scale: float | None = None, text_guidance_scale: float | None = None,
                        guidance_interval: tuple[float, float] | None = None, regions: Regions | None = None,
                        clip_guidance_scale: float = 0.0, init: torch.Tensor | None = None,
-                       from_prior: bool = False, image_embeds: torch.Tensor | None = None, show_progress: bool = False) -> torch.Tensor:
+                       from_prior: bool = False, image_embeds: torch.Tensor | None = None,
+                       negative_prompts: list[str] | None = None, show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
         of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text,
@@ -602,7 +624,8 @@ class TextToImagePipeline:
         (B, C, H, W) pixels in [-1, 1] start the chain at ``init + sigmas[0] * noise`` (img2img;
         encoded to latents first by a latent pipeline) instead of at pure noise; ``from_prior`` starts
         it at ``draft + sigmas[0] * noise`` with the prior's draft of each prompt. ``image_embeds``
-        (B, D) condition an image-embedding model (the unconditional half gets none). Returns
+        (B, D) condition an image-embedding model (the unconditional half gets none).
+        ``negative_prompts`` (B strings) replace the unconditional half's empty text. Returns
         (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline)."""
         model = self.model
         sigmas = sigmas.cpu()  # samplers step on the CPU's copy; the model gets each sigma on its device
@@ -635,7 +658,7 @@ class TextToImagePipeline:
         # text guidance, "none" (neither); "full" is skipped when the text's weight is 0
         passes = ((["full"] if text_guidance_scale != 0 else []) + (["text"] if layout_guidance_scale is not None else [])
                   + (["layout"] if text_guidance_scale is not None else []) + (["none"] if guidance_scale != 1.0 else []))
-        unc = self.text_encoder.encode([""] * b)
+        unc = self.text_encoder.encode([""] * b if negative_prompts is None else negative_prompts)
         text = {"full": cond, "text": cond, "layout": unc, "none": unc}
         # the first pass ("full", or "layout" at g_t = 0) runs alone at g = 1 and outside the interval;
         # region passes (one row per object, after the B rows of each pass) ride along with it
