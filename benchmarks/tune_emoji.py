@@ -80,6 +80,9 @@ def main() -> None:
     ap.add_argument("--reference-style", action="store_true",
                     help="a reference model: show each dev cell its concept's training image in the next style (never the "
                     "cell's own image), as `eval report --reference other-style` does")
+    ap.add_argument("--negative-styles", default=None, metavar="STYLE=OTHER,...",
+                    help="each cell's negative prompt is its concept in another style, e.g. noto=twemoji,twemoji=noto,"
+                    "openmoji=noto (styles not named get none); every setting is run with and without it")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_emoji.json"))
     args = ap.parse_args()
 
@@ -99,6 +102,12 @@ def main() -> None:
     vocab = list(names)
     cells = [(c, s) for c in vocab[: args.concepts] for s in EMOJI_STYLES]
     prompts = [short_caption(names[c], s) for c, s in cells]
+    negatives = [None]
+    if args.negative_styles:
+        other = dict(pair.split("=") for pair in args.negative_styles.split(","))
+        if not set(other) | set(other.values()) <= set(EMOJI_STYLES):
+            raise SystemExit(f"--negative-styles: styles must be among {EMOJI_STYLES}, got {args.negative_styles!r}")
+        negatives.append([short_caption(names[c], other[s]) if s in other else "" for c, s in cells])
     rows = []
 
     def judge(images) -> dict:
@@ -128,18 +137,21 @@ def main() -> None:
         from wordpaint.eval.metrics import extract
 
         vectors["oracle"] = extract([by_cell[c] for c in cells])[0].float()  # (N, 1280): each cell's own picture
-    for spec, mode in [(spec, mode) for spec in args.settings for mode in (args.image_embed if embeds else ["prior"])]:
+    for spec, mode, negative in [(spec, mode, neg) for spec in args.settings for mode in (args.image_embed if embeds else ["prior"])
+                                 for neg in negatives]:
         sampler, steps, g, *rest = spec.split(":")
         cg = float(rest[0]) if rest else 0.0
         prior = rest[1] if len(rest) > 1 else "off"
         t0 = time.perf_counter()
         images = pipe(prompts, seed=0, sampler=sampler, num_inference_steps=int(steps), guidance_scale=float(g), batch_size=64,
                       clip_guidance_scale=cg, prior_strength=None if prior == "off" else float(prior), show_progress=False,
+                      negative_prompt=negative,
                       **({"image_embed": vectors[mode]} if embeds else {}),
                       **extra).images
         secs = time.perf_counter() - t0
         row = {"sampler": sampler, "num_inference_steps": int(steps), "guidance_scale": float(g), "clip_guidance_scale": cg,
                "prior_strength": prior, "reference": "other-style" if args.reference_style else None,
+               **({"negative_styles": args.negative_styles if negative else None} if args.negative_styles else {}),
                **({"image_embed": mode} if embeds else {}), **judge(images), "seconds_per_image": round(secs / len(prompts), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)
