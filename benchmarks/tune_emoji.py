@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--negative-styles", default=None, metavar="STYLE=OTHER,...",
                     help="each cell's negative prompt is its concept in another style, e.g. noto=twemoji,twemoji=noto,"
                     "openmoji=noto (styles not named get none); every setting is run with and without it")
+    ap.add_argument("--negative-without-concept", action="store_true",
+                    help="--negative-styles: the negative prompt names the other style only ('noto style'), not the concept")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_emoji.json"))
     args = ap.parse_args()
 
@@ -107,7 +109,8 @@ def main() -> None:
         other = dict(pair.split("=") for pair in args.negative_styles.split(","))
         if not set(other) | set(other.values()) <= set(EMOJI_STYLES):
             raise SystemExit(f"--negative-styles: styles must be among {EMOJI_STYLES}, got {args.negative_styles!r}")
-        negatives.append([short_caption(names[c], other[s]) if s in other else "" for c, s in cells])
+        neg_text = (lambda c, st: f"{st} style") if args.negative_without_concept else (lambda c, st: short_caption(names[c], st))
+        negatives.append([neg_text(c, other[s]) if s in other else "" for c, s in cells])
     rows = []
 
     def judge(images) -> dict:
@@ -151,7 +154,8 @@ def main() -> None:
         secs = time.perf_counter() - t0
         row = {"sampler": sampler, "num_inference_steps": int(steps), "guidance_scale": float(g), "clip_guidance_scale": cg,
                "prior_strength": prior, "reference": "other-style" if args.reference_style else None,
-               **({"negative_styles": args.negative_styles if negative else None} if args.negative_styles else {}),
+               **({"negative_styles": args.negative_styles if negative else None,
+                   "negative_without_concept": bool(negative) and args.negative_without_concept} if args.negative_styles else {}),
                **({"image_embed": mode} if embeds else {}), **judge(images), "seconds_per_image": round(secs / len(prompts), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)
