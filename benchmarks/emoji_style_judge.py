@@ -41,10 +41,10 @@ def main() -> None:
     rows, images, _ = load_imagefolder(args.data, size=64, splits=("train",), kinds=("emoji",),
                                        keep=lambda r: r.get("concept") in names and r.get("style") in EMOJI_STYLES)
     concepts, styles = [r["concept"] for r in rows], [r["style"] for r in rows]
-    real = to_pil(model_inputs(images))  # (N,) PIL, composited as the report sees them
+    x = model_inputs(images)  # (N, 3, 64, 64) in [-1, 1]
+    real = to_pil(x)  # (N,) PIL, composited as the report sees them
     clip = WordpaintClip.from_pretrained()
     vae = TextToImagePipeline.from_pretrained(args.model).vae
-    x = model_inputs(images)  # (N, 3, 64, 64) in [-1, 1]
     with torch.no_grad():
         recon = to_pil(torch.cat([vae.reconstruct(x[i : i + 128]) for i in range(0, len(x), 128)]))
     variants = {"real": real, "autoencoder round trip": recon}

@@ -45,6 +45,8 @@ def judge_dev(clip, images, cells: list[tuple[str, str]], vocab: list[str], name
     real dev picture (``real``, in cell order) in pixels is of its own concept, and of its own style:
     a judge that shares nothing with EfficientNet-Lite0 (wordpaint-clip's tower), chance 1 / the
     concepts drawn; and the style judge's confusion counts."""
+    import numpy as np
+
     from wordpaint.data.emoji import short_caption
     from wordpaint.eval.metrics import pixel_nearest
     from wordpaint.training.clip import concept_style_accuracy
@@ -52,11 +54,12 @@ def judge_dev(clip, images, cells: list[tuple[str, str]], vocab: list[str], name
     emb = clip.model.embed_image_features(clip.image_features(images, show_progress=False))
     acc = concept_style_accuracy(clip, emb, [c for c, _ in cells], [s for _, s in cells], vocab, names)
     score = float(100 * (emb * clip.embed_texts([short_caption(names[c], s) for c, s in cells])).sum(-1).clamp(min=0).mean())
-    nearest = pixel_nearest(images, real).tolist()
+    # per image: is its nearest real dev picture of its own concept, of its own style
+    hits = [(cells[j][0] == c, cells[j][1] == s) for j, (c, s) in zip(pixel_nearest(images, real).tolist(), cells)]
+    nn_concept, nn_style = (round(float(v), 4) for v in np.mean(hits, axis=0))
     return {"concept_accuracy": round(acc["concept_accuracy"], 4), "concept_top5_accuracy": round(acc["concept_top5_accuracy"], 4),
             "style_accuracy": round(acc["style_accuracy"], 4), "clip_score": round(score, 2),
-            "pixel_nn_concept_accuracy": round(sum(cells[j][0] == c for j, (c, _) in zip(nearest, cells)) / len(cells), 4),
-            "pixel_nn_style_accuracy": round(sum(cells[j][1] == s for j, (_, s) in zip(nearest, cells)) / len(cells), 4),
+            "pixel_nn_concept_accuracy": nn_concept, "pixel_nn_style_accuracy": nn_style,
             "style_confusion": acc["style_confusion"]}
 
 

@@ -122,16 +122,13 @@ def run_report(args: argparse.Namespace) -> int:
         raise WordpaintError("--reference needs a model trained with reference pictures (reference_image = true, e.g. the "
                              "emoji64_ref recipe)")
     # every suite samples with the folder's defaults, so sampler and schedule are set there
-    if args.sampler is not None:
-        from wordpaint.sampling.samplers import SAMPLERS
+    from wordpaint.sampling.samplers import SAMPLERS, SIGMA_SCHEDULES
 
-        check_choice("--sampler", args.sampler, SAMPLERS)
-        pipe.defaults["sampler"] = args.sampler
-    if args.schedule is not None:
-        from wordpaint.sampling.samplers import SIGMA_SCHEDULES
-
-        check_choice("--schedule", args.schedule, SIGMA_SCHEDULES)
-        pipe.defaults["sigma_schedule"] = args.schedule
+    for option, key, value, choices in (("--sampler", "sampler", args.sampler, SAMPLERS),
+                                        ("--schedule", "sigma_schedule", args.schedule, SIGMA_SCHEDULES)):
+        if value is not None:
+            check_choice(option, value, choices)
+            pipe.defaults[key] = value
     if args.clip_guidance is not None:
         if args.clip_guidance and pipe.guide is None:
             raise WordpaintError("--clip-guidance needs a model with a guide (a noised wordpaint-clip component)")

@@ -213,8 +213,9 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
             # a second judge that shares nothing with EfficientNet-Lite0: the concept of each image's
             # nearest real picture in pixels among every real image of the suite's concepts
             nearest = M.pixel_nearest(res.images, [im for _, _, im in everything], what="generated images")
-            nn_acc = float(np.mean([everything[j][0] == c for j, c in zip(nearest.tolist(), rep([c for c, _, _ in items]))]))
-            nn_style = float(np.mean([everything[j][1] == st for j, st in zip(nearest.tolist(), rep([st for _, st, _ in items]))]))
+            hits = [(everything[j][0] == c, everything[j][1] == st)
+                    for j, (c, st) in zip(nearest.tolist(), rep([(c, st) for c, st, _ in items]))]  # (concept, style) per image
+            nn_acc, nn_style = (float(v) for v in np.mean(hits, axis=0))
             figures[f"{which}_cells"] = {
                 "cells": len(items), "images": len(res.images),
                 "concept_accuracy": acc["concept_accuracy"], "concept_top5_accuracy": acc["concept_top5_accuracy"],
