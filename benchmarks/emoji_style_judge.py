@@ -22,6 +22,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/emoji")
     ap.add_argument("--model", default="emoji", help="pipeline whose autoencoder makes the round trip")
     ap.add_argument("--blur", type=float, nargs="*", default=[0.5, 1.0, 1.5], help="Gaussian blur radii in pixels")
+    ap.add_argument("--clip", default=None, help="the judge: a wordpaint-clip folder (default: the bundled one)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "emoji_embed" / "style_judge.json"))
     args = ap.parse_args()
 
@@ -43,13 +44,13 @@ def main() -> None:
     concepts, styles = [r["concept"] for r in rows], [r["style"] for r in rows]
     x = model_inputs(images)  # (N, 3, 64, 64) in [-1, 1]
     real = to_pil(x)  # (N,) PIL, composited as the report sees them
-    clip = WordpaintClip.from_pretrained()
+    clip = WordpaintClip.from_pretrained(args.clip)
     vae = TextToImagePipeline.from_pretrained(args.model).vae
     with torch.no_grad():
         recon = to_pil(torch.cat([vae.reconstruct(x[i : i + 128]) for i in range(0, len(x), 128)]))
     variants = {"real": real, "autoencoder round trip": recon}
     variants |= {f"Gaussian blur {r:g} px": [im.filter(ImageFilter.GaussianBlur(r)) for im in real] for r in args.blur}
-    out = {"cells": len(rows), "concepts": len(order), "data": args.data, "rows": []}
+    out = {"cells": len(rows), "concepts": len(order), "data": args.data, "judge": args.clip or "bundled wordpaint-clip", "rows": []}
     for name, pics in variants.items():
         t0 = time.perf_counter()
         emb = clip.model.embed_image_features(clip.image_features(pics, show_progress=False))

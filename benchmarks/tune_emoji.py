@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--negative-without-concept", action="store_true",
                     help="--negative-styles: the negative prompt names the other style only ('noto style'), not the concept")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_emoji.json"))
+    ap.add_argument("--clip", default=None, help="the judge: a wordpaint-clip folder (default: the bundled one)")
     args = ap.parse_args()
 
     from wordpaint import TextToImagePipeline
@@ -102,7 +103,7 @@ def main() -> None:
         if getattr(args, name):
             pipe = pipe.with_component(name, load_model(getattr(args, name)))
     embeds = bool(getattr(pipe.model.config, "image_embed_dim", 0))
-    clip = WordpaintClip.from_pretrained()
+    clip = WordpaintClip.from_pretrained(args.clip)
     names = dev_concepts(args.data)
     vocab = list(names)
     cells = [(c, s) for c in vocab[: args.concepts] for s in EMOJI_STYLES]
@@ -163,7 +164,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "guide": args.guide, "prior": args.prior, "embed_prior": args.embed_prior, "dev": f"{args.concepts} of 240 dev concepts (seed 7) x {len(EMOJI_STYLES)} styles",
+    Path(args.out).write_text(json.dumps({"model": args.model, "guide": args.guide, "prior": args.prior, "embed_prior": args.embed_prior, "judge": args.clip or "bundled wordpaint-clip", "dev": f"{args.concepts} of 240 dev concepts (seed 7) x {len(EMOJI_STYLES)} styles",
                                           "rows": rows}, indent=2) + "\n")
 
 

@@ -120,3 +120,60 @@ def test_concept_accuracy_top1_and_top5_from_ranks():
     acc = concept_style_accuracy(OneHotClip(), images, ["c0", "c3", "c6"], ["twemoji", "twemoji", "noto"], vocab, names)
     assert acc["style_accuracy"] == pytest.approx(1 / 3)
     assert acc["style_confusion"] == {"noto": {"noto": 1, "twemoji": 0, "openmoji": 0}, "twemoji": {"noto": 2, "twemoji": 0, "openmoji": 0}}
+
+
+def test_soften_blurs_deterministically():
+    from wordpaint.training.clip import soften
+
+    torch.manual_seed(0)
+    img = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    img[:, ::2] = 255  # stripes one pixel wide: all high frequency
+    a, b = soften([img, img], seed=3), soften([img, img], seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))  # same seed, same copies
+    assert not torch.equal(soften([img], seed=4)[0], a[0])  # another seed, another blur and noise
+    assert a[0].shape == img.shape and a[0].dtype == torch.uint8
+    # a blur of at least 0.5 px flattens one-pixel stripes: row-to-row contrast falls well below 255
+    contrast = (a[0][:, 1:].float() - a[0][:, :-1].float()).abs().mean()
+    assert contrast < 0.5 * 255
+    # no noise and no blur range: the image comes back unchanged
+    assert torch.equal(soften([img], seed=0, blur=(0.0, 0.0), noise=0.0)[0], img)
+
+
+def test_train_with_softened_copies(tmp_path):
+    from wordpaint.training.clip import train_clip
+
+    with pytest.raises(WordpaintError, match="augment must be a whole number"):
+        train_clip(tmp_path / "bad", emoji_dir=None, shapes=8, fashion=0, fashion_test=0, augment=-1)
+    m = train_clip(tmp_path / "run", emoji_dir=None, shapes=16, fashion=0, fashion_test=0, epochs=2, batch_size=8,
+                   augment=1, config=TINY, log=lambda *a: None)
+    assert m["training"]["augment"] == 1 and m["training"]["images"] == 16
+    cached = sorted((tmp_path / "run" / "cache").glob("shapes-*.safetensors"))
+    assert len(cached) == 2  # the pictures as they are and one softened copy, cached apart
+    from wordpaint.io import load_safetensors
+
+    plain, soft = (load_safetensors(p)["features"] for p in cached)
+    assert plain.shape == soft.shape == (16, 1280) and not torch.allclose(plain, soft)
+
+
+def test_clip_eval_cli_reports_sharp_and_blurred_real_cells(clip, tmp_path, capsys):
+    from wordpaint.cli.main import main
+
+    # a four-picture emoji folder: two held-out cells and two seen cells of evaluation concepts
+    cells = [("1F004", "mahjong red dragon", "noto", "heldout"), ("1F305", "sunrise", "twemoji", "heldout"),
+             ("1F004", "mahjong red dragon", "openmoji", "train"), ("1F305", "sunrise", "noto", "train")]
+    lines = []
+    for i, (concept, name, style, split) in enumerate(cells):
+        Image.new("RGB", (64, 64), (40 * i, 200, 255 - 40 * i)).save(tmp_path / f"{i}.png")
+        lines.append({"file_name": f"{i}.png", "text": f"{name} in {style} style", "name": name, "style": style,
+                      "kind": "emoji", "concept": concept, "split": split})
+    (tmp_path / "metadata.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    model = tmp_path / "clip"
+    clip.save_pretrained(model)
+    assert main(["clip", "eval", "--model", str(model), "--data", str(tmp_path), "--fashion-test", "0", "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["retrieval_heldout"]["pairs"] == 2
+    for key in ("real_heldout_cells", "real_heldout_cells_blur1px", "real_seen_cells", "real_seen_cells_blur1px"):
+        assert metrics[key]["images"] == 2 and 0 <= metrics[key]["style_accuracy"] <= 1
+    capsys.readouterr()
+    assert main(["clip", "eval", "--model", str(model), "--fashion-test", "0", "--out", str(tmp_path / "none")]) != 0
+    assert "no data" in capsys.readouterr().err

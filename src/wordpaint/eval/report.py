@@ -156,6 +156,7 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
     from wordpaint.models.clip import WordpaintClip
     from wordpaint.training.clip import concept_style_accuracy
 
+    judge = "bundled wordpaint-clip" if clip is None else str(clip) if not isinstance(clip, WordpaintClip) else "given wordpaint-clip"
     clip = clip if isinstance(clip, WordpaintClip) else WordpaintClip.from_pretrained(clip)
     vocab = _json.loads(HELDOUT_FILE.read_text())["eval_concepts"]
     names = {v["concept"]: v["name"] for v in vocab}
@@ -169,7 +170,8 @@ def emoji_suite(pipe, out: Path, *, data: str | os.PathLike, clip=None, samples_
     everything = cells["seen"] + cells["heldout"]  # the nearest-picture judge's references: every style of every concept
     name = M.FEATURES_NAME
     figures, pictures, settings = {}, [], {"samples_per_cell": samples_per_cell, "seed": seed, "concepts": len(chosen),
-                                             "concept_vocabulary": len(order), "styles": list(EMOJI_STYLES), "data": str(data)}
+                                             "concept_vocabulary": len(order), "styles": list(EMOJI_STYLES), "data": str(data),
+                                             "judge": judge}
     if reference is not None:
         check_choice("reference", reference, EMOJI_REFERENCES)
         train = {(r["concept"], r["style"]): im for r, im in zip(rows, images) if r["split"] != "heldout"}

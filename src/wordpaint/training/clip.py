@@ -3,6 +3,12 @@ built by ``wordpaint data build emoji``), shapes-world scenes and Fashion-MNIST 
 
 Tower features are computed once and cached in ``OUT/cache`` (safetensors, one file per corpus,
 keyed by what went in), so a rerun or a resumed run only trains the heads (about a minute).
+
+``augment=K`` adds K softened copies of every training image (a random Gaussian blur and a little
+pixel noise, :func:`soften`): the towers are frozen, so augmentation has to happen before the
+features are cached, and each epoch draws one view per image. Generated pictures are softer than
+the real ones the heads learn from; a judge that has only seen sharp pictures reads blur as a style
+(Twemoji -> Noto) and loses details it could still see (``benchmarks/emoji_style_judge.py``).
 """
 
 from __future__ import annotations
@@ -78,17 +84,38 @@ def fashion_corpus(n_train: int, n_test: int) -> Corpus:
 # ----------------------------------------------------------------------------- features
 
 
-def image_features(corpus: Corpus, cache: Path) -> torch.Tensor:
-    """(N, 1280) EfficientNet-Lite0 features of the corpus, cached by its fingerprint."""
+def soften(images: list[torch.Tensor], *, seed: int, blur: tuple[float, float] = (0.5, 1.5),
+           noise: float = 0.03) -> list[torch.Tensor]:
+    """Softened copies of uint8 (3, H, W) images: a Gaussian blur of radius ~ U(``blur``) pixels
+    (PIL's radius, as ``emoji_style_judge.py`` uses), then Gaussian pixel noise of std ~ U(0,
+    ``noise``) (fraction of the 0-255 range). Deterministic in ``seed``."""
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for img in images:
+        radius, std = rng.uniform(*blur), rng.uniform(0, noise) * 255
+        pil = Image.fromarray(img.permute(1, 2, 0).numpy()).filter(ImageFilter.GaussianBlur(float(radius)))
+        arr = np.asarray(pil, dtype=np.float32) + rng.normal(0, std, size=(img.shape[1], img.shape[2], 3)).astype(np.float32)
+        out.append(torch.from_numpy(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).permute(2, 0, 1).contiguous())
+    return out
+
+
+def image_features(corpus: Corpus, cache: Path, *, view: int = 0, seed: int = 0) -> torch.Tensor:
+    """(N, 1280) EfficientNet-Lite0 features of the corpus, cached by its fingerprint. ``view`` 0
+    is the images as they are; view k > 0 their :func:`soften` copies (seeded by ``seed`` and k)."""
     from wordpaint.eval.metrics import extract
     from wordpaint.io import load_safetensors, save_safetensors
 
-    path = cache / f"{corpus.name}-{hashlib.sha1(corpus.key.encode()).hexdigest()[:12]}.safetensors"
+    key = corpus.key if view == 0 else f"{corpus.key}:soften-v1:{seed}:{view}"
+    path = cache / f"{corpus.name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.safetensors"
     if path.is_file():
         feats = load_safetensors(path)["features"]
         if len(feats) == len(corpus.images):
             return feats
-    feats = extract(corpus.images, show_progress=True, what=f"{corpus.name} images")[0].float()
+    images = corpus.images if view == 0 else soften(corpus.images, seed=seed * 1000 + view)
+    what = f"{corpus.name} images" + (f" (softened copy {view})" if view else "")
+    feats = extract(images, show_progress=True, what=what)[0].float()
     save_safetensors(path, {"features": feats})
     return feats
 
@@ -103,21 +130,9 @@ def text_features(clip_text_encoder, texts: list[str]) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0, 384)
 
 
-# ----------------------------------------------------------------------------- training
-
-
-def train_clip(out: str | os.PathLike, *, emoji_dir: str | os.PathLike | None, kinds: tuple[str, ...] = ("emoji", "icon"), shapes: int = 3000, fashion: int = 6000,
-               fashion_test: int = 2000, epochs: int = 40, batch_size: int = 1024, lr: float = 1e-3,
-               weight_decay: float = 0.05, seed: int = 0, config=None, log=print) -> dict:
-    """Train the heads on every corpus given; writes ``OUT/model`` (config.json + model.safetensors),
-    ``OUT/metrics.json`` and returns the metrics (retrieval and zero-shot accuracies)."""
-    from tqdm.auto import trange
-
-    from wordpaint.io import write_json
-    from wordpaint.models.clip import ClipConfig, ClipModel, WordpaintClip
-
-    out = Path(out)
-    cache = out / "cache"
+def load_corpora(*, emoji_dir: str | os.PathLike | None, kinds: tuple[str, ...], shapes: int, fashion: int, fashion_test: int,
+                 seed: int = 0) -> list[Corpus]:
+    """The corpora ``train_clip`` and ``eval_clip`` read (those asked for; at least one)."""
     corpora = []
     if emoji_dir is not None:
         corpora.append(emoji_corpus(emoji_dir, kinds=kinds))
@@ -126,11 +141,36 @@ def train_clip(out: str | os.PathLike, *, emoji_dir: str | os.PathLike | None, k
     if fashion or fashion_test:
         corpora.append(fashion_corpus(fashion, fashion_test))
     if not corpora:
-        raise WordpaintError("no training data: give --data (an emoji folder), --shapes N or --fashion N")
+        raise WordpaintError("no data: give --data (an emoji folder), --shapes N or --fashion N")
+    return corpora
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_clip(out: str | os.PathLike, *, emoji_dir: str | os.PathLike | None, kinds: tuple[str, ...] = ("emoji", "icon"), shapes: int = 3000, fashion: int = 6000,
+               fashion_test: int = 2000, epochs: int = 40, batch_size: int = 1024, lr: float = 1e-3,
+               weight_decay: float = 0.05, seed: int = 0, augment: int = 0, config=None, log=print) -> dict:
+    """Train the heads on every corpus given; writes ``OUT/model`` (config.json + model.safetensors),
+    ``OUT/metrics.json`` and returns the metrics (retrieval and zero-shot accuracies). ``augment``:
+    softened copies per training image (module docstring); each epoch draws one view per image."""
+    from tqdm.auto import trange
+
+    from wordpaint.io import write_json
+    from wordpaint.models.clip import ClipConfig, ClipModel, WordpaintClip
+
+    out = Path(out)
+    cache = out / "cache"
+    if not isinstance(augment, int) or augment < 0:
+        raise WordpaintError(f"augment must be a whole number of copies >= 0, got {augment!r}")
+    corpora = load_corpora(emoji_dir=emoji_dir, kinds=kinds, shapes=shapes, fashion=fashion, fashion_test=fashion_test, seed=seed)
     torch.manual_seed(seed)
     model = ClipModel(config or ClipConfig())
     clip = WordpaintClip(model)
     feats = {c.name: image_features(c, cache) for c in corpora}
+    # (1 + augment) views per corpus; only the training rows of the copies are ever used, but the
+    # whole corpus is softened so the cache is keyed by the corpus alone
+    views = {c.name: [feats[c.name]] + [image_features(c, cache, view=k, seed=seed) for k in range(1, augment + 1)] for c in corpora}
     texts = sorted({t for c in corpora for alts in c.captions for t in alts})
     log(f"{sum(len(c.images) for c in corpora)} images, {len(texts)} distinct captions")
     tfeats = text_features(clip.text_encoder, texts)
@@ -141,10 +181,10 @@ def train_clip(out: str | os.PathLike, *, emoji_dir: str | os.PathLike | None, k
     for c in corpora:
         for i, (alts, sp) in enumerate(zip(c.captions, c.split)):
             if sp == "train":
-                img_rows.append(feats[c.name][i])
+                img_rows.append(torch.stack([v[i] for v in views[c.name]]))  # (1 + augment, 1280)
                 alt_rows.append([tindex[t] for t in alts])
-    X = torch.stack(img_rows)
-    n = len(X)
+    X = torch.stack(img_rows, 1)  # (1 + augment, n, 1280)
+    n = X.shape[1]
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     total = epochs * steps_per_epoch
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -155,9 +195,10 @@ def train_clip(out: str | os.PathLike, *, emoji_dir: str | os.PathLike | None, k
     for epoch in bar:
         perm = torch.from_numpy(rng.permutation(n))
         pick = torch.tensor([alts[rng.integers(len(alts))] for alts in alt_rows])
+        view = torch.from_numpy(rng.integers(len(X), size=n)) if len(X) > 1 else torch.zeros(n, dtype=torch.long)
         for s in range(0, n, batch_size):
             idx = perm[s : s + batch_size]
-            loss = model({"image_features": X[idx], "text_features": tfeats[pick[idx]], "text_ids": pick[idx]})
+            loss = model({"image_features": X[view[idx], idx], "text_features": tfeats[pick[idx]], "text_ids": pick[idx]})
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -167,12 +208,29 @@ def train_clip(out: str | os.PathLike, *, emoji_dir: str | os.PathLike | None, k
     clip.save_pretrained(out / "model")
     metrics = evaluate_clip(clip, corpora, feats)
     metrics["training"] = {"images": n, "captions": len(texts), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                           "seed": seed, "corpora": {c.name: len(c.images) for c in corpora}}
+                           "seed": seed, "augment": augment, "corpora": {c.name: len(c.images) for c in corpora}}
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
 # ----------------------------------------------------------------------------- evaluation
+
+
+def eval_clip(model: str | os.PathLike | None, out: str | os.PathLike, *, emoji_dir: str | os.PathLike | None,
+              kinds: tuple[str, ...] = ("emoji", "icon"), fashion_test: int = 2000, cache: str | os.PathLike | None = None) -> dict:
+    """:func:`evaluate_clip` for a saved wordpaint-clip (default: the bundled one) on the real
+    held-out data; writes ``OUT/metrics.json``. Tower features are cached in ``cache`` (default
+    ``OUT/cache``; a training run's cache is reused when it saw the same data)."""
+    from wordpaint.io import write_json
+    from wordpaint.models.clip import WordpaintClip
+
+    clip = WordpaintClip.from_pretrained(model)
+    corpora = load_corpora(emoji_dir=emoji_dir, kinds=kinds, shapes=0, fashion=0, fashion_test=fashion_test)
+    cache = Path(cache) if cache is not None else Path(out) / "cache"
+    metrics = evaluate_clip(clip, corpora, {c.name: image_features(c, cache) for c in corpora})
+    metrics["model"] = str(model) if model is not None else "bundled"
+    write_json(Path(out) / "metrics.json", metrics)
+    return metrics
 
 
 def recall_at(sim: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
@@ -209,10 +267,15 @@ def evaluate_clip(clip, corpora: list[Corpus], feats: dict[str, torch.Tensor]) -
     return res
 
 
-def emoji_zero_shot(clip, corpus: Corpus, feats: torch.Tensor) -> dict:
+def emoji_zero_shot(clip, corpus: Corpus, feats: torch.Tensor, *, blur: float = 1.0) -> dict:
     """Concept accuracy (240-way, prompts "<name> in <style> style" with the image's style) and
-    style accuracy (3-way, with the image's concept) of real emoji, on held-out and seen cells."""
+    style accuracy (3-way, with the image's concept) of real emoji, on held-out and seen cells, as
+    they are and (``..._blur``) after a ``blur`` px Gaussian blur: how much the judge relies on
+    sharpness that generated pictures lack (0 skips that row)."""
+    from PIL import Image, ImageFilter
+
     from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE
+    from wordpaint.eval.metrics import extract
 
     vocab = json.loads(HELDOUT_FILE.read_text())["eval_concepts"]
     names = {v["concept"]: v["name"] for v in vocab}
@@ -223,9 +286,13 @@ def emoji_zero_shot(clip, corpus: Corpus, feats: torch.Tensor) -> dict:
                and r.get("split") == which]
         if not idx:
             continue
-        out[f"real_{'heldout_cells' if which == 'heldout' else 'seen_cells'}"] = concept_style_accuracy(
-            clip, clip.model.embed_image_features(feats[idx]),
-            [corpus.meta[i]["concept"] for i in idx], [corpus.meta[i]["style"] for i in idx], order, names)
+        key = f"real_{'heldout_cells' if which == 'heldout' else 'seen_cells'}"
+        truth = ([corpus.meta[i]["concept"] for i in idx], [corpus.meta[i]["style"] for i in idx])
+        out[key] = concept_style_accuracy(clip, clip.model.embed_image_features(feats[idx]), *truth, order, names)
+        if blur:
+            soft = [Image.fromarray(corpus.images[i].permute(1, 2, 0).numpy()).filter(ImageFilter.GaussianBlur(blur)) for i in idx]
+            emb = clip.model.embed_image_features(extract(soft)[0].float())
+            out[f"{key}_blur{blur:g}px"] = concept_style_accuracy(clip, emb, *truth, order, names)
     return out
 
 
