@@ -195,6 +195,7 @@ def train_clip(out: str | os.PathLike, *, emoji_dir: str | os.PathLike | None, k
     for epoch in bar:
         perm = torch.from_numpy(rng.permutation(n))
         pick = torch.tensor([alts[rng.integers(len(alts))] for alts in alt_rows])
+        # without copies nothing is drawn, so the data order is that of runs from before ``augment`` (clip_v2 retrains bit for bit)
         view = torch.from_numpy(rng.integers(len(X), size=n)) if len(X) > 1 else torch.zeros(n, dtype=torch.long)
         for s in range(0, n, batch_size):
             idx = perm[s : s + batch_size]
@@ -272,8 +273,6 @@ def emoji_zero_shot(clip, corpus: Corpus, feats: torch.Tensor, *, blur: float = 
     style accuracy (3-way, with the image's concept) of real emoji, on held-out and seen cells, as
     they are and (``..._blur``) after a ``blur`` px Gaussian blur: how much the judge relies on
     sharpness that generated pictures lack (0 skips that row)."""
-    from PIL import Image, ImageFilter
-
     from wordpaint.data.emoji import EMOJI_STYLES, HELDOUT_FILE
     from wordpaint.eval.metrics import extract
 
@@ -290,7 +289,7 @@ def emoji_zero_shot(clip, corpus: Corpus, feats: torch.Tensor, *, blur: float = 
         truth = ([corpus.meta[i]["concept"] for i in idx], [corpus.meta[i]["style"] for i in idx])
         out[key] = concept_style_accuracy(clip, clip.model.embed_image_features(feats[idx]), *truth, order, names)
         if blur:
-            soft = [Image.fromarray(corpus.images[i].permute(1, 2, 0).numpy()).filter(ImageFilter.GaussianBlur(blur)) for i in idx]
+            soft = soften([corpus.images[i] for i in idx], seed=0, blur=(blur, blur), noise=0.0)  # a fixed blur, no noise
             emb = clip.model.embed_image_features(extract(soft)[0].float())
             out[f"{key}_blur{blur:g}px"] = concept_style_accuracy(clip, emb, *truth, order, names)
     return out
