@@ -73,6 +73,12 @@ def main() -> None:
                     "prior strength a prior)")
     ap.add_argument("--guide", default=None, help="a noised wordpaint-clip folder to attach as the pipeline's guide")
     ap.add_argument("--prior", default=None, help="a latent prior folder to attach as the pipeline's prior")
+    ap.add_argument("--autoguide", default=None, help="a weaker diffusion model folder (or pipeline folder) to attach as "
+                    "the pipeline's autoguide")
+    ap.add_argument("--autoguidance", nargs="+", type=float, default=None,
+                    help="autoguidance scales to try with every setting (needs an autoguide; default: the pipeline's)")
+    ap.add_argument("--guidance-interval", nargs="+", default=None, metavar="LO,HI|none",
+                    help="guidance intervals (sigma ranges) to try with every setting; none guides every step (default: the pipeline's)")
     ap.add_argument("--embed-prior", default=None, help="an embedding prior folder to attach (an image-embedding model)")
     ap.add_argument("--image-embed", nargs="+", default=["prior"], choices=("prior", "none", "oracle"),
                     help="image-embedding models: the vector each setting is drawn with: the embedding prior's prediction, "
@@ -99,9 +105,12 @@ def main() -> None:
     pipe = TextToImagePipeline.from_pretrained(args.model)
     from wordpaint.pipelines.text_to_image import load_model
 
-    for name in ("guide", "prior", "embed_prior"):
+    for name in ("guide", "prior", "embed_prior", "autoguide"):
         if getattr(args, name):
-            pipe = pipe.with_component(name, load_model(getattr(args, name)))
+            folder = Path(getattr(args, name))
+            if name == "autoguide" and (folder / "model_index.json").is_file():  # a pipeline folder: its diffusion model
+                folder = folder / "diffusion"
+            pipe = pipe.with_component(name, load_model(folder))
     embeds = bool(getattr(pipe.model.config, "image_embed_dim", 0))
     clip = WordpaintClip.from_pretrained(args.clip)
     names = dev_concepts(args.data)
@@ -144,27 +153,34 @@ def main() -> None:
         from wordpaint.eval.metrics import extract
 
         vectors["oracle"] = extract([by_cell[c] for c in cells])[0].float()  # (N, 1280): each cell's own picture
-    for spec, mode, negative in [(spec, mode, neg) for spec in args.settings for mode in (args.image_embed if embeds else ["prior"])
-                                 for neg in negatives]:
+    autoguidance = args.autoguidance or ["default"]
+    intervals = ["default"] if not args.guidance_interval else \
+        [None if v == "none" else tuple(float(x) for x in v.split(",")) for v in args.guidance_interval]
+    for spec, mode, negative, ag, interval in [(spec, mode, neg, ag, iv) for spec in args.settings
+                                               for mode in (args.image_embed if embeds else ["prior"])
+                                               for neg in negatives for ag in autoguidance for iv in intervals]:
         sampler, steps, g, *rest = spec.split(":")
         cg = float(rest[0]) if rest else 0.0
         prior = rest[1] if len(rest) > 1 else "off"
         t0 = time.perf_counter()
         images = pipe(prompts, seed=0, sampler=sampler, num_inference_steps=int(steps), guidance_scale=float(g), batch_size=64,
                       clip_guidance_scale=cg, prior_strength=None if prior == "off" else float(prior), show_progress=False,
-                      negative_prompt=negative,
+                      negative_prompt=negative, autoguidance_scale=ag, guidance_interval=interval,
                       **({"image_embed": vectors[mode]} if embeds else {}),
                       **extra).images
         secs = time.perf_counter() - t0
         row = {"sampler": sampler, "num_inference_steps": int(steps), "guidance_scale": float(g), "clip_guidance_scale": cg,
-               "prior_strength": prior, "reference": "other-style" if args.reference_style else None,
+               "prior_strength": prior, "autoguidance_scale": pipe.defaults["autoguidance_scale"] if ag == "default" else ag,
+               "guidance_interval": pipe.defaults["guidance_interval"] if interval == "default" else interval,
+               "reference": "other-style" if args.reference_style else None,
                **({"negative_styles": args.negative_styles if negative else None,
                    "negative_without_concept": bool(negative) and args.negative_without_concept} if args.negative_styles else {}),
                **({"image_embed": mode} if embeds else {}), **judge(images), "seconds_per_image": round(secs / len(prompts), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "guide": args.guide, "prior": args.prior, "embed_prior": args.embed_prior, "judge": args.clip or "bundled wordpaint-clip", "dev": f"{args.concepts} of 240 dev concepts (seed 7) x {len(EMOJI_STYLES)} styles",
+    Path(args.out).write_text(json.dumps({"model": args.model, "guide": args.guide, "prior": args.prior, "embed_prior": args.embed_prior,
+                                          "autoguide": args.autoguide, "judge": args.clip or "bundled wordpaint-clip", "dev": f"{args.concepts} of 240 dev concepts (seed 7) x {len(EMOJI_STYLES)} styles",
                                           "rows": rows}, indent=2) + "\n")
 
 

@@ -198,3 +198,17 @@ def test_generate_detail_and_img2img_record_it(capsys, tmp_path):
     assert code == 0, err
     meta = read_png_metadata(again)
     assert meta["init_image"] is True and meta["strength"] == 0.5 and meta["height"] == 48
+
+
+def test_autoguide_is_added_from_a_run_folder_and_used_by_generate(capsys, tiny_dir, tmp_path):
+    # without one, --autoguidance is a one-line error
+    code, _, err = run(capsys, "generate", "a star", "-o", str(tmp_path / "x.png"), "--model", str(tiny_dir), "--autoguidance", "1")
+    assert code == 2 and "needs a pipeline with an autoguide" in err
+    out = tmp_path / "with_autoguide"
+    code, _, _ = run(capsys, "model", "replace", str(tiny_dir), "--component", "autoguide", "--from", str(tiny_dir), "--out", str(out))
+    assert code == 0
+    code, printed, _ = run(capsys, "model", "info", str(out), "--json")
+    assert json.loads(printed)["components"]["autoguide"]["family"] == "diffusion"
+    png = tmp_path / "a.png"
+    assert run(capsys, "generate", "a star", "-o", str(png), "--model", str(out), "--autoguidance", "1.5", "--seed", "1")[0] == 0
+    assert read_png_metadata(png)["autoguidance_scale"] == 1.5

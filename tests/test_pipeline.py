@@ -285,3 +285,43 @@ def test_img2img_starts_from_the_picture(tiny_pipe):
                           (dict(image=picture, strength=0.05), "runs no step")]:
         with pytest.raises(WordpaintError, match=match):
             tiny_pipe("a red circle", **kw, **kwargs)
+
+
+def _weak_copy(pipe, seed: int):
+    """A model of the same family and inputs as ``pipe.model`` with other (random) weights."""
+    from wordpaint.models.registry import build_model
+
+    torch.manual_seed(seed)
+    return build_model(pipe.model.config)
+
+
+def test_autoguidance_steps_away_from_the_weaker_model(tiny_pipe, tmp_path, text_encoder):
+    import copy
+
+    plain = arrays(tiny_pipe("a star", seed=0, num_inference_steps=3))[0]
+    # a weak model identical to the model gives D - D_weak = 0: autoguidance changes nothing
+    same = tiny_pipe.with_component("autoguide", copy.deepcopy(tiny_pipe.model))
+    assert (arrays(same("a star", seed=0, num_inference_steps=3, autoguidance_scale=2.0))[0] == plain).all()
+    pipe = tiny_pipe.with_component("autoguide", _weak_copy(tiny_pipe, 3))
+    assert (arrays(pipe("a star", seed=0, num_inference_steps=3))[0] == plain).all()  # default scale 0: off
+    out = pipe("a star", seed=0, num_inference_steps=3, autoguidance_scale=2.0)
+    assert not (arrays(out)[0] == plain).all() and out.metadata[0]["autoguidance_scale"] == 2.0
+    # the folder keeps the component and its default
+    pipe.defaults["autoguidance_scale"] = 2.0
+    pipe.save_pretrained(tmp_path / "ag")
+    assert json.loads((tmp_path / "ag" / "model_index.json").read_text())["autoguide"] == "autoguide"
+    loaded = TextToImagePipeline.from_pretrained(tmp_path / "ag", text_encoder=text_encoder)
+    assert (arrays(loaded("a star", seed=0, num_inference_steps=3))[0] == arrays(out)[0]).all()
+
+
+def test_autoguidance_errors(tiny_pipe):
+    from wordpaint.models.registry import build_config, build_model
+
+    with pytest.raises(WordpaintError, match="needs a pipeline with an autoguide"):
+        tiny_pipe("a star", autoguidance_scale=1.0)
+    pipe = tiny_pipe.with_component("autoguide", _weak_copy(tiny_pipe, 3))
+    with pytest.raises(WordpaintError, match="autoguidance_scale must be"):
+        pipe("a star", autoguidance_scale=-1.0)
+    other = build_model(build_config(preset="tiny", cross_attention_dim=32))
+    with pytest.raises(ModelLoadError, match="cross_attention_dim"):
+        tiny_pipe.with_component("autoguide", other)

@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     add_sampling_options(r)
     r.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
                    help="models with a guide: classifier guidance scale (0 = off; default: the model's)")
+    r.add_argument("--autoguidance", type=float, default=None, metavar="SCALE",
+                   help="models with an autoguide: autoguidance scale (0 = off; default: the model's)")
     r.add_argument("--prior-strength", default=None, metavar="S|off",
                    help="models with a prior: start from the prompt's draft this far up the schedule, in [0, 1] (0: the draft "
                    "itself); off = from noise "
@@ -133,6 +135,10 @@ def run_report(args: argparse.Namespace) -> int:
         if args.clip_guidance and pipe.guide is None:
             raise WordpaintError("--clip-guidance needs a model with a guide (a noised wordpaint-clip component)")
         pipe.defaults["clip_guidance_scale"] = args.clip_guidance
+    if args.autoguidance is not None:
+        if args.autoguidance and pipe.autoguide is None:
+            raise WordpaintError("--autoguidance needs a model with an autoguide (a weaker diffusion model component)")
+        pipe.defaults["autoguidance_scale"] = args.autoguidance
     if args.prior_strength is not None:
         from wordpaint.cli.generate import parse_prior_strength
 

@@ -22,10 +22,11 @@ def add_parser(sub) -> None:
                      description="Write a copy of MODEL with one component replaced, e.g. the autoencoder by a decoder fine-tuned "
                                  "with the emoji_ae_decoder recipe. A new autoencoder must encode as the old one did.")
     r.add_argument("model", help="pipeline folder or bundled name (shapes, emoji, fashion)")
-    r.add_argument("--component", required=True, choices=("autoencoder", "diffusion", "guide", "prior", "embed_prior"),
+    r.add_argument("--component", required=True, choices=("autoencoder", "diffusion", "guide", "prior", "embed_prior", "autoguide"),
                    help="which component to replace (guide: add or replace the noised wordpaint-clip used by --clip-guidance; "
                    "prior: add or replace the latent prior used by --prior-strength; embed_prior: add or replace the "
-                   "text -> image-vector prior of an image-embedding model)")
+                   "text -> image-vector prior of an image-embedding model; autoguide: add or replace the weaker diffusion model "
+                   "used by --autoguidance, e.g. from a shorter run of the same recipe)")
     r.add_argument("--from", dest="source", required=True, help="the new component's folder (config.json + model.safetensors), "
                                                                 "or a pipeline folder holding it, e.g. the pipeline/ folder of an autoencoder or diffusion run")
     r.add_argument("--out", required=True, help="where to write the new pipeline folder (may be MODEL itself: written atomically)")
@@ -70,7 +71,7 @@ def run_info(args: argparse.Namespace) -> int:
 def component_folder(source: str | Path, component: str) -> Path:
     """The folder of ``component`` in ``source``: ``source`` itself when it is a model folder, or
     the folder its ``model_index.json`` names when it is a pipeline folder (a diffusion run's
-    ``pipeline/``)."""
+    ``pipeline/``; for ``autoguide``, the diffusion model of that folder)."""
     from wordpaint.pipelines.text_to_image import INDEX_KEYS
 
     source = Path(source)
@@ -81,7 +82,8 @@ def component_folder(source: str | Path, component: str) -> Path:
         names = json.loads(index.read_text())
     except (OSError, ValueError) as e:
         raise WordpaintError(f"cannot read {index}: {e}") from None
-    key = INDEX_KEYS[component]
+    # an autoguide is a weaker run's diffusion model: from a pipeline folder, take its model
+    key = "model" if component == "autoguide" else INDEX_KEYS[component]
     if not isinstance(names.get(key), str):
         raise WordpaintError(f"{source} is a pipeline folder without a {component} component ({index} has no {key!r})")
     return source / names[key]

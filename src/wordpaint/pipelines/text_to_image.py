@@ -10,6 +10,8 @@ Folder format (diffusers-style, round-trips exactly with save_pretrained / from_
                               works on its latents and the pipeline decodes them
     guide/                    (optional) a noised wordpaint-clip for clip_guidance_scale
     prior/                    (optional) a latent prior: drafts the start of the chain (prior_strength)
+    embed_prior/              (optional) an embedding prior: the image vector from the prompt (image_embed)
+    autoguide/                (optional) a weaker diffusion model of the same inputs (autoguidance_scale)
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ DETAIL_STRENGTH = 0.5
 DETAIL_MARGIN = 0.02  # canvas fractions around the box that the redrawn crop replaces (the plans' minimum gap)
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
             "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0,
+            "autoguidance_scale": 0.0,
             "detail": False, "detail_strength": DETAIL_STRENGTH, "prior_strength": None}
 MAX_STEPS = 1000
 COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip", "prior": "latent_prior",
-                      "embed_prior": "embed_prior"}  # folder -> model family
-INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide", "prior": "prior", "embed_prior": "embed_prior"}  # folder -> model_index.json key = constructor argument = attribute
+                      "embed_prior": "embed_prior", "autoguide": "diffusion"}  # folder -> model family
+INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide", "prior": "prior", "embed_prior": "embed_prior",
+              "autoguide": "autoguide"}  # folder -> model_index.json key = constructor argument = attribute
 MAX_SEED = 2**63 - 1
 
 
@@ -101,7 +105,7 @@ class TextToImagePipeline:
     autoencoder's latents and the pipeline decodes them (latent diffusion)."""
 
     def __init__(self, *, text_encoder: TextEncoder, model, vae=None, defaults: dict | None = None, planner=None, guide=None,
-                 prior=None, embed_prior=None):
+                 prior=None, embed_prior=None, autoguide=None):
         from wordpaint.text.planners import get_planner
 
         self.text_encoder = text_encoder
@@ -126,6 +130,14 @@ class TextToImagePipeline:
                                  f"{getattr(model.config, 'image_embed_dim', 0)}-d ones (image_embed_dim)")
         if embed_prior is not None and embed_prior.config.text_dim != text_encoder.dim:
             raise ModelLoadError(f"the embedding prior reads pooled text of width {embed_prior.config.text_dim}, the text encoder gives {text_encoder.dim}")
+        # optional weaker model (autoguidance_scale): must read exactly the inputs the model reads
+        self.autoguide = autoguide.eval().requires_grad_(False) if autoguide is not None else None
+        if autoguide is not None:
+            keys = ("in_channels", "resolution", "cross_attention_dim", "layout_channels", "reference_image", "image_embed_dim")
+            differ = [k for k in keys if getattr(autoguide.config, k, None) != getattr(model.config, k, None)]
+            if differ:
+                raise ModelLoadError("the autoguide model must read the diffusion model's inputs; they differ in "
+                                     + ", ".join(f"{k} ({getattr(autoguide.config, k, None)!r} vs {getattr(model.config, k, None)!r})" for k in differ))
         if vae is not None:
             if model.config.in_channels != vae.config.latent_channels:
                 raise ModelLoadError(f"the diffusion model takes {model.config.in_channels} channels, the autoencoder's latents have {vae.config.latent_channels}")
@@ -199,14 +211,16 @@ class TextToImagePipeline:
         return path
 
     def components(self) -> dict:
-        """The model components by folder name ("diffusion", "autoencoder", "guide", "prior"; None where absent)."""
+        """The model components by folder name ("diffusion", "autoencoder", "guide", "prior", "embed_prior",
+        "autoguide"; None where absent)."""
         return {folder: getattr(self, key) for folder, key in INDEX_KEYS.items()}  # index key = attribute name
 
     def with_component(self, name: str, model, *, allow_new_latents: bool = False) -> "TextToImagePipeline":
-        """A copy of this pipeline with component ``name`` ("diffusion", "autoencoder", "guide"
-        or "prior") replaced (or, for the optional guide and prior, added) by ``model``: e.g. a
-        fine-tuned decoder from a ``train_encoder=false`` run, a noised wordpaint-clip for
-        ``clip_guidance_scale``, or a latent prior for ``prior_strength``.
+        """A copy of this pipeline with component ``name`` ("diffusion", "autoencoder", "guide",
+        "prior", "embed_prior" or "autoguide") replaced (or, for the optional ones, added) by
+        ``model``: e.g. a fine-tuned decoder from a ``train_encoder=false`` run, a noised
+        wordpaint-clip for ``clip_guidance_scale``, a latent prior for ``prior_strength``, or a
+        weaker diffusion model for ``autoguidance_scale``.
 
         A latent diffusion model was trained on its autoencoder's latents, so a new autoencoder
         must encode exactly as the old one did (same encoder weights and ``scaling_factor``):
@@ -401,6 +415,7 @@ class TextToImagePipeline:
         plans: list | None = None,
         regional_prompts: bool = False,
         clip_guidance_scale: float | str = "default",
+        autoguidance_scale: float | str = "default",
         image=None,
         strength: float = 0.8,
         detail: bool | str = "default",
@@ -429,6 +444,11 @@ class TextToImagePipeline:
         generations; one more conditional pass per object (:func:`regions_for`).
         ``clip_guidance_scale`` > 0 (a pipeline with a ``guide``) adds classifier guidance from a
         noised wordpaint-clip on top (:mod:`wordpaint.models.noised_clip`); ``"default"`` takes the folder's.
+        ``autoguidance_scale`` > 0 (a pipeline with an ``autoguide``: a weaker diffusion model of the
+        same inputs, e.g. a smaller or shorter-trained one) adds autoguidance (Karras et al. 2024):
+        the guided estimate moves by that weight times (conditional estimate - the weaker model's
+        conditional estimate), away from the weaker model's typical errors; one more pass of the
+        weaker model per step; ``"default"`` takes the folder's.
         ``image`` (a PIL image, or one per prompt) starts from that picture instead of pure noise
         (img2img, SDEdit): it is noised to the level ``strength`` of the way up the schedule and
         denoised from there, so ``num_inference_steps * strength`` steps run (diffusers' convention);
@@ -461,6 +481,13 @@ class TextToImagePipeline:
         text_guidance = self.defaults["text_guidance_scale"] if text_guidance_scale == "default" else text_guidance_scale
         clip_guidance = self.defaults["clip_guidance_scale"] if clip_guidance_scale == "default" else clip_guidance_scale
         _check_scale("clip_guidance_scale", clip_guidance)
+        autoguidance = self.defaults["autoguidance_scale"] if autoguidance_scale == "default" else autoguidance_scale
+        _check_scale("autoguidance_scale", autoguidance)
+        if autoguidance and self.autoguide is None:
+            raise WordpaintError("autoguidance_scale needs a pipeline with an autoguide (a weaker diffusion model component, "
+                                 "added with `wordpaint model replace --component autoguide`); this one has none")
+        if autoguidance and regional_prompts:
+            raise WordpaintError("autoguidance_scale does not combine with regional_prompts: set one of them")
         if clip_guidance and self.guide is None:
             raise WordpaintError("clip_guidance_scale needs a pipeline with a guide (a noised wordpaint-clip component); this one has none")
         for name, value in (("layout_guidance_scale", layout_guidance), ("text_guidance_scale", text_guidance)):
@@ -531,7 +558,8 @@ class TextToImagePipeline:
         elif prior_strength is not None:
             sigmas = strength_sigmas(sigmas, prior_strength)
         sampling = dict(guidance_scale=guidance, sampler=sampler, layout_guidance_scale=layout_guidance,
-                        text_guidance_scale=text_guidance, guidance_interval=interval, clip_guidance_scale=clip_guidance)
+                        text_guidance_scale=text_guidance, guidance_interval=interval, clip_guidance_scale=clip_guidance,
+                        autoguidance_scale=autoguidance)
         embeds, embed_source = self._image_embeds(image_embed, prompts)  # (P, D) or None
         images, meta = [], []
         for start in range(0, len(jobs), batch_size):
@@ -557,6 +585,7 @@ class TextToImagePipeline:
                      "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None,
                      "layout_guidance_scale": layout_guidance, "text_guidance_scale": text_guidance, "regional_prompts": regional_prompts,
                      **({"clip_guidance_scale": clip_guidance} if clip_guidance else {}),
+                     **({"autoguidance_scale": autoguidance} if autoguidance else {}),
                      **({"init_image": True, "strength": strength} if inits is not None else {}),
                      **({"prior_strength": prior_strength} if prior_strength is not None else {}),
                      **({"reference": True} if has_ref[k] else {}),
@@ -611,7 +640,7 @@ class TextToImagePipeline:
                        sampler: str, height: int, width: int, layouts: torch.Tensor | None = None,
                        layout_guidance_scale: float | None = None, text_guidance_scale: float | None = None,
                        guidance_interval: tuple[float, float] | None = None, regions: Regions | None = None,
-                       clip_guidance_scale: float = 0.0, init: torch.Tensor | None = None,
+                       clip_guidance_scale: float = 0.0, autoguidance_scale: float = 0.0, init: torch.Tensor | None = None,
                        from_prior: bool = False, image_embeds: torch.Tensor | None = None,
                        negative_prompts: list[str] | None = None, show_progress: bool = False) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
@@ -625,7 +654,9 @@ class TextToImagePipeline:
         encoded to latents first by a latent pipeline) instead of at pure noise; ``from_prior`` starts
         it at ``draft + sigmas[0] * noise`` with the prior's draft of each prompt. ``image_embeds``
         (B, D) condition an image-embedding model (the unconditional half gets none).
-        ``negative_prompts`` (B strings) replace the unconditional half's empty text. Returns
+        ``negative_prompts`` (B strings) replace the unconditional half's empty text.
+        ``autoguidance_scale`` a adds a * (D_cond - D_weak) with D_weak the ``autoguide`` model's
+        conditional estimate, at every step (not in regions mode). Returns
         (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline)."""
         model = self.model
         sigmas = sigmas.cpu()  # samplers step on the CPU's copy; the model gets each sigma on its device
@@ -668,6 +699,8 @@ class TextToImagePipeline:
 
         if regions is not None and layouts is None:
             raise WordpaintError("regions need the batch's layouts (a layout model)")
+        if regions is not None and autoguidance_scale:
+            raise WordpaintError("autoguidance_scale does not combine with regions")
 
         if image_embeds is not None:
             image_embeds = image_embeds.to(device)
@@ -717,6 +750,11 @@ class TextToImagePipeline:
                 # classifier guidance (Dhariwal & Nichol 2021) in the VE view: the score gains
                 # s * grad log p(text | x_sigma), so D(x) = x + sigma^2 * score moves by sigma^2 times it
                 x0 = x0 + clip_guidance_scale * sigma**2 * self.guide.guidance_grad(xs, sigma, clip_text)
+            if autoguidance_scale:
+                # autoguidance (Karras et al. 2024): a weaker model's conditional estimate has the
+                # strong one's errors, magnified; stepping away from it along (D - D_weak) sharpens
+                # what guidance towards the text alone blurs. (B, C, h, w) each
+                x0 = x0 + autoguidance_scale * (d[ps[0]] - self.autoguide.denoise(xs, sigma, *single))
             return clamp(x0)
 
         if clip_guidance_scale:  # __call__ has checked that there is a guide

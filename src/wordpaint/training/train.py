@@ -772,7 +772,8 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     config = recipe_model_config(recipe)
     from wordpaint.pipelines.text_to_image import COMPONENT_FAMILIES
 
-    component = {family: folder for folder, family in COMPONENT_FAMILIES.items()}.get(config.family, "diffusion")  # its folder in a pipeline
+    # its folder in a pipeline: the first of its family (a diffusion model's is "diffusion", not "autoguide")
+    component = next((folder for folder, family in COMPONENT_FAMILIES.items() if family == config.family), "diffusion")
     # what a resumed run was started with (its recipe as first resolved), read once
     started = read_json(out / "recipe.json", what="training recipe") if existing else None
     if component == "autoencoder" and not config.train_encoder:
