@@ -62,6 +62,22 @@ def test_latent_scale_gives_unit_variance():
     assert model.encode(x).std().item() == pytest.approx(1.0, rel=1e-4)
 
 
+def test_decoder_noise_perturbs_the_decoder_input_only_and_is_checked():
+    torch.manual_seed(0)
+    clean = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae", train_encoder=False))
+    noisy = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae", train_encoder=False, decoder_noise=0.5))
+    noisy.load_state_dict(clean.state_dict())
+    batch = {"pixel_values": torch.rand(4, 3, 32, 32) * 2 - 1}
+    loss = lambda m, seed: m(batch, generator=torch.Generator().manual_seed(seed)).item()  # noqa: E731
+    assert loss(noisy, 1) == loss(noisy, 1) != loss(noisy, 2)  # the generator draws the noise
+    assert loss(noisy, 1) != loss(clean, 1)
+    assert torch.equal(noisy.encode(batch["pixel_values"]), clean.encode(batch["pixel_values"]))  # encode/decode stay clean
+    with pytest.raises(ValueError, match="trains the decoder alone"):
+        AutoencoderConfig.from_dict({"decoder_noise": 0.1})
+    with pytest.raises(ValueError, match="decoder_noise must be a number"):
+        AutoencoderConfig.from_dict({"train_encoder": False, "decoder_noise": "lots"})
+
+
 def test_stream_is_deterministic_and_leaves_out_heldout_rows(tmp_path):
     folder = _folder(tmp_path / "f")
     s = ImageFolderStream(folder, size=32, seed=3, cond_drop_prob=0.3, show_progress=False)

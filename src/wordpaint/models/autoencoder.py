@@ -38,7 +38,22 @@ class AutoencoderConfig(ConfigMixin):
     # False: fine-tune the decoder alone on the frozen encoder's posterior means (as Stable
     # Diffusion's ft-MSE VAE did), so latents, and every diffusion model trained on them, stay valid
     train_encoder: bool = True
+    # decoder-only training: each picture's latent gets Gaussian noise of a std drawn uniformly in
+    # [0, decoder_noise] (in units of the scaled, unit-variance latents) before decoding, so the
+    # decoder learns to draw clean pictures from the slightly wrong latents a diffusion model returns
+    # (a bare decoder collapses at std 0.1: benchmarks/emoji_decoder_probe.py); 0 = off
+    decoder_noise: float = 0.0
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AutoencoderConfig":
+        cfg = super().from_dict(d)
+        noise = cfg.decoder_noise
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 10:
+            raise ValueError(f"decoder_noise must be a number in [0, 10], got {noise!r}")
+        if noise and cfg.train_encoder:
+            raise ValueError("decoder_noise trains the decoder alone: set train_encoder to false")
+        return cfg
 
     @property
     def downsample_factor(self) -> int:
@@ -86,7 +101,10 @@ class AutoencoderModel(torch.nn.Module):
             kl = self.config.kl_weight * posterior.kl().mean() / x[0].numel()  # per pixel: the weight does not depend on size
         else:  # decoder alone, from the posterior means the diffusion model sees; no KL to shape
             with torch.no_grad():
-                z = self.vae.encode(x).latent_dist.mean
+                z = self.vae.encode(x).latent_dist.mean  # (B, latent_channels, H/f, W/f), unscaled
+            if self.config.decoder_noise:
+                level = torch.rand(z.shape[0], 1, 1, 1, generator=generator, device=z.device) * self.config.decoder_noise
+                z = z + level / self.config.scaling_factor * torch.randn(z.shape, generator=generator, device=z.device)
             kl = 0.0
         recon = self.vae.decode(z).sample
         return F.l1_loss(recon, x) + self.config.mse_weight * F.mse_loss(recon, x) + kl
