@@ -35,29 +35,21 @@ def main() -> None:
 
     import torch
 
-    from tune_emoji import dev_concepts, judge_dev
+    from tune_emoji import dev_set, judge_dev
     from wordpaint import TextToImagePipeline
-    from wordpaint.data.emoji import EMOJI_STYLES, short_caption
-    from wordpaint.data.imagefolder import load_imagefolder, model_inputs
+    from wordpaint.cli.model import component_folder
+    from wordpaint.data.imagefolder import model_inputs
     from wordpaint.images import to_pil
     from wordpaint.models.clip import WordpaintClip
     from wordpaint.pipelines.text_to_image import load_model
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
     if args.vae:
-        folder = Path(args.vae)
-        pipe = pipe.with_component("autoencoder", load_model(folder / "autoencoder" if (folder / "model_index.json").is_file() else folder))
+        pipe = pipe.with_component("autoencoder", load_model(component_folder(args.vae, "autoencoder")))
     clip = WordpaintClip.from_pretrained()
-    names = dev_concepts(args.data)
-    vocab = list(names)
-    cells = [(c, s) for c in vocab[: args.concepts] for s in EMOJI_STYLES]
-    want = set(cells)
-    found, images, _ = load_imagefolder(args.data, size=64, splits=("train",), kinds=("emoji",),
-                                        keep=lambda r: (r.get("concept"), r.get("style")) in want)
-    by_cell = dict(zip([(r["concept"], r["style"]) for r in found], images))
+    names, vocab, cells, prompts, by_cell = dev_set(args.data, args.concepts)
     real = [by_cell[c] for c in cells]
     x = model_inputs(real)  # (N, 3, 64, 64) in [-1, 1]
-    prompts = [short_caption(names[c], s) for c, s in cells]
     rows = []
 
     def record(probe: str, value: float, decoded: torch.Tensor) -> None:

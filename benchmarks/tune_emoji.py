@@ -39,6 +39,23 @@ def dev_concepts(data: str, *, n: int = 240, seed: int = 7) -> dict[str, str]:
     return {c: names[c] for c in random.Random(seed).sample(pool, n)}
 
 
+def dev_set(data: str, concepts: int) -> tuple[dict[str, str], list[str], list[tuple[str, str]], list[str], dict]:
+    """The dev cells every dev benchmark draws and judges: ({concept: name} of all 240, that
+    vocabulary, the first ``concepts`` concepts x the three styles as (concept, style) cells, their
+    prompts "NAME in STYLE style", and {cell: its real training picture})."""
+    from wordpaint.data.emoji import EMOJI_STYLES, short_caption
+    from wordpaint.data.imagefolder import load_imagefolder
+
+    names = dev_concepts(data)
+    vocab = list(names)
+    cells = [(c, s) for c in vocab[:concepts] for s in EMOJI_STYLES]
+    want = set(cells)
+    found, images, _ = load_imagefolder(data, size=64, splits=("train",), kinds=("emoji",),
+                                        keep=lambda r: (r.get("concept"), r.get("style")) in want)
+    by_cell = dict(zip([(r["concept"], r["style"]) for r in found], images))
+    return names, vocab, cells, [short_caption(names[c], s) for c, s in cells], by_cell
+
+
 def judge_dev(clip, images, cells: list[tuple[str, str]], vocab: list[str], names: dict[str, str], real: list) -> dict:
     """The dev set's figures for one image per (concept, style) cell: wordpaint-clip zero-shot concept
     (top-1, top-5 over ``vocab``) and style accuracy, CLIP-score, and how often an image's nearest
@@ -103,20 +120,15 @@ def main() -> None:
     from wordpaint.models.clip import WordpaintClip
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
+    from wordpaint.cli.model import component_folder
     from wordpaint.pipelines.text_to_image import load_model
 
     for name in ("guide", "prior", "embed_prior", "autoguide"):
-        if getattr(args, name):
-            folder = Path(getattr(args, name))
-            if name == "autoguide" and (folder / "model_index.json").is_file():  # a pipeline folder: its diffusion model
-                folder = folder / "diffusion"
-            pipe = pipe.with_component(name, load_model(folder))
+        if getattr(args, name):  # a model folder, or a pipeline folder holding it (an autoguide: that folder's UNet)
+            pipe = pipe.with_component(name, load_model(component_folder(getattr(args, name), name)))
     embeds = bool(getattr(pipe.model.config, "image_embed_dim", 0))
     clip = WordpaintClip.from_pretrained(args.clip)
-    names = dev_concepts(args.data)
-    vocab = list(names)
-    cells = [(c, s) for c in vocab[: args.concepts] for s in EMOJI_STYLES]
-    prompts = [short_caption(names[c], s) for c, s in cells]
+    names, vocab, cells, prompts, by_cell = dev_set(args.data, args.concepts)
     negatives = [None]
     if args.negative_styles:
         other = dict(pair.split("=") for pair in args.negative_styles.split(","))
@@ -131,13 +143,9 @@ def main() -> None:
 
     import torch
 
-    from wordpaint.data.imagefolder import load_imagefolder, model_inputs
+    from wordpaint.data.imagefolder import model_inputs
     from wordpaint.images import to_pil
 
-    want = set(cells)
-    found, images, _ = load_imagefolder(args.data, size=64, splits=("train",), kinds=("emoji",),
-                                        keep=lambda r: (r.get("concept"), r.get("style")) in want)
-    by_cell = dict(zip([(r["concept"], r["style"]) for r in found], images))
     x = model_inputs([by_cell[c] for c in cells])  # (N, 3, 64, 64) in [-1, 1], in cell order
     # dev concepts have all three styles: every cell gets its concept in the next style
     extra = {"reference": to_pil(model_inputs([by_cell[p] for p in reference_cells(by_cell, cells)]))} if args.reference_style else {}

@@ -56,22 +56,13 @@ BLOCKS = {"mid": ["mid_block"], "up": ["up_blocks"], "all": ["down_blocks", "mid
 
 
 def run_pag(args) -> None:
-    from tune_emoji import dev_concepts, judge_dev
+    from tune_emoji import dev_set, judge_dev
     from wordpaint import TextToImagePipeline
-    from wordpaint.data.emoji import EMOJI_STYLES, short_caption
-    from wordpaint.data.imagefolder import load_imagefolder
     from wordpaint.models.clip import WordpaintClip
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
     clip = WordpaintClip.from_pretrained()
-    names = dev_concepts(args.data)
-    vocab = list(names)
-    cells = [(c, s) for c in vocab[: args.concepts] for s in EMOJI_STYLES]
-    prompts = [short_caption(names[c], s) for c, s in cells]
-    want = set(cells)
-    found, images, _ = load_imagefolder(args.data, size=64, splits=("train",), kinds=("emoji",),
-                                        keep=lambda r: (r.get("concept"), r.get("style")) in want)
-    by_cell = dict(zip([(r["concept"], r["style"]) for r in found], images))
+    names, vocab, cells, prompts, by_cell = dev_set(args.data, args.concepts)
     real = [by_cell[c] for c in cells]
     rows = []
     for spec in args.settings:
@@ -93,8 +84,8 @@ def run_extrapolate(args) -> None:
     from wordpaint.pipelines.text_to_image import load_model
 
     pipe = TextToImagePipeline.from_pretrained(args.model, planner=None)
-    weak = load_model(args.weak).state_dict()
-    model = load_model(args.weak)
+    model = load_model(args.weak)  # the weaker UNet, loaded once: its weights, then the extrapolated ones
+    weak = {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict({k: v + args.alpha * (v - weak[k]) if v.is_floating_point() else v for k, v in pipe.model.state_dict().items()})
     pipe.with_component("diffusion", model).save_pretrained(args.out)
     print(f"wrote {args.out}")
