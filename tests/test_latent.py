@@ -76,6 +76,15 @@ def test_decoder_noise_perturbs_the_decoder_input_only_and_is_checked():
         AutoencoderConfig.from_dict({"decoder_noise": 0.1})
     with pytest.raises(ValueError, match="decoder_noise must be a number"):
         AutoencoderConfig.from_dict({"train_encoder": False, "decoder_noise": "lots"})
+    with pytest.raises(ValueError, match="decoder_noise_clean must be a fraction"):
+        AutoencoderConfig.from_dict({"train_encoder": False, "decoder_noise": 0.1, "decoder_noise_clean": 1.0})
+    with pytest.raises(ValueError, match="set decoder_noise too"):
+        AutoencoderConfig.from_dict({"train_encoder": False, "decoder_noise_clean": 0.5})
+    # a clean share: same loss as the clean model when every picture is drawn clean, else in between
+    half = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae", train_encoder=False,
+                                         decoder_noise=0.5, decoder_noise_clean=0.999999))
+    half.load_state_dict(clean.state_dict())
+    assert loss(half, 1) == pytest.approx(loss(clean, 1), rel=1e-6)
 
 
 def test_stream_is_deterministic_and_leaves_out_heldout_rows(tmp_path):
@@ -142,6 +151,11 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_its_scale(runs, tmp_path):
     again = train(str(tmp_path / "dec.json"), tmp_path / "dec_resumed", data=folder, resume=True, max_steps=recipe["max_steps"] + 1,
                   show_progress=False)
     assert json.loads((again / "config.json").read_text())["scaling_factor"] == old["scaling_factor"]
+    # a second decoder leg may start from the first run's own folder (one model, no manifest)
+    leg2 = train(str(tmp_path / "dec.json"), tmp_path / "dec_leg2", data=folder, init_from=out, max_steps=1, show_progress=False)
+    assert json.loads((leg2 / "config.json").read_text())["scaling_factor"] == old["scaling_factor"]
+    started = load_file(leg2 / "model.safetensors")
+    assert all(torch.equal(after[k].float(), started[k].float()) for k in enc)
     # `wordpaint model replace` puts the new decoder into a copy of the pipeline (how the bundled
     # emoji model got its fine-tuned decoder); the diffusion weights are carried over untouched
     assert main(["model", "replace", str(ld), "--component", "autoencoder", "--from", str(out), "--out", str(tmp_path / "swapped")]) == 0

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="run folder: checkpoints, samples, metrics, pipeline/")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--max-steps", type=int, default=None, help="override the recipe's max_steps")
-    p.add_argument("--init-from", default=None, help="start from the weights of a pipeline folder (e.g. the bundled model)")
+    p.add_argument("--init-from", default=None, help="start from the weights of a pipeline folder (e.g. the bundled model) or of one model's folder (an autoencoder run's pipeline/)")
     p.add_argument("--data", default=None, help="image folder for an imagefolder recipe (e.g. the emoji corpus from `wordpaint data build emoji`)")
     p.add_argument("--autoencoder", default=None, help="autoencoder folder for a latent diffusion recipe (the pipeline/ folder of an autoencoder run)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes that render batches ahead (recipe num_workers; default 0); use them on a GPU")

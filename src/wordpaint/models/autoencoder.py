@@ -43,6 +43,9 @@ class AutoencoderConfig(ConfigMixin):
     # decoder learns to draw clean pictures from the slightly wrong latents a diffusion model returns
     # (a bare decoder collapses at std 0.1: benchmarks/emoji_decoder_probe.py); 0 = off
     decoder_noise: float = 0.0
+    # fraction of each batch's pictures decoded from their clean latent all the same (no noise), so
+    # the decoder keeps its clean reconstruction while learning the noisy ones; needs decoder_noise
+    decoder_noise_clean: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -53,6 +56,11 @@ class AutoencoderConfig(ConfigMixin):
             raise ValueError(f"decoder_noise must be a number in [0, 10], got {noise!r}")
         if noise and cfg.train_encoder:
             raise ValueError("decoder_noise trains the decoder alone: set train_encoder to false")
+        clean = cfg.decoder_noise_clean
+        if isinstance(clean, bool) or not isinstance(clean, (int, float)) or not 0 <= clean < 1:
+            raise ValueError(f"decoder_noise_clean must be a fraction in [0, 1), got {clean!r}")
+        if clean and not noise:
+            raise ValueError("decoder_noise_clean is the share of pictures decoded without decoder_noise: set decoder_noise too")
         return cfg
 
     @property
@@ -104,6 +112,8 @@ class AutoencoderModel(torch.nn.Module):
                 z = self.vae.encode(x).latent_dist.mean  # (B, latent_channels, H/f, W/f), unscaled
             if self.config.decoder_noise:
                 level = torch.rand(z.shape[0], 1, 1, 1, generator=generator, device=z.device) * self.config.decoder_noise
+                if self.config.decoder_noise_clean:  # these pictures keep their clean latent: (B, 1, 1, 1) mask
+                    level = level * (torch.rand(level.shape, generator=generator, device=z.device) >= self.config.decoder_noise_clean)
                 z = z + level / self.config.scaling_factor * torch.randn(z.shape, generator=generator, device=z.device)
             kl = 0.0
         recon = self.vae.decode(z).sample

@@ -173,12 +173,20 @@ def keep_new_repa_head(weights: dict[str, torch.Tensor], model: torch.nn.Module)
     return _new_modules(weights, model, "repa_head.", zero=False)
 
 
+def init_folder(folder: str | os.PathLike, component: str) -> Path:
+    """The model folder ``--init-from folder`` names for ``component``: ``folder/component`` in a
+    pipeline folder, or ``folder`` itself when it is one model's folder (an autoencoder run's
+    ``pipeline/``)."""
+    folder = Path(folder)
+    return folder if (folder / "config.json").is_file() and not (folder / "model_index.json").is_file() else folder / component
+
+
 def load_init_weights(model: torch.nn.Module, folder: str | os.PathLike, *, component: str) -> dict[str, torch.Tensor]:
     """Load ``folder/component/model.safetensors`` into ``model`` for ``--init-from``, strictly,
     after the adaptations that start a larger model from a smaller one's exact outputs (a wider
     conv_in or class-embedding input, a zeroed pooled-text MLP, zeroed layout residuals, a fresh REPA head); returns the
     weights loaded."""
-    src = Path(folder) / component / "model.safetensors"
+    src = init_folder(folder, component) / "model.safetensors"
     weights = load_safetensors(src)
     for adapt in (widen_conv_in, widen_class_embedding, zero_new_class_embedding, zero_new_layout_residuals, keep_new_repa_head):
         weights = adapt(weights, model)
@@ -782,9 +790,9 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         if existing:
             config.scaling_factor = float(started["resolved_model_config"]["scaling_factor"])
         elif init_from is not None:
-            config.scaling_factor = float(read_json(Path(init_from) / component / "config.json", what="autoencoder config")["scaling_factor"])
+            config.scaling_factor = float(read_json(init_folder(init_from, component) / "config.json", what="autoencoder config")["scaling_factor"])
         else:
-            raise WordpaintError("train_encoder=false fine-tunes an existing autoencoder's decoder: pass --init-from a pipeline folder with an autoencoder")
+            raise WordpaintError("train_encoder=false fine-tunes an existing autoencoder's decoder: pass --init-from a pipeline folder with an autoencoder, or an autoencoder's folder")
     model = build_model(config)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(param_groups(model, recipe.get("lr_multipliers", {})), lr=recipe["lr"], weight_decay=recipe.get("weight_decay", 0.0))
