@@ -12,7 +12,7 @@ from wordpaint.cli.main import main
 from wordpaint.errors import ModelLoadError, WordpaintError
 from wordpaint.models.noised_clip import NoisedClipConfig, NoisedClipModel
 from wordpaint.models.registry import build_config
-from wordpaint.pipelines.text_to_image import load_model, save_model
+from wordpaint.pipelines.text_to_image import load_model
 from wordpaint.training.train import train
 from helpers import fit
 

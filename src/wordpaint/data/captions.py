@@ -16,7 +16,6 @@ import numpy as np
 
 from wordpaint.data.shapes import (
     BACKGROUNDS,
-    COLORS,
     HELD_OUT_PAIRS,
     RELATIONS,
     SHAPES,

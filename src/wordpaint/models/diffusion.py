@@ -128,7 +128,7 @@ class DiffusionConfig(ConfigMixin):
         # changes one list and not the others would otherwise fail deep inside UNet2DConditionModel
         levels = {k: len(d.get(k, getattr(cls, k))) for k in ("block_out_channels", "down_block_types", "up_block_types")}
         if len(set(levels.values())) != 1:
-            raise ValueError(f"block_out_channels, down_block_types and up_block_types need one entry per level each, got "
+            raise ValueError("block_out_channels, down_block_types and up_block_types need one entry per level each, got "
                              + ", ".join(f"{k}: {n}" for k, n in levels.items()))
         rw = d.get("repa_weight", 0.0)
         if isinstance(rw, bool) or not isinstance(rw, (int, float)) or not rw >= 0:
