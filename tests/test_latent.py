@@ -19,7 +19,7 @@ from wordpaint.errors import ModelLoadError, WordpaintError
 from wordpaint.models.autoencoder import AutoencoderConfig, AutoencoderModel, latent_scale
 from wordpaint.models.registry import build_config, build_model
 from wordpaint.cli.main import main
-from wordpaint.pipelines.text_to_image import save_model
+from wordpaint.pipelines.text_to_image import load_model, save_model
 from wordpaint.training.train import train
 from helpers import fit
 
@@ -271,3 +271,28 @@ def test_bundled_emoji_model_draws_64px():
     ink = a.sum(-1) < 700  # not white background
     assert ink.mean() > 0.05
     assert a[ink][:, 0].mean() > a[ink][:, 1].mean() + 30
+
+
+def test_decoder_extra_layers_start_as_the_identity_and_are_checked(tmp_path):
+    """decoder_extra_layers: resnets added to each decoder level, last convolution zeroed, so a
+    deeper decoder started from a shallower one's weights (--init-from) decodes exactly as it did."""
+    from wordpaint.training.train import keep_new_decoder_layers
+
+    torch.manual_seed(0)
+    base = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae", train_encoder=False))
+    deep = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae", train_encoder=False, decoder_extra_layers=1))
+    assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in base.parameters())
+    weights = keep_new_decoder_layers(base.state_dict(), deep)
+    deep.load_state_dict(weights, strict=True)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(deep.reconstruct(x), base.reconstruct(x), atol=1e-6)
+    # the added layers train: a loss step moves them
+    deep(({"pixel_values": x})).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in deep.named_parameters() if ".resnets.2." in n)
+    # the folder round trip rebuilds the extra layers from config.json
+    save_model(deep, tmp_path / "deep")
+    assert torch.equal(load_model(tmp_path / "deep").reconstruct(x), deep.reconstruct(x))
+    plain = base.state_dict()
+    assert keep_new_decoder_layers(plain, base) is plain  # no extra layers: the weights as they are
+    with pytest.raises(ValueError, match="decoder_extra_layers must be an integer"):
+        AutoencoderConfig.from_dict({"decoder_extra_layers": 1.5})

@@ -13,6 +13,7 @@ diffusion noise schedule fits them.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,10 @@ class AutoencoderConfig(ConfigMixin):
     # fraction of each batch's pictures decoded from their clean latent all the same (no noise), so
     # the decoder keeps its clean reconstruction while learning the noisy ones; needs decoder_noise
     decoder_noise_clean: float = 0.0
+    # resnet blocks added at the end of each decoder level (more capacity for a decoder that must
+    # both reconstruct clean latents and clean up noisy ones); each starts as the identity (its
+    # last convolution zeroed), so --init-from a decoder without them starts from its exact outputs
+    decoder_extra_layers: int = 0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -54,6 +59,9 @@ class AutoencoderConfig(ConfigMixin):
         noise = cfg.decoder_noise
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 10:
             raise ValueError(f"decoder_noise must be a number in [0, 10], got {noise!r}")
+        n = cfg.decoder_extra_layers
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 8:
+            raise ValueError(f"decoder_extra_layers must be an integer in [0, 8], got {n!r}")
         if noise and cfg.train_encoder:
             raise ValueError("decoder_noise trains the decoder alone: set train_encoder to false")
         clean = cfg.decoder_noise_clean
@@ -97,6 +105,15 @@ class AutoencoderModel(torch.nn.Module):
                 sample_size=config.resolution,
                 mid_block_add_attention=config.mid_block_add_attention,
             )
+            for block in self.vae.decoder.up_blocks:  # each level's resnets keep its channel count
+                last = block.resnets[-1]
+                if config.decoder_extra_layers and last.in_channels != last.out_channels:
+                    raise ValueError("decoder_extra_layers needs layers_per_block >= 1 (a level whose last resnet keeps its channels)")
+                for _ in range(config.decoder_extra_layers):
+                    layer = copy.deepcopy(last)  # same settings; fresh weights (nothing loaded yet)
+                    torch.nn.init.zeros_(layer.conv2.weight)  # x + 0: the identity until trained
+                    torch.nn.init.zeros_(layer.conv2.bias)
+                    block.resnets.append(layer)
         if not config.train_encoder:
             self.vae.encoder.requires_grad_(False)
             self.vae.quant_conv.requires_grad_(False)

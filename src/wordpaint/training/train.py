@@ -173,6 +173,15 @@ def keep_new_repa_head(weights: dict[str, torch.Tensor], model: torch.nn.Module)
     return _new_modules(weights, model, "repa_head.", zero=False)
 
 
+def keep_new_decoder_layers(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Start an autoencoder with ``decoder_extra_layers`` from one with fewer: the added resnets
+    keep their initialisation (last convolution zeroed: the identity), so the decoder starts from
+    exactly the old one's outputs."""
+    if getattr(getattr(model, "config", None), "decoder_extra_layers", 0) == 0:
+        return weights
+    return _new_modules(weights, model, "vae.decoder.up_blocks.", zero=False)
+
+
 def init_folder(folder: str | os.PathLike, component: str) -> Path:
     """The model folder ``--init-from folder`` names for ``component``: ``folder/component`` in a
     pipeline folder, or ``folder`` itself when it is one model's folder (an autoencoder run's
@@ -182,13 +191,14 @@ def init_folder(folder: str | os.PathLike, component: str) -> Path:
 
 
 def load_init_weights(model: torch.nn.Module, folder: str | os.PathLike, *, component: str) -> dict[str, torch.Tensor]:
-    """Load ``folder/component/model.safetensors`` into ``model`` for ``--init-from``, strictly,
-    after the adaptations that start a larger model from a smaller one's exact outputs (a wider
-    conv_in or class-embedding input, a zeroed pooled-text MLP, zeroed layout residuals, a fresh REPA head); returns the
-    weights loaded."""
+    """Load the ``model.safetensors`` of :func:`init_folder` into ``model`` for ``--init-from``,
+    strictly, after the adaptations that start a larger model from a smaller one's exact outputs (a
+    wider conv_in or class-embedding input, a zeroed pooled-text MLP, zeroed layout residuals, a
+    fresh REPA head, identity decoder layers); returns the weights loaded."""
     src = init_folder(folder, component) / "model.safetensors"
     weights = load_safetensors(src)
-    for adapt in (widen_conv_in, widen_class_embedding, zero_new_class_embedding, zero_new_layout_residuals, keep_new_repa_head):
+    for adapt in (widen_conv_in, widen_class_embedding, zero_new_class_embedding, zero_new_layout_residuals, keep_new_repa_head,
+                  keep_new_decoder_layers):
         weights = adapt(weights, model)
     load_state_dict_strict(model, weights, source=str(src))
     return weights
