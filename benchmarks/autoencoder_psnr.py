@@ -27,7 +27,7 @@ def main() -> None:
 
     from wordpaint import TextToImagePipeline
     from wordpaint.data.imagefolder import load_imagefolder
-    from wordpaint.eval.metrics import psnr
+    from wordpaint.eval.metrics import psnr_by_group
     from wordpaint.images import to_uint8
 
     vae = TextToImagePipeline.from_pretrained(args.model).vae.eval()
@@ -35,13 +35,10 @@ def main() -> None:
     x = torch.stack(images).float() / 127.5 - 1  # (N, 3, H, W) in [-1, 1]
     with torch.no_grad():
         rec = torch.cat([vae.reconstruct(x[i : i + 64]) for i in range(0, len(x), 64)])
-    real, rec = to_uint8(x), to_uint8(rec)
     groups = [f"{r.get('split', 'train')}_{r.get('kind', 'emoji')}" for r in rows]
-    result = {"model": args.model, "compute_dtype": str(next(vae.parameters()).dtype).removeprefix("torch."), "psnr_db": {"all": round(psnr(list(real), list(rec)), 3)}, "n": {"all": len(real)}}
-    for g in sorted(set(groups)):
-        idx = [i for i, h in enumerate(groups) if h == g]
-        result["psnr_db"][g] = round(psnr([real[i] for i in idx], [rec[i] for i in idx]), 3)
-        result["n"][g] = len(idx)
+    figures = psnr_by_group(list(to_uint8(x)), list(to_uint8(rec)), groups)  # dB, as the training run's evaluation
+    result = {"model": args.model, "compute_dtype": str(next(vae.parameters()).dtype).removeprefix("torch."),
+              **{k: round(v, 3) if k.startswith("psnr") else v for k, v in figures.items()}}
     print(json.dumps(result, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

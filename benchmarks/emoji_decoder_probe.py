@@ -37,11 +37,10 @@ def main() -> None:
 
     from tune_emoji import dev_set, judge_dev
     from wordpaint import TextToImagePipeline
-    from wordpaint.cli.model import component_folder
     from wordpaint.data.imagefolder import model_inputs
     from wordpaint.images import to_pil
     from wordpaint.models.clip import WordpaintClip
-    from wordpaint.pipelines.text_to_image import load_model
+    from wordpaint.pipelines.text_to_image import component_folder, load_model
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
     if args.vae:

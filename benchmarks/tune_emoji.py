@@ -120,8 +120,7 @@ def main() -> None:
     from wordpaint.models.clip import WordpaintClip
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
-    from wordpaint.cli.model import component_folder
-    from wordpaint.pipelines.text_to_image import load_model
+    from wordpaint.pipelines.text_to_image import component_folder, load_model
 
     for name in ("guide", "prior", "embed_prior", "autoguide"):
         if getattr(args, name):  # a model folder, or a pipeline folder holding it (an autoguide: that folder's UNet)

@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from wordpaint.errors import WordpaintError
 
 DTYPES = ("float32", "float16")
 
@@ -68,31 +67,10 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def component_folder(source: str | Path, component: str) -> Path:
-    """The folder of ``component`` in ``source``: ``source`` itself when it is a model folder, or
-    the folder its ``model_index.json`` names when it is a pipeline folder (a diffusion run's
-    ``pipeline/``; for ``autoguide``, the diffusion model of that folder)."""
-    from wordpaint.pipelines.text_to_image import INDEX_KEYS
-
-    source = Path(source)
-    index = source / "model_index.json"
-    if (source / "config.json").is_file() or not index.is_file():
-        return source  # a model folder; load_model names what is missing otherwise
-    try:
-        names = json.loads(index.read_text())
-    except (OSError, ValueError) as e:
-        raise WordpaintError(f"cannot read {index}: {e}") from None
-    # an autoguide is a weaker run's diffusion model: from a pipeline folder, take its model
-    key = "model" if component == "autoguide" else INDEX_KEYS[component]
-    if not isinstance(names.get(key), str):
-        raise WordpaintError(f"{source} is a pipeline folder without a {component} component ({index} has no {key!r})")
-    return source / names[key]
-
-
 def run_replace(args: argparse.Namespace) -> int:
     import torch
 
-    from wordpaint.pipelines.text_to_image import load_model
+    from wordpaint.pipelines.text_to_image import component_folder, load_model
 
     pipe = _load_pipeline(args.model)
     new = pipe.with_component(args.component, load_model(component_folder(args.source, args.component)),

@@ -400,6 +400,16 @@ def psnr(a, b) -> float:
     return float(np.mean(vals))
 
 
+def psnr_by_group(a, b, groups: list[str]) -> dict:
+    """:func:`psnr` over all pairs (``psnr``, with their count ``n``) and over each group's pairs
+    (``psnr_<group>``; ``groups`` names one group per pair, e.g. "heldout_emoji")."""
+    out = {"psnr": psnr(a, b), "n": len(a)}
+    for g in sorted(set(groups)):
+        idx = [i for i, h in enumerate(groups) if h == g]
+        out[f"psnr_{g}"] = psnr([a[i] for i in idx], [b[i] for i in idx])
+    return out
+
+
 def ssim(a, b) -> float:
     """Mean SSIM (Gaussian window 11, sigma 1.5) over pairs of images in [0, 1]."""
     from torchmetrics.functional.image import structural_similarity_index_measure

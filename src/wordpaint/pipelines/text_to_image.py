@@ -16,6 +16,7 @@ Folder format (diffusers-style, round-trips exactly with save_pretrained / from_
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -953,6 +954,25 @@ def load_config(folder: str | os.PathLike):
         return FAMILIES[family][0].from_dict(cfg)
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"invalid model config {folder}/config.json: {e}") from None
+
+
+def component_folder(source: str | Path, component: str) -> Path:
+    """The folder of ``component`` in ``source``: ``source`` itself when it is a model folder, or
+    the folder its ``model_index.json`` names when it is a pipeline folder (a diffusion run's
+    ``pipeline/``; for ``autoguide``, the diffusion model of that folder)."""
+    source = Path(source)
+    index = source / "model_index.json"
+    if (source / "config.json").is_file() or not index.is_file():
+        return source  # a model folder; load_model names what is missing otherwise
+    try:
+        names = json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+        raise WordpaintError(f"cannot read {index}: {e}") from None
+    # an autoguide is a weaker run's diffusion model: from a pipeline folder, take its model
+    key = "model" if component == "autoguide" else INDEX_KEYS[component]
+    if not isinstance(names.get(key), str):
+        raise WordpaintError(f"{source} is a pipeline folder without a {component} component ({index} has no {key!r})")
+    return source / names[key]
 
 
 def load_model(folder: str | os.PathLike):

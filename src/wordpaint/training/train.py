@@ -182,20 +182,15 @@ def keep_new_decoder_layers(weights: dict[str, torch.Tensor], model: torch.nn.Mo
     return _new_modules(weights, model, "vae.decoder.up_blocks.", zero=False)
 
 
-def init_folder(folder: str | os.PathLike, component: str) -> Path:
-    """The model folder ``--init-from folder`` names for ``component``: ``folder/component`` in a
-    pipeline folder, or ``folder`` itself when it is one model's folder (an autoencoder run's
-    ``pipeline/``)."""
-    folder = Path(folder)
-    return folder if (folder / "config.json").is_file() and not (folder / "model_index.json").is_file() else folder / component
-
-
 def load_init_weights(model: torch.nn.Module, folder: str | os.PathLike, *, component: str) -> dict[str, torch.Tensor]:
-    """Load the ``model.safetensors`` of :func:`init_folder` into ``model`` for ``--init-from``,
+    """Load the ``model.safetensors`` of ``component`` in ``folder`` (a pipeline folder, or the
+    model's own folder: :func:`~wordpaint.pipelines.text_to_image.component_folder`) into ``model`` for ``--init-from``,
     strictly, after the adaptations that start a larger model from a smaller one's exact outputs (a
     wider conv_in or class-embedding input, a zeroed pooled-text MLP, zeroed layout residuals, a
     fresh REPA head, identity decoder layers); returns the weights loaded."""
-    src = init_folder(folder, component) / "model.safetensors"
+    from wordpaint.pipelines.text_to_image import component_folder
+
+    src = component_folder(folder, component) / "model.safetensors"
     weights = load_safetensors(src)
     for adapt in (widen_conv_in, widen_class_embedding, zero_new_class_embedding, zero_new_layout_residuals, keep_new_repa_head,
                   keep_new_decoder_layers):
@@ -499,15 +494,11 @@ class AutoencoderTask:
 
     def evaluate(self, module) -> dict:
         """Mean PSNR (dB, uint8 images) of reconstructions, overall and per held-out group."""
-        from wordpaint.eval.metrics import psnr
+        from wordpaint.eval.metrics import psnr_by_group
         from wordpaint.images import to_uint8
 
         real, rec = to_uint8(self.eval_images), to_uint8(self._reconstruct(module, self.eval_images))
-        out = {"psnr": psnr(list(real), list(rec)), "n": len(real)}
-        for g in sorted(set(self.eval_groups)):
-            idx = [i for i, h in enumerate(self.eval_groups) if h == g]
-            out[f"psnr_{g}"] = psnr([real[i] for i in idx], [rec[i] for i in idx])
-        return out
+        return psnr_by_group(list(real), list(rec), self.eval_groups)
 
     @staticmethod
     def describe(rec: dict) -> str:
@@ -788,7 +779,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(recipe.get("seed", 0))
     config = recipe_model_config(recipe)
-    from wordpaint.pipelines.text_to_image import COMPONENT_FAMILIES
+    from wordpaint.pipelines.text_to_image import COMPONENT_FAMILIES, component_folder
 
     # its folder in a pipeline: the first of its family (a diffusion model's is "diffusion", not "autoguide")
     component = next((folder for folder, family in COMPONENT_FAMILIES.items() if family == config.family), "diffusion")
@@ -800,7 +791,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         if existing:
             config.scaling_factor = float(started["resolved_model_config"]["scaling_factor"])
         elif init_from is not None:
-            config.scaling_factor = float(read_json(init_folder(init_from, component) / "config.json", what="autoencoder config")["scaling_factor"])
+            config.scaling_factor = float(read_json(component_folder(init_from, component) / "config.json", what="autoencoder config")["scaling_factor"])
         else:
             raise WordpaintError("train_encoder=false fine-tunes an existing autoencoder's decoder: pass --init-from a pipeline folder with an autoencoder, or an autoencoder's folder")
     model = build_model(config)
