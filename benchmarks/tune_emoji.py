@@ -96,6 +96,8 @@ def main() -> None:
                     help="autoguidance scales to try with every setting (needs an autoguide; default: the pipeline's)")
     ap.add_argument("--guidance-interval", nargs="+", default=None, metavar="LO,HI|none",
                     help="guidance intervals (sigma ranges) to try with every setting; none guides every step (default: the pipeline's)")
+    ap.add_argument("--sigma-schedule", nargs="+", default=None, choices=("trailing", "karras"),
+                    help="sigma schedules to try with every setting (default: the pipeline's)")
     ap.add_argument("--embed-prior", default=None, help="an embedding prior folder to attach (an image-embedding model)")
     ap.add_argument("--image-embed", nargs="+", default=["prior"], choices=("prior", "none", "oracle"),
                     help="image-embedding models: the vector each setting is drawn with: the embedding prior's prediction, "
@@ -163,22 +165,25 @@ def main() -> None:
     autoguidance = args.autoguidance or ["default"]
     intervals = ["default"] if not args.guidance_interval else \
         [None if v == "none" else tuple(float(x) for x in v.split(",")) for v in args.guidance_interval]
-    for spec, mode, negative, ag, interval in [(spec, mode, neg, ag, iv) for spec in args.settings
-                                               for mode in (args.image_embed if embeds else ["prior"])
-                                               for neg in negatives for ag in autoguidance for iv in intervals]:
+    schedules = args.sigma_schedule or [None]
+    for spec, mode, negative, ag, interval, schedule in [(spec, mode, neg, ag, iv, sch) for spec in args.settings
+                                                         for mode in (args.image_embed if embeds else ["prior"])
+                                                         for neg in negatives for ag in autoguidance for iv in intervals
+                                                         for sch in schedules]:
         sampler, steps, g, *rest = spec.split(":")
         cg = float(rest[0]) if rest else 0.0
         prior = rest[1] if len(rest) > 1 else "off"
         t0 = time.perf_counter()
         images = pipe(prompts, seed=0, sampler=sampler, num_inference_steps=int(steps), guidance_scale=float(g), batch_size=64,
                       clip_guidance_scale=cg, prior_strength=None if prior == "off" else float(prior), show_progress=False,
-                      negative_prompt=negative, autoguidance_scale=ag, guidance_interval=interval,
+                      negative_prompt=negative, autoguidance_scale=ag, guidance_interval=interval, sigma_schedule=schedule,
                       **({"image_embed": vectors[mode]} if embeds else {}),
                       **extra).images
         secs = time.perf_counter() - t0
         row = {"sampler": sampler, "num_inference_steps": int(steps), "guidance_scale": float(g), "clip_guidance_scale": cg,
                "prior_strength": prior, "autoguidance_scale": pipe.defaults["autoguidance_scale"] if ag == "default" else ag,
                "guidance_interval": pipe.defaults["guidance_interval"] if interval == "default" else interval,
+               "sigma_schedule": schedule or pipe.defaults["sigma_schedule"],
                "reference": "other-style" if args.reference_style else None,
                **({"negative_styles": args.negative_styles if negative else None,
                    "negative_without_concept": bool(negative) and args.negative_without_concept} if args.negative_styles else {}),

@@ -296,3 +296,68 @@ def test_decoder_extra_layers_start_as_the_identity_and_are_checked(tmp_path):
     assert keep_new_decoder_layers(plain, base) is plain  # no extra layers: the weights as they are
     with pytest.raises(ValueError, match="decoder_extra_layers must be an integer"):
         AutoencoderConfig.from_dict({"decoder_extra_layers": 1.5})
+
+
+def test_decoder_inputs_pair_sampled_latents_with_their_pictures_and_train_the_decoder(runs, tmp_path):
+    """python -m wordpaint.training.decoder_inputs runs the pipeline's own sampler from each training
+    picture's noised latent; a decoder recipe with decoder_input_share decodes part of each batch
+    from those latents toward the real picture, and every way of getting it wrong is named."""
+    from safetensors.torch import load_file
+
+    from wordpaint.training.decoder_inputs import load_decoder_inputs, main as make_inputs
+
+    folder, ae, ld = runs
+    pairs = tmp_path / "pairs.safetensors"
+    make_inputs(["--model", str(ld), "--data", str(folder), "--per-image", "2", "--strengths", "0.5,1", "--out", str(pairs)])
+    latents, names, settings = load_decoder_inputs(pairs)
+    train_rows = [json.loads(l) for l in (folder / "metadata.jsonl").read_text().splitlines() if json.loads(l)["split"] == "train"]
+    assert names == [r["file_name"] for r in train_rows] and latents.shape == (len(names), 2, 4, 16, 16)
+    assert settings["strengths"] == [0.5, 1.0] and not (tmp_path / "pairs.safetensors.tmp").exists()
+    # the sampler moved each latent off the picture's own one, the more the higher the strength
+    pipe = TextToImagePipeline.from_pretrained(ld)
+    clean = pipe.vae.encode(ImageFolderStream(folder, size=32, show_progress=False).data)  # (N, 4, 16, 16), rows in order
+    strengths = load_file(pairs)["strengths"]
+    err = ((latents.float() - clean[:, None]) ** 2).mean(dim=(2, 3, 4))  # (N, K)
+    assert 0 < err[strengths == 0.5].mean() < err[strengths == 1.0].mean()
+
+    # the model: a share of ~1 with the clean latents as the given ones is the plain decoder's loss
+    torch.manual_seed(0)
+    plain = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae", train_encoder=False))
+    given = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae", train_encoder=False, decoder_input_share=0.999999))
+    given.load_state_dict(plain.state_dict())
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    loss = lambda m, z: m({"pixel_values": x, "decoder_input": z}, generator=torch.Generator().manual_seed(1)).item()  # noqa: E731
+    assert loss(given, given.encode(x)) == pytest.approx(loss(plain, None), rel=1e-5)
+    assert loss(given, torch.zeros(4, 4, 16, 16)) != pytest.approx(loss(plain, None), rel=1e-3)
+    with pytest.raises(WordpaintError, match="data.decoder_inputs"):
+        given({"pixel_values": x})
+    with pytest.raises(ValueError, match="decoder_input_share must be a fraction"):
+        AutoencoderConfig.from_dict({"train_encoder": False, "decoder_input_share": 1.0})
+    with pytest.raises(ValueError, match="trains the decoder alone"):
+        AutoencoderConfig.from_dict({"decoder_input_share": 0.5})
+
+    # training: the decoder moves, the encoder does not
+    recipe = json.loads((ae.parent / "recipe.json").read_text())
+    recipe = {k: v for k, v in recipe.items() if k not in ("wordpaint_version", "resolved_model_config", "parameters")}
+    recipe["model"] = {"family": "autoencoder", "preset": "tiny_ae", "overrides": {"train_encoder": False, "decoder_input_share": 0.5}}
+    recipe["max_steps"] = 2
+    (tmp_path / "dec.json").write_text(json.dumps(recipe))
+    out = train(str(tmp_path / "dec.json"), tmp_path / "dec", data=folder, init_from=ld, decoder_inputs=pairs, show_progress=False)
+    before, after = load_file(ld / "autoencoder" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(before[k].float(), after[k].float()) for k in before if k.startswith("vae.encoder."))
+    assert any(not torch.equal(before[k].float(), after[k].float()) for k in before if k.startswith("vae.decoder."))
+    # each without the other, a missing file, a corrupt one, a file for other pictures: one clear error each
+    with pytest.raises(WordpaintError, match="go together"):
+        train(str(tmp_path / "dec.json"), tmp_path / "e1", data=folder, init_from=ld, show_progress=False)
+    with pytest.raises(WordpaintError, match="not found"):
+        train(str(tmp_path / "dec.json"), tmp_path / "e2", data=folder, init_from=ld, decoder_inputs=tmp_path / "none.safetensors",
+              show_progress=False)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(WordpaintError, match="not a valid pairs file"):
+        load_decoder_inputs(tmp_path / "bad.safetensors")
+    from wordpaint.training.decoder_inputs import save_decoder_inputs
+
+    save_decoder_inputs(tmp_path / "few.safetensors", latents[:3], strengths[:3], names[:3], settings={})
+    with pytest.raises(WordpaintError, match="no sampled latents for"):
+        train(str(tmp_path / "dec.json"), tmp_path / "e3", data=folder, init_from=ld, decoder_inputs=tmp_path / "few.safetensors",
+              show_progress=False)

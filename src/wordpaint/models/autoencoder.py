@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from wordpaint.errors import WordpaintError
 from wordpaint.models.config import ConfigMixin, init_device, module_device
 
 
@@ -51,6 +52,11 @@ class AutoencoderConfig(ConfigMixin):
     # both reconstruct clean latents and clean up noisy ones); each starts as the identity (its
     # last convolution zeroed), so --init-from a decoder without them starts from its exact outputs
     decoder_extra_layers: int = 0
+    # decoder-only training: fraction of each batch's pictures decoded from a latent the pipeline's
+    # own sampler returned for that picture (the recipe's data.decoder_inputs file, made by
+    # python -m wordpaint.training.decoder_inputs) instead of the encoder's, so the decoder learns
+    # to draw the picture from what it is really handed at generation time; 0 = off
+    decoder_input_share: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -69,6 +75,11 @@ class AutoencoderConfig(ConfigMixin):
             raise ValueError(f"decoder_noise_clean must be a fraction in [0, 1), got {clean!r}")
         if clean and not noise:
             raise ValueError("decoder_noise_clean is the share of pictures decoded without decoder_noise: set decoder_noise too")
+        share = cfg.decoder_input_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+            raise ValueError(f"decoder_input_share must be a fraction in [0, 1), got {share!r}")
+        if share and cfg.train_encoder:
+            raise ValueError("decoder_input_share trains the decoder alone: set train_encoder to false")
         return cfg
 
     @property
@@ -132,6 +143,13 @@ class AutoencoderModel(torch.nn.Module):
                 if self.config.decoder_noise_clean:  # these pictures keep their clean latent: (B, 1, 1, 1) mask
                     level = level * (torch.rand(level.shape, generator=generator, device=z.device) >= self.config.decoder_noise_clean)
                 z = z + level / self.config.scaling_factor * torch.randn(z.shape, generator=generator, device=z.device)
+            if self.config.decoder_input_share:
+                if batch.get("decoder_input") is None:
+                    raise WordpaintError("decoder_input_share needs each batch's sampled latents: give the recipe "
+                                         "data.decoder_inputs (python -m wordpaint.training.decoder_inputs)")
+                given = batch["decoder_input"].to(z) / self.config.scaling_factor  # (B, C, h, w), unscaled like z
+                take = torch.rand(z.shape[0], 1, 1, 1, generator=generator, device=z.device) < self.config.decoder_input_share
+                z = torch.where(take, given, z)
             kl = 0.0
         recon = self.vae.decode(z).sample
         return F.l1_loss(recon, x) + self.config.mse_weight * F.mse_loss(recon, x) + kl

@@ -643,7 +643,8 @@ class TextToImagePipeline:
                        guidance_interval: tuple[float, float] | None = None, regions: Regions | None = None,
                        clip_guidance_scale: float = 0.0, autoguidance_scale: float = 0.0, init: torch.Tensor | None = None,
                        from_prior: bool = False, image_embeds: torch.Tensor | None = None,
-                       negative_prompts: list[str] | None = None, show_progress: bool = False) -> torch.Tensor:
+                       negative_prompts: list[str] | None = None, show_progress: bool = False,
+                       decode: bool = True) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
         of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text,
@@ -658,7 +659,8 @@ class TextToImagePipeline:
         ``negative_prompts`` (B strings) replace the unconditional half's empty text.
         ``autoguidance_scale`` a adds a * (D_cond - D_weak) with D_weak the ``autoguide`` model's
         conditional estimate, at every step (not in regions mode). Returns
-        (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline)."""
+        (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline; with ``decode``
+        False a latent pipeline returns the sampled latents, (B, C_z, H/f, W/f))."""
         model = self.model
         sigmas = sigmas.cpu()  # samplers step on the CPU's copy; the model gets each sigma on its device
         cond = self.text_encoder.encode(prompts)
@@ -765,7 +767,7 @@ class TextToImagePipeline:
         fn = SAMPLERS[sampler]
         gen = torch.Generator().manual_seed(seeds[0] + 7919)
         x0 = fn(denoiser, x, sigmas, generator=gen, disable_progress=not show_progress)
-        return (self.vae.decode(x0) if self.vae is not None else x0).cpu()
+        return (self.vae.decode(x0) if self.vae is not None and decode else x0).cpu()
 
 
 @dataclass

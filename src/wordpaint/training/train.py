@@ -248,6 +248,7 @@ class StepBatches(torch.utils.data.Dataset):
         self.text = isinstance(task, (TextToImageTask, GuideTask))  # tasks that read captions (PriorTask is a GuideTask)
         self.repa_targets = getattr(task, "repa_targets", None)
         self.image_embeds = getattr(task, "image_embeds", None)
+        self.decoder_inputs = getattr(task, "decoder_inputs", None)  # (N, K, C, h, w) for a decoder trained on sampled latents
         self.embed_drop, self.seed = getattr(task.config, "image_embed_drop_prob", 0.0), getattr(task, "seed", 0)
 
     def __len__(self) -> int:
@@ -258,6 +259,11 @@ class StepBatches(torch.utils.data.Dataset):
         and object maps (B, 1, H, W) of the same examples."""
         where = dict(rank=self.rank, world_size=self.world)
         images, captions = self.stream.batch(step, self.bs, **where)
+        if self.decoder_inputs is not None:  # one of each picture's K sampled latents, a pure function of (seed, step, rank)
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step * self.world + self.rank + 104_729)
+            rows = self.stream.batch_rows(step, self.bs, **where)
+            pick = torch.randint(self.decoder_inputs.shape[1], (len(rows),), generator=gen)
+            return {"pixel_values": images, "decoder_input": self.decoder_inputs[rows, pick].float()}
         if not self.text:
             return {"pixel_values": images}
         out = {"pixel_values": images, "captions": captions}
@@ -478,6 +484,29 @@ class AutoencoderTask:
         self.eval_images = torch.stack(images).float() / 127.5 - 1  # (M, 3, H, W)
         self.eval_groups = [f"{r.get('split', 'train')}_{r.get('kind', 'image')}" for r in rows]
         self.can_evaluate = True
+        self.decoder_inputs, self.seed = self._decoder_inputs(data, config), recipe.get("seed", 0)
+
+    def _decoder_inputs(self, data: dict, config) -> torch.Tensor | None:
+        """(N, K, C, h, w) the sampled latents of ``data.decoder_inputs``, in the stream's row order,
+        for a recipe with ``decoder_input_share``; None without (each needs the other)."""
+        from wordpaint.training.decoder_inputs import load_decoder_inputs
+
+        path, share = data.get("decoder_inputs"), getattr(config, "decoder_input_share", 0.0)
+        if not path and not share:
+            return None
+        if not path or not share:
+            raise WordpaintError("data.decoder_inputs and the autoencoder's decoder_input_share go together: "
+                                 "the file gives the sampled latents, the share how many pictures are decoded from them")
+        latents, names, _ = load_decoder_inputs(path)
+        where = {n: i for i, n in enumerate(names)}
+        missing = [r["file_name"] for r in self.stream.rows if r["file_name"] not in where]
+        if missing:
+            raise WordpaintError(f"decoder inputs file {path} has no sampled latents for {len(missing)} of the {len(self.stream.rows)} "
+                                 f"training pictures (first: {', '.join(missing[:3])}); remake it for this folder and these kinds")
+        want = (config.latent_channels, config.latent_resolution, config.latent_resolution)
+        if tuple(latents.shape[2:]) != want:
+            raise WordpaintError(f"decoder inputs file {path} holds {tuple(latents.shape[2:])} latents; this autoencoder's are {want}")
+        return latents[[where[r["file_name"]] for r in self.stream.rows]]
 
     def to_device(self, cpu: dict) -> dict:
         return _to_device(cpu, self.device)
@@ -733,10 +762,11 @@ def _checkpoints(out: Path) -> list[Path]:
 def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
           init_from: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
           autoencoder: str | os.PathLike | None = None, workers: int | None = None, mixed_precision: str | None = None,
-          time_limit: float | None = None, show_progress: bool = True) -> Path:
+          time_limit: float | None = None, decoder_inputs: str | os.PathLike | None = None, show_progress: bool = True) -> Path:
     """Train ``recipe_name`` into ``out``; returns the exported pipeline folder. ``init_from``
-    starts a new run from a pipeline folder's weights (model and EMA; fresh optimizer); ``data``
-    and ``autoencoder`` replace the recipe's image folder and autoencoder folder. ``workers``
+    starts a new run from a pipeline folder's weights (model and EMA; fresh optimizer); ``data``,
+    ``autoencoder`` and ``decoder_inputs`` replace the recipe's image folder, autoencoder folder
+    and sampled-latents file (:mod:`wordpaint.training.decoder_inputs`). ``workers``
     (recipe ``num_workers``, default 0) DataLoader processes render batches ahead;
     ``mixed_precision`` (recipe ``mixed_precision``: no, bf16, fp16; default no) is accelerate's
     autocast, for GPUs (bf16 is slower than fp32 on most CPUs).
@@ -756,7 +786,7 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
     recipe = load_recipe(recipe_name)
     if max_steps is not None:
         recipe["max_steps"] = max_steps
-    for key, value in (("folder", data), ("autoencoder", autoencoder)):
+    for key, value in (("folder", data), ("autoencoder", autoencoder), ("decoder_inputs", decoder_inputs)):
         if value is not None:
             recipe["data"] = {**recipe.get("data", {}), key: str(value)}
     out = Path(out)
