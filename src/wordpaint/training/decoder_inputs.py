@@ -77,14 +77,10 @@ def sampled_latents(pipe, images: torch.Tensor, prompts: list[str], *, strengths
 def save_decoder_inputs(path: str | os.PathLike, latents: torch.Tensor, strengths: torch.Tensor, file_names: list[str], *,
                         settings: dict) -> None:
     """Write the pairs' file atomically (safetensors; file names and settings in its metadata)."""
-    from safetensors.torch import save_file
+    from wordpaint.io import save_safetensors
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"latents": latents.contiguous(), "strengths": strengths.contiguous()}, str(tmp),
-              metadata={"file_names": json.dumps(file_names), "settings": json.dumps(settings)})
-    os.replace(tmp, path)
+    save_safetensors(path, {"latents": latents, "strengths": strengths},
+                     metadata={"file_names": json.dumps(file_names), "settings": json.dumps(settings)})
 
 
 def load_decoder_inputs(path: str | os.PathLike) -> tuple[torch.Tensor, list[str], dict]:
