@@ -361,3 +361,53 @@ def test_decoder_inputs_pair_sampled_latents_with_their_pictures_and_train_the_d
     with pytest.raises(WordpaintError, match="no sampled latents for"):
         train(str(tmp_path / "dec.json"), tmp_path / "e3", data=folder, init_from=ld, decoder_inputs=tmp_path / "few.safetensors",
               show_progress=False)
+
+
+def test_a_training_pack_carries_what_the_unet_needs_and_trains_it_without_the_corpus(runs, tmp_path):
+    """benchmarks/emoji_gpu.py (for a GPU machine that has neither the pictures nor MiniLM): pack the
+    frozen inputs, train from the pack alone, and put the EMA weights back into a pipeline."""
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("emoji_gpu", Path(__file__).parents[1] / "benchmarks" / "emoji_gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    folder, ae, ld = runs
+    pk, w = tmp_path / "pack", tmp_path / "weights"
+    gpu.main(["pack", "--data", str(folder), "--autoencoder", str(ae), "--model", str(ld / "diffusion"), "--size", "32", "--out", str(pk)])
+    info, p = gpu.read_pack(pk)
+    rows = [json.loads(l) for l in (folder / "metadata.jsonl").read_text().splitlines()]
+    assert info["train_files"] == [r["file_name"] for r in rows if r["split"] == "train"]
+    assert info["heldout_files"] == [r["file_name"] for r in rows if r["split"] == "heldout"]
+    # the latents are the autoencoder's (float16), the captions each row's two, "" among them
+    pipe = TextToImagePipeline.from_pretrained(ld)
+    clean = pipe.vae.encode(ImageFolderStream(folder, size=32, show_progress=False).data)  # (N, 4, 16, 16), train rows in order
+    assert p["train_latents"].dtype == torch.float16 and torch.allclose(p["train_latents"].float(), clean, atol=2e-2)
+    caps = info["captions"]
+    assert caps[info["empty_caption"]] == "" and caps[p["train_caption_index"][0, 1]] == f"{rows[1]['name']} in twemoji style"
+    # the cut float16 encoder gives the pipeline encoder's token states
+    states, mask = gpu.caption_states(pk, torch.device("cpu"))
+    ref = pipe.text_encoder.encode(caps)
+    assert torch.equal(mask[:, : ref.attention_mask.shape[1]], ref.attention_mask.long())
+    assert (states[:, : ref.hidden_states.shape[1]] - ref.hidden_states).abs().max() < 2e-2
+
+    gpu.main(["train", "--pack", str(pk), "--out", str(w), "--batch-size", "4", "--max-steps", "3", "--warmup-steps", "1",
+              "--log-every", "1", "--eval-every", "3"])
+    res = json.loads((w / "result.json").read_text())
+    log = [json.loads(l) for l in (w / "train_log.jsonl").read_text().splitlines()]
+    assert res["steps"] == 3 and [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
+    assert "val_heldout" in log[-1] and all((w / s).stat().st_size < 16 * 2**20 for s in res["shards"])
+    gpu.main(["assemble", "--weights", str(w), "--model", str(ld / "diffusion"), "--out", str(tmp_path / "dif")])
+    model = load_model(tmp_path / "dif")
+    shards = {}
+    for s in res["shards"]:
+        shards.update(load_file(w / s))
+    assert all(torch.equal(v, shards[k]) for k, v in model.state_dict().items())
+    out = pipe.with_component("diffusion", model)("fox in noto style", num_inference_steps=2, seed=0)
+    assert out.images[0].size == (32, 32)
+
+    with pytest.raises(SystemExit, match="not a training pack"):
+        gpu.main(["train", "--pack", str(tmp_path / "nowhere"), "--out", str(w)])
+    with pytest.raises(SystemExit, match="no result.json"):
+        gpu.main(["assemble", "--weights", str(pk), "--out", str(tmp_path / "x")])
