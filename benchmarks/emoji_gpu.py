@@ -9,7 +9,7 @@ corpus, so they are computed here once and packed:
     python benchmarks/emoji_gpu.py train --pack gpu_pack --out OUT --time-limit 420  # on the GPU
     python benchmarks/emoji_gpu.py assemble --weights OUT --out runs/emoji_gpu/pipeline  # back here
 
-The pack (~52 MB) holds what the trainer's :class:`~wordpaint.training.train.StepBatches`
+The pack (55.7 MB for the emoji corpus) holds what the trainer's :class:`~wordpaint.training.train.StepBatches`
 would give the UNet: the training emoji's latents under the bundled autoencoder (float16), their
 EfficientNet-Lite0 image vectors (float16, as the trainer keeps them), each row's two captions
 as token ids, and MiniLM in float16 with its vocabulary cut to the tokens those captions use
