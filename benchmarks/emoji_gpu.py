@@ -5,9 +5,9 @@ wordpaint's packaged data (the emoji PNGs, the MiniLM weights, EfficientNet-Lite
 travels to them is capped at 64 MiB. The UNet's frozen inputs are fixed functions of the
 corpus, so they are computed here once and packed:
 
-    python benchmarks/emoji_gpu.py pack --data data/emoji --out gpu_pack          # on this machine, ~2 min
+    python benchmarks/emoji_gpu.py pack --data data/emoji --out gpu_pack          # on this machine, 1.3 min
     python benchmarks/emoji_gpu.py train --pack gpu_pack --out OUT --time-limit 420  # on the GPU
-    python benchmarks/emoji_gpu.py assemble --weights OUT --out runs/emoji_gpu/pipeline  # back here
+    python benchmarks/emoji_gpu.py assemble --weights OUT --out runs/emoji_gpu/diffusion  # back here
 
 The pack (55.7 MB for the emoji corpus) holds what the trainer's :class:`~wordpaint.training.train.StepBatches`
 would give the UNet: the training emoji's latents under the bundled autoencoder (float16), their
