@@ -83,11 +83,11 @@ def pack(data: str, out: str, *, autoencoder: str, model: str, size: int = 64) -
     os.makedirs(out, exist_ok=True)
     save_safetensors(Path(out) / "pack.safetensors", {k: v.contiguous() for k, v in tensors.items()})
     save_safetensors(Path(out) / "text_encoder.safetensors", state)
-    write_json(Path(out) / "pack.json", {"text_encoder_config": cfg, "empty_caption": where[""], "captions": captions,
-                                         "diffusion_config": config.to_dict(), "train_files": meta["train_files"],
-                                         "heldout_files": meta["heldout_files"], "data": data, "autoencoder": autoencoder})
+    info = {"text_encoder_config": cfg, "empty_caption": where[""], "captions": captions, "diffusion_config": config.to_dict(),
+            "train_files": meta["train_files"], "heldout_files": meta["heldout_files"], "data": data, "autoencoder": autoencoder}
+    write_json(Path(out) / "pack.json", info)
     # what float16 weights and the cut vocabulary cost against the encoder the pipeline uses
-    states, mask = caption_states(Path(out), torch.device("cpu"), dtype=torch.float32, only=list(range(0, len(captions), 97)))
+    states, mask = caption_states(Path(out), info, tensors, torch.device("cpu"), only=list(range(0, len(captions), 97)))
     ref = enc.encode([captions[i] for i in range(0, len(captions), 97)])
     n = ref.hidden_states.shape[1]
     diff = (states[:, :n] - ref.hidden_states).abs().max().item()
@@ -97,21 +97,22 @@ def pack(data: str, out: str, *, autoencoder: str, model: str, size: int = 64) -
           + ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(Path(out).iterdir())))
 
 
-def caption_states(folder: Path, device: torch.device, *, dtype=torch.float32, only: list[int] | None = None):
-    """(M, L, 384) token states and (M, L) mask of the packed captions: the cut MiniLM run on each
-    group of equal token count without padding, as :class:`~wordpaint.text.encoder.TextEncoder`
-    does (padding changes BERT's outputs in the last bits)."""
-    from safetensors.torch import load_file
+def caption_states(folder: Path, info: dict, p: dict, device: torch.device, *, dtype=torch.float32, only: list[int] | None = None):
+    """(M, L, 384) token states and (M, L) mask of the captions of the pack in ``folder`` (``info``,
+    ``p``: what :func:`read_pack` returns): the cut MiniLM run on each group of equal token count
+    without padding, as :class:`~wordpaint.text.encoder.TextEncoder` does (padding changes BERT's
+    outputs in the last bits)."""
     from transformers import BertConfig, BertModel
 
-    info, p = read_pack(folder)
-    bert = BertModel(BertConfig(**{k: v for k, v in info["text_encoder_config"].items()}), add_pooling_layer=True)
-    state = {k: v.float() for k, v in load_file(str(folder / "text_encoder.safetensors")).items()}
+    from wordpaint.io import load_safetensors
+
+    bert = BertModel(BertConfig(**info["text_encoder_config"]), add_pooling_layer=True)
+    state = {k: v.float() for k, v in load_safetensors(folder / "text_encoder.safetensors").items()}
     missing, unexpected = bert.load_state_dict(state, strict=False)
     if [k for k in missing if "position_ids" not in k] or unexpected:
         raise SystemExit(f"text encoder weights do not match: missing {missing}, unexpected {unexpected}")
     bert = bert.to(device=device, dtype=dtype).eval()
-    ids, lengths = p["caption_ids"].long(), p["caption_lengths"].long()
+    ids, lengths = p["caption_ids"].long().cpu(), p["caption_lengths"].long().cpu()
     rows = torch.arange(len(ids)) if only is None else torch.tensor(only)
     L = int(lengths[rows].max())
     states = torch.zeros(len(rows), L, bert.config.hidden_size)
@@ -128,20 +129,20 @@ def caption_states(folder: Path, device: torch.device, *, dtype=torch.float32, o
 
 def read_pack(folder: Path) -> tuple[dict, dict]:
     """(pack.json, pack.safetensors tensors) of a folder ``pack`` wrote, or a clear exit."""
-    from safetensors.torch import load_file
+    from wordpaint.io import load_safetensors, read_json
 
     names = ("pack.json", "pack.safetensors", "text_encoder.safetensors")
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise SystemExit(f"{folder} is not a training pack (missing {', '.join(missing)}); make one with: "
                          f"python benchmarks/emoji_gpu.py pack --data data/emoji --out {folder}")
-    return json.loads((folder / "pack.json").read_text()), load_file(str(folder / "pack.safetensors"))
+    return read_json(folder / "pack.json", what="training pack manifest"), load_safetensors(folder / "pack.safetensors")
 
 
 # -- train (on the GPU) ----------------------------------------------------------------------------
 def save_shards(model: torch.nn.Module, out: Path, prefix: str) -> list[str]:
-    """float32 state dict in files under SHARD_BYTES, written atomically (a kill leaves the last set)."""
-    from safetensors.torch import save_file
+    """float32 state dict in files under SHARD_BYTES, each written atomically (a kill leaves whole files)."""
+    from wordpaint.io import save_safetensors
 
     shards, cur, size = [], {}, 0
     for k, v in model.state_dict().items():
@@ -149,19 +150,19 @@ def save_shards(model: torch.nn.Module, out: Path, prefix: str) -> list[str]:
         if cur and size + n > SHARD_BYTES:
             shards.append(cur)
             cur, size = {}, 0
-        cur[k], size = v.detach().float().cpu().contiguous(), size + n
+        cur[k], size = v.float(), size + n
     shards.append(cur)
     names = []
     for i, s in enumerate(shards):
         name = f"{prefix}-{i + 1:02d}-of-{len(shards):02d}.safetensors"
-        save_file(s, str(out / (name + ".tmp")))
-        os.replace(out / (name + ".tmp"), out / name)
+        save_safetensors(out / name, s)
         names.append(name)
     return names
 
 
 def train(pack_dir: str, out: str, *, time_limit: float, batch_size: int, lr: float, warmup_steps: int, seed: int,
           ema_decay: float, max_steps: int | None, log_every: int, eval_every: int) -> None:
+    from wordpaint.io import write_json
     from wordpaint.models.diffusion import DiffusionConfig
     from wordpaint.models.registry import build_model
     from wordpaint.training.train import EMA, lr_at
@@ -177,8 +178,8 @@ def train(pack_dir: str, out: str, *, time_limit: float, batch_size: int, lr: fl
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     info, p = read_pack(folder)
+    states, mask = caption_states(folder, info, p, dev)
     p = {k: v.to(dev) for k, v in p.items()}
-    states, mask = caption_states(folder, dev)
     states, mask = states.to(dev), mask.to(dev)  # (M, L, 384), (M, L)
     t_text = time.time() - t0
     config = DiffusionConfig.from_dict(info["diffusion_config"])
@@ -267,7 +268,7 @@ def train(pack_dir: str, out: str, *, time_limit: float, batch_size: int, lr: fl
               "torch": torch.__version__, "shards": names, "examples_seen": step * batch_size,
               "epochs": round(step * batch_size / n, 1), "train_rows": n,
               "final_val_train": val_loss("train"), "final_val_heldout": val_loss("heldout")}
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "result.json", result)
     print(json.dumps(result), flush=True)
 
 
@@ -275,13 +276,13 @@ def train(pack_dir: str, out: str, *, time_limit: float, batch_size: int, lr: fl
 def assemble(weights: str, out: str, *, model: str) -> None:
     """The returned EMA shards -> a diffusion component folder (config.json + model.safetensors,
     float32) that ``wordpaint model replace --component diffusion --from`` and ``--init-from`` read."""
-    from wordpaint.io import load_safetensors, load_state_dict_strict
+    from wordpaint.io import load_safetensors, load_state_dict_strict, read_json
     from wordpaint.models.registry import build_model
     from wordpaint.pipelines.text_to_image import load_config, save_model
 
     if not (Path(weights) / "result.json").is_file():
         raise SystemExit(f"{weights} has no result.json: give the folder `train --out` wrote")
-    res = json.loads((Path(weights) / "result.json").read_text())
+    res = read_json(Path(weights) / "result.json", what="training result")
     state = {}
     for name in res["shards"]:
         state.update(load_safetensors(Path(weights) / name))

@@ -387,7 +387,7 @@ def test_a_training_pack_carries_what_the_unet_needs_and_trains_it_without_the_c
     caps = info["captions"]
     assert caps[info["empty_caption"]] == "" and caps[p["train_caption_index"][0, 1]] == f"{rows[1]['name']} in twemoji style"
     # the cut float16 encoder gives the pipeline encoder's token states
-    states, mask = gpu.caption_states(pk, torch.device("cpu"))
+    states, mask = gpu.caption_states(pk, info, p, torch.device("cpu"))
     ref = pipe.text_encoder.encode(caps)
     assert torch.equal(mask[:, : ref.attention_mask.shape[1]], ref.attention_mask.long())
     assert (states[:, : ref.hidden_states.shape[1]] - ref.hidden_states).abs().max() < 2e-2
