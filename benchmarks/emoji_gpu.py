@@ -49,14 +49,14 @@ def pack(data: str, out: str, *, autoencoder: str, model: str, size: int = 64) -
     from wordpaint.io import save_safetensors, write_json
     from wordpaint.pipelines.text_to_image import load_config
     from wordpaint.text.encoder import TextEncoder
-    from wordpaint.training.train import _image_folder_stream, image_embeds
+    from wordpaint.training.train import image_folder_stream, image_embeds
 
     config = load_config(model)
     enc = TextEncoder()
     tensors, meta = {}, {}
     for split in ("train", "heldout"):
         d = {"folder": data, "kinds": ["emoji"], "splits": [split], "autoencoder": autoencoder, "size": size}
-        _, stream = _image_folder_stream(d, config, torch.device("cpu"), seed=0, cond_drop_prob=0.0, show_progress=True)
+        _, stream = image_folder_stream(d, config, torch.device("cpu"), seed=0, cond_drop_prob=0.0, show_progress=True)
         tensors[f"{split}_latents"] = stream.data.half()  # (N, 4, 16, 16)
         if config.image_embed_dim:  # (N, 1280) float16, as the trainer keeps them
             tensors[f"{split}_image_embeds"] = image_embeds(stream.images, dim=config.image_embed_dim, show_progress=True)

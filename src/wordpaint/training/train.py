@@ -308,7 +308,7 @@ class TextToImageTask:
         if self.data_name == "imagefolder":
             if "folder" not in data:
                 raise WordpaintError("an imagefolder recipe needs data.folder (or pass --data DIR)")
-            self.vae, self.stream = _image_folder_stream(data, config, self.device, seed=seed, cond_drop_prob=config.cond_drop_prob,
+            self.vae, self.stream = image_folder_stream(data, config, self.device, seed=seed, cond_drop_prob=config.cond_drop_prob,
                                                          show_progress=show_progress)
         else:
             self.stream = make_stream(self.data_name, size=config.resolution, seed=seed, split=data.get("split", "train"),
@@ -432,8 +432,8 @@ def image_embeds(images: list[torch.Tensor], *, dim: int = 1280, show_progress: 
     return _clean_image_features(images, grid=1, dim=dim, option="image_embed_dim", show_progress=show_progress).flatten(1)
 
 
-def _image_folder_stream(data: dict, config, device, *, seed: int, cond_drop_prob: float, show_progress: bool,
-                         what: str = "model") -> tuple:
+def image_folder_stream(data: dict, config, device: torch.device, *, seed: int, cond_drop_prob: float, show_progress: bool,
+                        what: str = "model") -> tuple:
     """(autoencoder or None, :class:`~wordpaint.data.imagefolder.ImageFolderStream`) for a recipe's
     image-folder ``data`` section, checked against the (in_channels, resolution) ``config`` reads."""
     from wordpaint.data.imagefolder import ImageFolderStream
@@ -564,7 +564,7 @@ class GuideTask:
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.text_encoder = TextEncoder(TextEncoderConfig(**recipe.get("text_encoder", {}))).to(self.device)
         # every caption kept: the guide learns the text, there is no unconditional input to learn
-        self.vae, self.stream = _image_folder_stream(data, config, self.device, seed=recipe.get("seed", 0), cond_drop_prob=0.0,
+        self.vae, self.stream = image_folder_stream(data, config, self.device, seed=recipe.get("seed", 0), cond_drop_prob=0.0,
                                                      show_progress=show_progress, what=self.WHAT)
         # the frozen text tower runs once per distinct caption, not on every batch (it would take
         # half of each step): (N_captions, text_dim) pooled features and a caption -> row index
