@@ -309,7 +309,7 @@ class TextToImageTask:
             if "folder" not in data:
                 raise WordpaintError("an imagefolder recipe needs data.folder (or pass --data DIR)")
             self.vae, self.stream = image_folder_stream(data, config, self.device, seed=seed, cond_drop_prob=config.cond_drop_prob,
-                                                         show_progress=show_progress)
+                                                        show_progress=show_progress)
         else:
             self.stream = make_stream(self.data_name, size=config.resolution, seed=seed, split=data.get("split", "train"),
                                       cond_drop_prob=config.cond_drop_prob, layout_drop_prob=config.layout_drop_prob if self.layouts else None,
@@ -565,7 +565,7 @@ class GuideTask:
         self.text_encoder = TextEncoder(TextEncoderConfig(**recipe.get("text_encoder", {}))).to(self.device)
         # every caption kept: the guide learns the text, there is no unconditional input to learn
         self.vae, self.stream = image_folder_stream(data, config, self.device, seed=recipe.get("seed", 0), cond_drop_prob=0.0,
-                                                     show_progress=show_progress, what=self.WHAT)
+                                                    show_progress=show_progress, what=self.WHAT)
         # the frozen text tower runs once per distinct caption, not on every batch (it would take
         # half of each step): (N_captions, text_dim) pooled features and a caption -> row index
         captions = sorted({c for alts in self.stream.captions for c in alts})
