@@ -113,6 +113,9 @@ def main() -> None:
                     "openmoji=noto (styles not named get none); every setting is run with and without it")
     ap.add_argument("--negative-without-concept", action="store_true",
                     help="--negative-styles: the negative prompt names the other style only ('noto style'), not the concept")
+    ap.add_argument("--clip-contrast-styles", action="store_true",
+                    help="also run every setting with clip_guidance_contrast = the cell's concept in the other two styles "
+                    "(the guide's classifier guidance over the three styles of the concept; needs clip guidance > 0)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_emoji.json"))
     ap.add_argument("--clip", default=None, help="the judge: a wordpaint-clip folder (default: the bundled one)")
     args = ap.parse_args()
@@ -137,6 +140,9 @@ def main() -> None:
             raise SystemExit(f"--negative-styles: styles must be among {EMOJI_STYLES}, got {args.negative_styles!r}")
         neg_text = (lambda c, st: f"{st} style") if args.negative_without_concept else (lambda c, st: short_caption(names[c], st))
         negatives.append([neg_text(c, other[s]) if s in other else "" for c, s in cells])
+    # the guide's contrast texts: None (plain clip guidance), then each cell's concept in the other styles
+    contrasts = [None] + ([[[short_caption(names[c], o) for o in EMOJI_STYLES if o != s] for c, s in cells]]
+                          if args.clip_contrast_styles else [])
     rows = []
 
     def judge(images) -> dict:
@@ -166,17 +172,18 @@ def main() -> None:
     intervals = ["default"] if not args.guidance_interval else \
         [None if v == "none" else tuple(float(x) for x in v.split(",")) for v in args.guidance_interval]
     schedules = args.sigma_schedule or [None]
-    for spec, mode, negative, ag, interval, schedule in [(spec, mode, neg, ag, iv, sch) for spec in args.settings
-                                                         for mode in (args.image_embed if embeds else ["prior"])
-                                                         for neg in negatives for ag in autoguidance for iv in intervals
-                                                         for sch in schedules]:
+    for spec, mode, negative, ag, interval, schedule, contrast in [
+            (spec, mode, neg, ag, iv, sch, con) for spec in args.settings for mode in (args.image_embed if embeds else ["prior"])
+            for neg in negatives for ag in autoguidance for iv in intervals for sch in schedules for con in contrasts]:
         sampler, steps, g, *rest = spec.split(":")
         cg = float(rest[0]) if rest else 0.0
         prior = rest[1] if len(rest) > 1 else "off"
+        if contrast is not None and not cg:
+            continue  # contrast texts shape clip guidance: nothing to run without it
         t0 = time.perf_counter()
         images = pipe(prompts, seed=0, sampler=sampler, num_inference_steps=int(steps), guidance_scale=float(g), batch_size=64,
                       clip_guidance_scale=cg, prior_strength=None if prior == "off" else float(prior), show_progress=False,
-                      negative_prompt=negative, autoguidance_scale=ag, guidance_interval=interval, sigma_schedule=schedule,
+                      negative_prompt=negative, clip_guidance_contrast=contrast, autoguidance_scale=ag, guidance_interval=interval, sigma_schedule=schedule,
                       **({"image_embed": vectors[mode]} if embeds else {}),
                       **extra).images
         secs = time.perf_counter() - t0
@@ -187,6 +194,7 @@ def main() -> None:
                "reference": "other-style" if args.reference_style else None,
                **({"negative_styles": args.negative_styles if negative else None,
                    "negative_without_concept": bool(negative) and args.negative_without_concept} if args.negative_styles else {}),
+               **({"clip_guidance_contrast": "other styles" if contrast else None} if args.clip_contrast_styles else {}),
                **({"image_embed": mode} if embeds else {}), **judge(images), "seconds_per_image": round(secs / len(prompts), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)

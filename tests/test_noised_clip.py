@@ -10,6 +10,7 @@ import torch
 from wordpaint import TextToImagePipeline
 from wordpaint.cli.main import main
 from wordpaint.errors import ModelLoadError, WordpaintError
+from wordpaint.images import read_png_metadata
 from wordpaint.models.noised_clip import NoisedClipConfig, NoisedClipModel
 from wordpaint.models.registry import build_config
 from wordpaint.pipelines.text_to_image import load_model
@@ -51,6 +52,23 @@ def test_learns_pairs_from_noisy_inputs_and_its_gradient_points_to_its_text():
     assert (after > before).all()
 
 
+def test_contrast_gradient_is_the_classifier_gradient_over_the_prompt_and_its_contrasts():
+    model = _tiny().eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 4, 16, 16, generator=g)
+    sigma = torch.tensor(0.7)
+    texts = model.embed_text_features(torch.randn(3, 3, 384, generator=g).reshape(9, 384)).reshape(3, 3, 16)  # (B, 1 + K, D)
+    got = model.guidance_grad(x, sigma, texts[:, 0], texts[:, 1:])
+    # d/dx log softmax_0 = grad s_0 - sum_k p_k grad s_k, with s_k = logit_scale * cos(image(x), t_k) per image
+    per_text = torch.stack([model.guidance_grad(x, sigma, texts[:, k]) for k in range(3)], 1)  # (B, 1 + K, C, H, W)
+    with torch.no_grad():
+        p = (model.logit_scale.exp() * torch.einsum("bd,bkd->bk", model.embed_noisy(x, sigma), texts)).softmax(-1)
+    want = per_text[:, 0] - (p[:, :, None, None, None] * per_text).sum(1)
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, per_text[:, 0], atol=1e-3)
+    # the prompt itself as its only contrast: p = 1/2 each, and the two terms cancel
+    assert torch.allclose(model.guidance_grad(x, sigma, texts[:, 0], texts[:, :1]), torch.zeros_like(x), atol=1e-6)
+
+
 def test_config_checks_noise_range():
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
         build_config(family="noised_clip", sigma_min=1.0, sigma_max=0.5)
@@ -78,6 +96,18 @@ def test_pipeline_guides_round_trips_and_records_it(runs, tmp_path):
     for bad in (-1.0, float("nan"), "strong"):
         with pytest.raises(WordpaintError, match="clip_guidance_scale"):
             guided("fox", clip_guidance_scale=bad, num_inference_steps=2)
+    # contrast texts: the (K + 1)-way classifier's gradient, recorded; per prompt or one list for all
+    c = guided("a red circle", clip_guidance_scale=50.0, clip_guidance_contrast=["a blue circle", "a red square"], **kw)
+    assert c.images[0].tobytes() != a.images[0].tobytes()
+    assert c.metadata[0]["clip_guidance_contrast"] == ["a blue circle", "a red square"]
+    two = guided(["a red circle", "fox"], clip_guidance_scale=50.0, **kw,
+                 clip_guidance_contrast=[["a blue circle", "a red square"], ["cat", "dog"]])
+    assert two.images[0].tobytes() == c.images[0].tobytes() and two.metadata[1]["clip_guidance_contrast"] == ["cat", "dog"]
+    with pytest.raises(WordpaintError, match="needs clip_guidance_scale > 0"):
+        guided("fox", clip_guidance_contrast=["cat"], num_inference_steps=2)
+    for bad in ([], "a blue circle", [["a"], ["b", "c"]], [["a"]], [3], ["ok", "x" * 5000]):
+        with pytest.raises(WordpaintError, match="clip_guidance_contrast"):
+            guided(["fox", "cat"], clip_guidance_scale=1.0, clip_guidance_contrast=bad, num_inference_steps=2)
     # the folder carries the guide and loads it back
     guided.save_pretrained(tmp_path / "p")
     assert json.loads((tmp_path / "p" / "model_index.json").read_text())["guide"] == "guide"
@@ -105,6 +135,9 @@ def test_trained_guide_logs_heldout_retrieval_and_cli_adds_it(runs, tmp_path, ca
     png = tmp_path / "g.png"
     assert main(["generate", "a red circle", "--model", str(out), "--steps", "2", "--clip-guidance", "20", "-o", str(png)]) == 0
     assert png.is_file()
+    assert main(["generate", "a red circle", "--model", str(out), "--steps", "2", "--clip-guidance", "20", "--clip-contrast", "a blue circle",
+                 "--clip-contrast", "a red square", "-o", str(png)]) == 0
+    assert read_png_metadata(png)["clip_guidance_contrast"] == ["a blue circle", "a red square"]
 
 
 def test_report_refuses_clip_guidance_without_a_guide(runs, capsys):

@@ -45,6 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
                    help="models with a guide (a noised wordpaint-clip): classifier guidance toward the prompt at this scale, "
                    "on top of --guidance; 0 turns it off (default: the model's)")
+    p.add_argument("--clip-contrast", action="append", default=None, metavar="TEXT",
+                   help="with clip guidance: a text the guide tells the prompt apart from (repeat for more, e.g. the same "
+                   "subject in the other styles); the guidance then climbs log p(prompt | picture) against them")
     p.add_argument("--autoguidance", type=float, default=None, metavar="SCALE",
                    help="models with an autoguide (a weaker diffusion model): step away from its estimate at this scale, on top "
                    "of --guidance; 0 turns it off (default: the model's)")
@@ -183,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
                text_guidance_scale=text_guidance, regional_prompts=args.regional_prompts,
                clip_guidance_scale="default" if args.clip_guidance is None else args.clip_guidance, prior_strength=parse_prior_strength(args.prior_strength),
                autoguidance_scale="default" if args.autoguidance is None else args.autoguidance,
+               clip_guidance_contrast=args.clip_contrast,
                negative_prompt=args.negative_prompt, seed=args.seed, num_images_per_prompt=args.n, height=args.size,
                width=args.size, **extra)
     for w in out.warnings:

@@ -416,6 +416,7 @@ class TextToImagePipeline:
         plans: list | None = None,
         regional_prompts: bool = False,
         clip_guidance_scale: float | str = "default",
+        clip_guidance_contrast: list[str] | list[list[str]] | None = None,
         autoguidance_scale: float | str = "default",
         image=None,
         strength: float = 0.8,
@@ -445,6 +446,10 @@ class TextToImagePipeline:
         generations; one more conditional pass per object (:func:`regions_for`).
         ``clip_guidance_scale`` > 0 (a pipeline with a ``guide``) adds classifier guidance from a
         noised wordpaint-clip on top (:mod:`wordpaint.models.noised_clip`); ``"default"`` takes the folder's.
+        ``clip_guidance_contrast`` (texts, the same for every prompt, or one list per prompt, each of the
+        same length K) turns that guidance into a (K + 1)-way classifier's: it climbs log p(prompt | x)
+        against those texts (e.g. the same subject in the other styles) instead of the prompt's
+        similarity alone, so it pushes only along what tells the prompt apart from them.
         ``autoguidance_scale`` > 0 (a pipeline with an ``autoguide``: a weaker diffusion model of the
         same inputs, e.g. a smaller or shorter-trained one) adds autoguidance (Karras et al. 2024):
         the guided estimate moves by that weight times (conditional estimate - the weaker model's
@@ -491,6 +496,8 @@ class TextToImagePipeline:
             raise WordpaintError("autoguidance_scale does not combine with regional_prompts: set one of them")
         if clip_guidance and self.guide is None:
             raise WordpaintError("clip_guidance_scale needs a pipeline with a guide (a noised wordpaint-clip component); this one has none")
+        if clip_guidance_contrast is not None and not clip_guidance:
+            raise WordpaintError("clip_guidance_contrast shapes the guide's classifier guidance: it needs clip_guidance_scale > 0")
         for name, value in (("layout_guidance_scale", layout_guidance), ("text_guidance_scale", text_guidance)):
             if value is not None:
                 _check_scale(name, value)
@@ -542,6 +549,7 @@ class TextToImagePipeline:
         prompts = self._validate(prompt, steps, guidance, sampler, num_images_per_prompt, height, width, seed, plans)
         inits = None if image is None else self._init_images(image, len(prompts), height, width)  # (P, C, H, W)
         negs = self._negative_prompts(negative_prompt, len(prompts))  # one per prompt, or None
+        contrasts = self._contrast_prompts(clip_guidance_contrast, len(prompts))  # (P lists of K texts) or None
         refs, has_ref = (None, [False] * len(prompts)) if reference is None else self._references(reference, len(prompts), height, width)
         _check_int("batch_size", batch_size, 1, 4096)
         if seed is None:
@@ -576,7 +584,8 @@ class TextToImagePipeline:
             x = self.sample_batch([t for _, t, _, _, _ in chunk], seeds=seeds, sigmas=sigmas, height=height, width=width, layouts=lay,
                                   regions=regions, init=init, from_prior=prior_strength is not None, show_progress=show_progress,
                                   image_embeds=None if embeds is None else embeds[[k for *_, k in chunk]],
-                                  negative_prompts=None if negs is None else [negs[k] for *_, k in chunk], **sampling)
+                                  negative_prompts=None if negs is None else [negs[k] for *_, k in chunk],
+                                  clip_contrast=None if contrasts is None else [contrasts[k] for *_, k in chunk], **sampling)
             if detail:
                 x = self._detail(x, [pl for _, _, pl, _, _ in chunk], seeds=seeds, steps=steps, schedule=schedule,
                                  strength=detail_strength, regional_prompts=regional_prompts, **sampling)
@@ -586,6 +595,7 @@ class TextToImagePipeline:
                      "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None,
                      "layout_guidance_scale": layout_guidance, "text_guidance_scale": text_guidance, "regional_prompts": regional_prompts,
                      **({"clip_guidance_scale": clip_guidance} if clip_guidance else {}),
+                     **({"clip_guidance_contrast": contrasts[k]} if contrasts is not None else {}),
                      **({"autoguidance_scale": autoguidance} if autoguidance else {}),
                      **({"init_image": True, "strength": strength} if inits is not None else {}),
                      **({"prior_strength": prior_strength} if prior_strength is not None else {}),
@@ -613,6 +623,24 @@ class TextToImagePipeline:
             except WordpaintError as e:
                 raise WordpaintError(f"negative_prompt: {e}") from None
         return list(negs) * n if len(negs) == 1 else list(negs)
+
+    def _contrast_prompts(self, contrast, n: int) -> list[list[str]] | None:
+        """``clip_guidance_contrast`` as one list of K texts per prompt (``n``), each checked like a prompt, or None."""
+        if contrast is None:
+            return None
+        ok = isinstance(contrast, (list, tuple)) and len(contrast) > 0
+        per_prompt = ok and all(isinstance(c, (list, tuple)) for c in contrast)
+        lists = [list(c) for c in contrast] if per_prompt else [list(contrast)] * n if ok else []
+        if not ok or len(lists) != n or not all(lists) or len({len(c) for c in lists}) != 1 \
+                or not all(isinstance(t, str) for c in lists for t in c):
+            raise WordpaintError(f"clip_guidance_contrast must be a non-empty list of strings, or {n} such lists (one per "
+                                 f"prompt, all of the same length), got {contrast!r:.80}")
+        for t in {t for c in lists for t in c}:
+            try:
+                self.text_encoder.check_prompt(t)
+            except WordpaintError as e:
+                raise WordpaintError(f"clip_guidance_contrast: {e}") from None
+        return lists
 
     def _image_embeds(self, image_embed, prompts: list[str]) -> tuple[torch.Tensor | None, str | None]:
         """((P, D) image vectors for the prompts or None, where they came from: "prior" / "given" / None)."""
@@ -643,8 +671,8 @@ class TextToImagePipeline:
                        guidance_interval: tuple[float, float] | None = None, regions: Regions | None = None,
                        clip_guidance_scale: float = 0.0, autoguidance_scale: float = 0.0, init: torch.Tensor | None = None,
                        from_prior: bool = False, image_embeds: torch.Tensor | None = None,
-                       negative_prompts: list[str] | None = None, show_progress: bool = False,
-                       decode: bool = True) -> torch.Tensor:
+                       negative_prompts: list[str] | None = None, clip_contrast: list[list[str]] | None = None,
+                       show_progress: bool = False, decode: bool = True) -> torch.Tensor:
         """The generation loop for one batch: encode, build the guided denoiser, integrate.
         ``layouts`` (B, LAYOUT_CHANNELS, H, W) conditions a layout model (the unconditional half
         of guidance gets none). ``layout_guidance_scale`` guides the layout apart from the text,
@@ -657,6 +685,7 @@ class TextToImagePipeline:
         it at ``draft + sigmas[0] * noise`` with the prior's draft of each prompt. ``image_embeds``
         (B, D) condition an image-embedding model (the unconditional half gets none).
         ``negative_prompts`` (B strings) replace the unconditional half's empty text.
+        ``clip_contrast`` (B lists of K texts) makes the guide's classifier guidance (K + 1)-way.
         ``autoguidance_scale`` a adds a * (D_cond - D_weak) with D_weak the ``autoguide`` model's
         conditional estimate, at every step (not in regions mode). Returns
         (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline; with ``decode``
@@ -752,7 +781,7 @@ class TextToImagePipeline:
             if clip_guidance_scale and clip_lo <= float(sigma) <= clip_hi:
                 # classifier guidance (Dhariwal & Nichol 2021) in the VE view: the score gains
                 # s * grad log p(text | x_sigma), so D(x) = x + sigma^2 * score moves by sigma^2 times it
-                x0 = x0 + clip_guidance_scale * sigma**2 * self.guide.guidance_grad(xs, sigma, clip_text)
+                x0 = x0 + clip_guidance_scale * sigma**2 * self.guide.guidance_grad(xs, sigma, clip_text, clip_against)
             if autoguidance_scale:
                 # autoguidance (Karras et al. 2024): a weaker model's conditional estimate has the
                 # strong one's errors, magnified; stepping away from it along (D - D_weak) sharpens
@@ -762,6 +791,10 @@ class TextToImagePipeline:
 
         if clip_guidance_scale:  # __call__ has checked that there is a guide
             clip_text = self.guide.embed_text_features(cond.pooled.to(device))  # (B, embed_dim)
+            clip_against = None  # (B, K, embed_dim): the texts the prompt is told apart from
+            if clip_contrast is not None:
+                flat = self.text_encoder.encode([t for texts in clip_contrast for t in texts]).pooled.to(device)
+                clip_against = self.guide.embed_text_features(flat).reshape(b, len(clip_contrast[0]), -1)
             clip_lo, clip_hi = self.guide.config.sigma_min, self.guide.config.sigma_max  # the levels it was trained on
 
         fn = SAMPLERS[sampler]
