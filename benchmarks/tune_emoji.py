@@ -140,9 +140,10 @@ def main() -> None:
             raise SystemExit(f"--negative-styles: styles must be among {EMOJI_STYLES}, got {args.negative_styles!r}")
         neg_text = (lambda c, st: f"{st} style") if args.negative_without_concept else (lambda c, st: short_caption(names[c], st))
         negatives.append([neg_text(c, other[s]) if s in other else "" for c, s in cells])
-    # the guide's contrast texts: None (plain clip guidance), then each cell's concept in the other styles
-    contrasts = [None] + ([[[short_caption(names[c], o) for o in EMOJI_STYLES if o != s] for c, s in cells]]
-                          if args.clip_contrast_styles else [])
+    # the guide's contrast texts: the folder's default; or none (plain clip guidance), then each
+    # cell's concept in the other styles
+    contrasts = ["default"] if not args.clip_contrast_styles else \
+        [None, [[short_caption(names[c], o) for o in EMOJI_STYLES if o != s] for c, s in cells]]
     rows = []
 
     def judge(images) -> dict:
@@ -178,7 +179,7 @@ def main() -> None:
         sampler, steps, g, *rest = spec.split(":")
         cg = float(rest[0]) if rest else 0.0
         prior = rest[1] if len(rest) > 1 else "off"
-        if contrast is not None and not cg:
+        if contrast not in (None, "default") and not cg:
             continue  # contrast texts shape clip guidance: nothing to run without it
         t0 = time.perf_counter()
         images = pipe(prompts, seed=0, sampler=sampler, num_inference_steps=int(steps), guidance_scale=float(g), batch_size=64,
@@ -194,7 +195,8 @@ def main() -> None:
                "reference": "other-style" if args.reference_style else None,
                **({"negative_styles": args.negative_styles if negative else None,
                    "negative_without_concept": bool(negative) and args.negative_without_concept} if args.negative_styles else {}),
-               **({"clip_guidance_contrast": "other styles" if contrast else None} if args.clip_contrast_styles else {}),
+               "clip_guidance_contrast": (pipe.defaults["clip_contrast_styles"] if contrast == "default" else
+                                          "other styles" if contrast else None) if cg else None,
                **({"image_embed": mode} if embeds else {}), **judge(images), "seconds_per_image": round(secs / len(prompts), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -4,6 +4,7 @@ folder, and the shared training loop trains it (tiny configs)."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from wordpaint.errors import ModelLoadError, WordpaintError
 from wordpaint.images import read_png_metadata
 from wordpaint.models.noised_clip import NoisedClipConfig, NoisedClipModel
 from wordpaint.models.registry import build_config
-from wordpaint.pipelines.text_to_image import load_model
+from wordpaint.pipelines.text_to_image import load_model, style_contrasts
 from wordpaint.training.train import train
 from helpers import fit
 
@@ -69,6 +70,27 @@ def test_contrast_gradient_is_the_classifier_gradient_over_the_prompt_and_its_co
     assert torch.allclose(model.guidance_grad(x, sigma, texts[:, 0], texts[:, :1]), torch.zeros_like(x), atol=1e-6)
 
 
+def test_style_contrasts_swaps_the_asked_style_for_each_other():
+    styles = ["noto", "twemoji", "openmoji"]
+    assert style_contrasts("fox in twemoji style", styles) == ["fox in noto style", "fox in openmoji style"]
+    assert style_contrasts("A Fox in Noto style, smiling", styles) == ["A Fox in twemoji style, smiling", "A Fox in openmoji style, smiling"]
+    assert style_contrasts("fox in pixel style", styles) == [] and style_contrasts("fox", styles) == []
+    assert style_contrasts("fox in pixel style in openmoji style", styles) == ["fox in pixel style in noto style",
+                                                                                "fox in pixel style in twemoji style"]
+
+
+def test_masked_contrasts_fall_back_to_the_plain_gradient_row_by_row():
+    model = _tiny().eval()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 16, 16, generator=g)
+    sigma = torch.tensor(0.7)
+    texts = model.embed_text_features(torch.randn(6, 384, generator=g)).reshape(2, 3, 16)
+    mask = torch.tensor([[True, False], [False, False]])
+    got = model.guidance_grad(x, sigma, texts[:, 0], texts[:, 1:], mask)
+    assert torch.allclose(got[:1], model.guidance_grad(x[:1], sigma, texts[:1, 0], texts[:1, 1:2]), atol=1e-5)
+    assert torch.allclose(got[1:], model.guidance_grad(x[1:], sigma, texts[1:, 0]), atol=1e-5)
+
+
 def test_config_checks_noise_range():
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
         build_config(family="noised_clip", sigma_min=1.0, sigma_max=0.5)
@@ -105,9 +127,21 @@ def test_pipeline_guides_round_trips_and_records_it(runs, tmp_path):
     assert two.images[0].tobytes() == c.images[0].tobytes() and two.metadata[1]["clip_guidance_contrast"] == ["cat", "dog"]
     with pytest.raises(WordpaintError, match="needs clip_guidance_scale > 0"):
         guided("fox", clip_guidance_contrast=["cat"], num_inference_steps=2)
-    for bad in ([], "a blue circle", [["a"], ["b", "c"]], [["a"]], [3], ["ok", "x" * 5000]):
+    for bad in ([], "a blue circle", [["a"]], [3], [["a"], [3]], ["ok", "x" * 5000]):
         with pytest.raises(WordpaintError, match="clip_guidance_contrast"):
             guided(["fox", "cat"], clip_guidance_scale=1.0, clip_guidance_contrast=bad, num_inference_steps=2)
+    # a folder's clip_contrast_styles: prompts that ask for one of them are contrasted with the others
+    styled = guided.with_component("guide", guided.guide)
+    styled.defaults["clip_contrast_styles"] = ["noto", "twemoji", "openmoji"]
+    auto = styled(["fox in twemoji style", "a red circle"], clip_guidance_scale=50.0, **kw)
+    assert auto.metadata[0]["clip_guidance_contrast"] == ["fox in noto style", "fox in openmoji style"]
+    assert "clip_guidance_contrast" not in auto.metadata[1]  # names no style: the plain guidance
+    assert auto.images[1].tobytes() == guided(["fox", "a red circle"], clip_guidance_scale=50.0, **kw).images[1].tobytes()
+    explicit = guided("fox in twemoji style", clip_guidance_scale=50.0, clip_guidance_contrast=["fox in noto style", "fox in openmoji style"], **kw)
+    # the same guidance as the explicit contrasts, up to float summation order (a batch of two vs one)
+    assert np.abs(np.asarray(auto.images[0], float) - np.asarray(explicit.images[0], float)).max() <= 2
+    assert styled("fox in twemoji style", clip_guidance_scale=50.0, clip_guidance_contrast=None, **kw).images[0].tobytes() == \
+        guided("fox in twemoji style", clip_guidance_scale=50.0, **kw).images[0].tobytes()  # None: no contrast
     # the folder carries the guide and loads it back
     guided.save_pretrained(tmp_path / "p")
     assert json.loads((tmp_path / "p" / "model_index.json").read_text())["guide"] == "guide"
@@ -144,3 +178,5 @@ def test_report_refuses_clip_guidance_without_a_guide(runs, capsys):
     _, ld, _ = runs
     assert main(["eval", "report", "--model", str(ld), "--suite", "emoji", "--clip-guidance", "2"]) == 2
     assert "needs a model with a guide" in capsys.readouterr().err
+    assert main(["eval", "report", "--model", str(ld), "--suite", "emoji", "--clip-contrast-styles", "noto"]) == 2
+    assert "at least two styles" in capsys.readouterr().err

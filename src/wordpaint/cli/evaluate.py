@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
                    help="models with a guide: classifier guidance scale (0 = off; default: the model's)")
     r.add_argument("--autoguidance", type=float, default=None, metavar="SCALE",
                    help="models with an autoguide: autoguidance scale (0 = off; default: the model's)")
+    r.add_argument("--clip-contrast-styles", default=None, metavar="STYLE,STYLE,...|none",
+                   help="with clip guidance: contrast each prompt that asks for one of these styles ('... in twemoji style') "
+                   "with itself in the others (none = plain clip guidance; default: the model's)")
     r.add_argument("--prior-strength", default=None, metavar="S|off",
                    help="models with a prior: start from the prompt's draft this far up the schedule, in [0, 1] (0: the draft "
                    "itself); off = from noise "
@@ -135,6 +138,11 @@ def run_report(args: argparse.Namespace) -> int:
         if args.clip_guidance and pipe.guide is None:
             raise WordpaintError("--clip-guidance needs a model with a guide (a noised wordpaint-clip component)")
         pipe.defaults["clip_guidance_scale"] = args.clip_guidance
+    if args.clip_contrast_styles is not None:
+        styles = [] if args.clip_contrast_styles == "none" else [st.strip() for st in args.clip_contrast_styles.split(",") if st.strip()]
+        if args.clip_contrast_styles != "none" and len(styles) < 2:
+            raise WordpaintError(f"--clip-contrast-styles needs at least two styles (or none), got {args.clip_contrast_styles!r}")
+        pipe.defaults["clip_contrast_styles"] = styles or None
     if args.autoguidance is not None:
         if args.autoguidance and pipe.autoguide is None:
             raise WordpaintError("--autoguidance needs a model with an autoguide (a weaker diffusion model component)")

@@ -291,6 +291,8 @@ def write_suite_report(pipe, suite: str, out: str | os.PathLike, *, model_name: 
                 "sampler": pipe.defaults["sampler"], "sigma_schedule": pipe.defaults["sigma_schedule"],
                 "clip_guidance_scale": pipe.defaults["clip_guidance_scale"],
                 **({"autoguidance_scale": pipe.defaults["autoguidance_scale"]} if pipe.defaults["autoguidance_scale"] else {}),
+                **({"clip_contrast_styles": pipe.defaults["clip_contrast_styles"]}
+                   if pipe.defaults["clip_contrast_styles"] and pipe.defaults["clip_guidance_scale"] else {}),
                 **({"prior_strength": pipe.defaults["prior_strength"]} if pipe.defaults["prior_strength"] is not None else {})}
     doc = {"suite": suite, "model": model_name, **{k: v for k, v in res.items() if k != "markdown"}, "sampling": sampling,
            "versions": package_versions(), "seconds": round(time.perf_counter() - t0, 1)}

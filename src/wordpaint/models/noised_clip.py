@@ -136,13 +136,15 @@ class NoisedClipModel(torch.nn.Module):
         return (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.T.log_softmax(1)).sum(1).mean()) / 2
 
     def guidance_grad(self, x: torch.Tensor, sigma: torch.Tensor, text_embeds: torch.Tensor,
-                      contrast_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                      contrast_embeds: torch.Tensor | None = None, contrast_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W) gradient of ``logit_scale * cos(image(x, sigma), text)`` with respect to x:
         the direction in which the noisy sample looks more like its prompt to this model. With
         ``contrast_embeds`` (B, K, embed_dim) it is the gradient of log p(text | x) under the
         (K + 1)-way zero-shot classifier over the text and its K contrasts (classifier guidance
         proper): grad cos(text) - sum_k p_k grad cos(t_k), which moves the sample only along what
-        tells the prompt apart from the contrasts, and fades as the prompt's probability nears 1."""
+        tells the prompt apart from the contrasts, and fades as the prompt's probability nears 1.
+        ``contrast_mask`` (B, K) bool keeps some contrasts of a row only; a row that keeps none gets
+        the plain similarity's gradient."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             img = self.embed_noisy(x, sigma)  # (B, embed_dim)
@@ -151,6 +153,11 @@ class NoisedClipModel(torch.nn.Module):
             else:
                 texts = torch.cat([text_embeds[:, None], contrast_embeds], 1)  # (B, 1 + K, embed_dim)
                 logits = self.logit_scale.exp() * torch.einsum("bd,bkd->bk", img, texts)  # (B, 1 + K)
-                objective = logits.log_softmax(-1)[:, 0].sum()
+                if contrast_mask is None:
+                    objective = logits.log_softmax(-1)[:, 0].sum()
+                else:
+                    keep = torch.cat([torch.ones_like(contrast_mask[:, :1]), contrast_mask], 1).bool()  # (B, 1 + K)
+                    log_p = logits.masked_fill(~keep, -math.inf).log_softmax(-1)[:, 0]
+                    objective = torch.where(contrast_mask.any(1), log_p, logits[:, 0]).sum()
             (grad,) = torch.autograd.grad(objective, x)
         return grad

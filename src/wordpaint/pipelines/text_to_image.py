@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +46,7 @@ DETAIL_STRENGTH = 0.5
 DETAIL_MARGIN = 0.02  # canvas fractions around the box that the redrawn crop replaces (the plans' minimum gap)
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
             "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0,
-            "autoguidance_scale": 0.0,
+            "autoguidance_scale": 0.0, "clip_contrast_styles": None,
             "detail": False, "detail_strength": DETAIL_STRENGTH, "prior_strength": None}
 MAX_STEPS = 1000
 COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip", "prior": "latent_prior",
@@ -416,7 +417,7 @@ class TextToImagePipeline:
         plans: list | None = None,
         regional_prompts: bool = False,
         clip_guidance_scale: float | str = "default",
-        clip_guidance_contrast: list[str] | list[list[str]] | None = None,
+        clip_guidance_contrast: list[str] | list[list[str]] | None | str = "default",
         autoguidance_scale: float | str = "default",
         image=None,
         strength: float = 0.8,
@@ -446,10 +447,13 @@ class TextToImagePipeline:
         generations; one more conditional pass per object (:func:`regions_for`).
         ``clip_guidance_scale`` > 0 (a pipeline with a ``guide``) adds classifier guidance from a
         noised wordpaint-clip on top (:mod:`wordpaint.models.noised_clip`); ``"default"`` takes the folder's.
-        ``clip_guidance_contrast`` (texts, the same for every prompt, or one list per prompt, each of the
-        same length K) turns that guidance into a (K + 1)-way classifier's: it climbs log p(prompt | x)
-        against those texts (e.g. the same subject in the other styles) instead of the prompt's
-        similarity alone, so it pushes only along what tells the prompt apart from them.
+        ``clip_guidance_contrast`` (texts, the same for every prompt, or one list per prompt) turns that
+        guidance into a (K + 1)-way classifier's: it climbs log p(prompt | x) against those texts
+        (e.g. the same subject in the other styles) instead of the prompt's similarity alone, so it
+        pushes only along what tells the prompt apart from them (a prompt with an empty list gets
+        the plain guidance); ``"default"``: where the folder names ``clip_contrast_styles``, each
+        prompt that asks for one of them ("... in twemoji style") is contrasted with itself in the
+        others (:func:`style_contrasts`), else none; None: none.
         ``autoguidance_scale`` > 0 (a pipeline with an ``autoguide``: a weaker diffusion model of the
         same inputs, e.g. a smaller or shorter-trained one) adds autoguidance (Karras et al. 2024):
         the guided estimate moves by that weight times (conditional estimate - the weaker model's
@@ -496,7 +500,7 @@ class TextToImagePipeline:
             raise WordpaintError("autoguidance_scale does not combine with regional_prompts: set one of them")
         if clip_guidance and self.guide is None:
             raise WordpaintError("clip_guidance_scale needs a pipeline with a guide (a noised wordpaint-clip component); this one has none")
-        if clip_guidance_contrast is not None and not clip_guidance:
+        if clip_guidance_contrast not in (None, "default") and not clip_guidance:
             raise WordpaintError("clip_guidance_contrast shapes the guide's classifier guidance: it needs clip_guidance_scale > 0")
         for name, value in (("layout_guidance_scale", layout_guidance), ("text_guidance_scale", text_guidance)):
             if value is not None:
@@ -549,7 +553,7 @@ class TextToImagePipeline:
         prompts = self._validate(prompt, steps, guidance, sampler, num_images_per_prompt, height, width, seed, plans)
         inits = None if image is None else self._init_images(image, len(prompts), height, width)  # (P, C, H, W)
         negs = self._negative_prompts(negative_prompt, len(prompts))  # one per prompt, or None
-        contrasts = self._contrast_prompts(clip_guidance_contrast, len(prompts))  # (P lists of K texts) or None
+        contrasts = self._contrast_prompts(clip_guidance_contrast, prompts, clip_guidance)  # P lists of texts, or None
         refs, has_ref = (None, [False] * len(prompts)) if reference is None else self._references(reference, len(prompts), height, width)
         _check_int("batch_size", batch_size, 1, 4096)
         if seed is None:
@@ -595,7 +599,7 @@ class TextToImagePipeline:
                      "sigma_schedule": schedule, "guidance_interval": list(interval) if interval else None,
                      "layout_guidance_scale": layout_guidance, "text_guidance_scale": text_guidance, "regional_prompts": regional_prompts,
                      **({"clip_guidance_scale": clip_guidance} if clip_guidance else {}),
-                     **({"clip_guidance_contrast": contrasts[k]} if contrasts is not None else {}),
+                     **({"clip_guidance_contrast": contrasts[k]} if contrasts is not None and contrasts[k] else {}),
                      **({"autoguidance_scale": autoguidance} if autoguidance else {}),
                      **({"init_image": True, "strength": strength} if inits is not None else {}),
                      **({"prior_strength": prior_strength} if prior_strength is not None else {}),
@@ -624,23 +628,27 @@ class TextToImagePipeline:
                 raise WordpaintError(f"negative_prompt: {e}") from None
         return list(negs) * n if len(negs) == 1 else list(negs)
 
-    def _contrast_prompts(self, contrast, n: int) -> list[list[str]] | None:
-        """``clip_guidance_contrast`` as one list of K texts per prompt (``n``), each checked like a prompt, or None."""
+    def _contrast_prompts(self, contrast, prompts: list[str], clip_guidance: float) -> list[list[str]] | None:
+        """``clip_guidance_contrast`` as one list of texts per prompt (each checked like a prompt), or None."""
+        n = len(prompts)
+        if contrast == "default":
+            styles = self.defaults.get("clip_contrast_styles")
+            lists = [style_contrasts(p, styles) for p in prompts] if clip_guidance and styles else []
+            return lists if any(lists) else None
         if contrast is None:
             return None
         ok = isinstance(contrast, (list, tuple)) and len(contrast) > 0
         per_prompt = ok and all(isinstance(c, (list, tuple)) for c in contrast)
         lists = [list(c) for c in contrast] if per_prompt else [list(contrast)] * n if ok else []
-        if not ok or len(lists) != n or not all(lists) or len({len(c) for c in lists}) != 1 \
-                or not all(isinstance(t, str) for c in lists for t in c):
-            raise WordpaintError(f"clip_guidance_contrast must be a non-empty list of strings, or {n} such lists (one per "
-                                 f"prompt, all of the same length), got {contrast!r:.80}")
+        if not ok or len(lists) != n or not all(isinstance(t, str) for c in lists for t in c):
+            raise WordpaintError(f"clip_guidance_contrast must be a non-empty list of strings, or {n} lists of strings (one "
+                                 f"per prompt), got {contrast!r:.80}")
         for t in {t for c in lists for t in c}:
             try:
                 self.text_encoder.check_prompt(t)
             except WordpaintError as e:
                 raise WordpaintError(f"clip_guidance_contrast: {e}") from None
-        return lists
+        return lists if any(lists) else None
 
     def _image_embeds(self, image_embed, prompts: list[str]) -> tuple[torch.Tensor | None, str | None]:
         """((P, D) image vectors for the prompts or None, where they came from: "prior" / "given" / None)."""
@@ -685,7 +693,8 @@ class TextToImagePipeline:
         it at ``draft + sigmas[0] * noise`` with the prior's draft of each prompt. ``image_embeds``
         (B, D) condition an image-embedding model (the unconditional half gets none).
         ``negative_prompts`` (B strings) replace the unconditional half's empty text.
-        ``clip_contrast`` (B lists of K texts) makes the guide's classifier guidance (K + 1)-way.
+        ``clip_contrast`` (B lists of texts) makes the guide's classifier guidance (K + 1)-way per image
+        (an empty list: the plain guidance).
         ``autoguidance_scale`` a adds a * (D_cond - D_weak) with D_weak the ``autoguide`` model's
         conditional estimate, at every step (not in regions mode). Returns
         (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline; with ``decode``
@@ -781,7 +790,7 @@ class TextToImagePipeline:
             if clip_guidance_scale and clip_lo <= float(sigma) <= clip_hi:
                 # classifier guidance (Dhariwal & Nichol 2021) in the VE view: the score gains
                 # s * grad log p(text | x_sigma), so D(x) = x + sigma^2 * score moves by sigma^2 times it
-                x0 = x0 + clip_guidance_scale * sigma**2 * self.guide.guidance_grad(xs, sigma, clip_text, clip_against)
+                x0 = x0 + clip_guidance_scale * sigma**2 * self.guide.guidance_grad(xs, sigma, clip_text, clip_against, against_mask)
             if autoguidance_scale:
                 # autoguidance (Karras et al. 2024): a weaker model's conditional estimate has the
                 # strong one's errors, magnified; stepping away from it along (D - D_weak) sharpens
@@ -791,10 +800,13 @@ class TextToImagePipeline:
 
         if clip_guidance_scale:  # __call__ has checked that there is a guide
             clip_text = self.guide.embed_text_features(cond.pooled.to(device))  # (B, embed_dim)
-            clip_against = None  # (B, K, embed_dim): the texts the prompt is told apart from
-            if clip_contrast is not None:
-                flat = self.text_encoder.encode([t for texts in clip_contrast for t in texts]).pooled.to(device)
-                clip_against = self.guide.embed_text_features(flat).reshape(b, len(clip_contrast[0]), -1)
+            clip_against = against_mask = None  # (B, K, embed_dim), (B, K): the texts each prompt is told apart from
+            if clip_contrast is not None and any(clip_contrast):
+                k = max(len(texts) for texts in clip_contrast)
+                padded = [texts + [""] * (k - len(texts)) for texts in clip_contrast]  # "" rows are masked out
+                flat = self.text_encoder.encode([t for texts in padded for t in texts]).pooled.to(device)
+                clip_against = self.guide.embed_text_features(flat).reshape(b, k, -1)
+                against_mask = torch.tensor([[j < len(texts) for j in range(k)] for texts in clip_contrast], device=device)
             clip_lo, clip_hi = self.guide.config.sigma_min, self.guide.config.sigma_max  # the levels it was trained on
 
         fn = SAMPLERS[sampler]
@@ -813,6 +825,17 @@ class Regions:
     index: torch.Tensor
     weight: torch.Tensor
     keep: torch.Tensor
+
+
+def style_contrasts(prompt: str, styles) -> list[str]:
+    """``prompt`` in each other style of ``styles``: its first "in STYLE style" with STYLE among
+    ``styles`` (case-insensitive) swapped for each of the others ("fox in twemoji style" ->
+    ["fox in noto style", "fox in openmoji style"]); [] when it asks for none of them."""
+    names = [str(st).lower() for st in styles]
+    for m in re.finditer(r"\bin (\w+) style\b", prompt, flags=re.IGNORECASE):
+        if m.group(1).lower() in names:
+            return [prompt[: m.start(1)] + other + prompt[m.end(1) :] for other in names if other != m.group(1).lower()]
+    return []
 
 
 def object_text(phrase: str, background: str | None) -> str:
