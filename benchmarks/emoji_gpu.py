@@ -267,18 +267,21 @@ def train(pack_dir: str, out: str, *, time_limit: float, batch_size: int, lr: fl
               "images_per_s": round(step * batch_size / wall, 1), "device": torch.cuda.get_device_name() if cuda else "cpu",
               "torch": torch.__version__, "shards": names, "examples_seen": step * batch_size,
               "epochs": round(step * batch_size / n, 1), "train_rows": n,
-              "final_val_train": val_loss("train"), "final_val_heldout": val_loss("heldout")}
+              "final_val_train": val_loss("train"), "final_val_heldout": val_loss("heldout"),
+              "diffusion_config": info["diffusion_config"]}  # what assemble builds the shards into
     write_json(out / "result.json", result)
     print(json.dumps(result), flush=True)
 
 
 # -- assemble (back here) --------------------------------------------------------------------------
-def assemble(weights: str, out: str, *, model: str) -> None:
+def assemble(weights: str, out: str) -> None:
     """The returned EMA shards -> a diffusion component folder (config.json + model.safetensors,
-    float32) that ``wordpaint model replace --component diffusion --from`` and ``--init-from`` read."""
+    float32) that ``wordpaint model replace --component diffusion --from`` and ``--init-from`` read;
+    the config is the one the pack was made for (``result.json``'s ``diffusion_config``)."""
     from wordpaint.io import load_safetensors, load_state_dict_strict, read_json
     from wordpaint.models.registry import build_model
-    from wordpaint.pipelines.text_to_image import load_config, save_model
+    from wordpaint.models.diffusion import DiffusionConfig
+    from wordpaint.pipelines.text_to_image import save_model
 
     if not (Path(weights) / "result.json").is_file():
         raise SystemExit(f"{weights} has no result.json: give the folder `train --out` wrote")
@@ -286,8 +289,9 @@ def assemble(weights: str, out: str, *, model: str) -> None:
     state = {}
     for name in res["shards"]:
         state.update(load_safetensors(Path(weights) / name))
-    config = load_config(model)
-    m = build_model(config, empty=True)
+    if "diffusion_config" not in res:
+        raise SystemExit(f"{weights}/result.json names no diffusion_config: train it again with this script")
+    m = build_model(DiffusionConfig.from_dict(res["diffusion_config"]), empty=True)
     load_state_dict_strict(m, state, source=weights)
     save_model(m.float(), out)
     print(f"wrote {out} ({res['steps']} steps at batch {res['batch_size']} on {res['device']})")
@@ -316,7 +320,6 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--eval-every", type=int, default=500)
     s = sub.add_parser("assemble")
     s.add_argument("--weights", required=True, help="the folder train wrote (result.json + ema shards)")
-    s.add_argument("--model", default=str(ROOT / "src/wordpaint/weights/emoji64/diffusion"))
     s.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     if args.cmd == "pack":
@@ -325,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         train(args.pack, args.out, time_limit=args.time_limit, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
               seed=args.seed, ema_decay=args.ema_decay, max_steps=args.max_steps, log_every=args.log_every, eval_every=args.eval_every)
     else:
-        assemble(args.weights, args.out, model=args.model)
+        assemble(args.weights, args.out)
 
 
 if __name__ == "__main__":

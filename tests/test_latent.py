@@ -398,7 +398,8 @@ def test_a_training_pack_carries_what_the_unet_needs_and_trains_it_without_the_c
     log = [json.loads(l) for l in (w / "train_log.jsonl").read_text().splitlines()]
     assert res["steps"] == 3 and [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
     assert "val_heldout" in log[-1] and all((w / s).stat().st_size < 16 * 2**20 for s in res["shards"])
-    gpu.main(["assemble", "--weights", str(w), "--model", str(ld / "diffusion"), "--out", str(tmp_path / "dif")])
+    assert res["diffusion_config"] == info["diffusion_config"]  # assemble builds from the config the pack was made for
+    gpu.main(["assemble", "--weights", str(w), "--out", str(tmp_path / "dif")])
     model = load_model(tmp_path / "dif")
     shards = {}
     for s in res["shards"]:
