@@ -87,6 +87,57 @@ def test_decoder_noise_perturbs_the_decoder_input_only_and_is_checked():
     assert loss(half, 1) == pytest.approx(loss(clean, 1), rel=1e-6)
 
 
+def test_adversarial_decoder_term_moves_each_network_by_its_own_loss(runs, tmp_path):
+    torch.manual_seed(0)
+    cfg = dict(family="autoencoder", preset="tiny_ae", train_encoder=False)
+    plain = AutoencoderModel(build_config(**cfg))
+    adv = AutoencoderModel(build_config(**cfg, adversarial_weight=0.5, disc_channels=8))
+    adv.load_state_dict({**adv.state_dict(), **plain.state_dict()})
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    loss = adv({"pixel_values": x})
+    assert adv.discriminator(x).shape == (4, 1, 4, 4) and torch.isfinite(loss)
+    assert set(adv.loss_terms) == {"loss_reconstruction", "loss_decoder_adversarial", "loss_discriminator"}
+    assert adv.loss_terms["loss_reconstruction"] == pytest.approx(plain({"pixel_values": x}).item(), rel=1e-6)
+    loss.backward()
+    # the critic's gradient is its hinge loss's alone (the decoded pictures reach it detached)
+    d_grads = [q.grad.clone() for q in adv.discriminator.parameters()]
+    adv.zero_grad()
+    recon = adv.vae.decode(adv.vae.encode(x).latent_dist.mean).sample.detach()
+    (torch.relu(1 - adv.discriminator(x)).mean() + torch.relu(1 + adv.discriminator(recon)).mean()).backward()
+    assert all(torch.allclose(a, q.grad, atol=1e-6) for a, q in zip(d_grads, adv.discriminator.parameters()))
+    # the decoder's is reconstruction + weight x the critic's score (the critic's weights held fixed)
+    adv.zero_grad()
+    adv({"pixel_values": x}).backward()
+    dec = [q.grad.clone() for q in adv.vae.decoder.parameters()]
+    adv.zero_grad()
+    recon = adv.vae.decode(adv.vae.encode(x).latent_dist.mean).sample
+    rec = torch.nn.functional.l1_loss(recon, x) + torch.nn.functional.mse_loss(recon, x)
+    (rec - 0.5 * adv.discriminator(recon).mean()).backward()
+    assert all(torch.allclose(a, q.grad, atol=1e-6) for a, q in zip(dec, adv.vae.decoder.parameters()))
+    assert adv.vae.encoder.conv_in.weight.grad is None  # the encoder stays frozen
+    with pytest.raises(ValueError, match="trains the decoder alone"):
+        AutoencoderConfig.from_dict({"adversarial_weight": 0.1})
+    with pytest.raises(ValueError, match="adversarial_weight must be a number"):
+        AutoencoderConfig.from_dict({"train_encoder": False, "adversarial_weight": -1})
+    with pytest.raises(ValueError, match="disc_channels must be a positive multiple of 4"):
+        AutoencoderConfig.from_dict({"train_encoder": False, "adversarial_weight": 0.1, "disc_channels": 6})
+    # --init-from an autoencoder without a critic: the critic starts fresh, the decoder exactly as it was
+    from safetensors.torch import load_file
+
+    folder, ae, ld = runs
+    recipe = json.loads((ae.parent / "recipe.json").read_text())
+    recipe = {k: v for k, v in recipe.items() if k not in ("wordpaint_version", "resolved_model_config", "parameters")}
+    recipe["model"] = {"family": "autoencoder", "preset": "tiny_ae",
+                       "overrides": {"train_encoder": False, "adversarial_weight": 0.1, "disc_channels": 8}}
+    (tmp_path / "gan.json").write_text(json.dumps(recipe))
+    out = train(str(tmp_path / "gan.json"), tmp_path / "gan", data=folder, init_from=ld, max_steps=2, show_progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss_discriminator" in r for r in logged)
+    before, after = load_file(ld / "autoencoder" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert any(k.startswith("discriminator.") for k in after) and not any(k.startswith("discriminator.") for k in before)
+    assert all(torch.equal(before[k].float(), after[k].float()) for k in before if k.startswith("vae.encoder."))
+
+
 def test_stream_is_deterministic_and_leaves_out_heldout_rows(tmp_path):
     folder = _folder(tmp_path / "f")
     s = ImageFolderStream(folder, size=32, seed=3, cond_drop_prob=0.3, show_progress=False)

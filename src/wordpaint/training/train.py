@@ -182,18 +182,24 @@ def keep_new_decoder_layers(weights: dict[str, torch.Tensor], model: torch.nn.Mo
     return _new_modules(weights, model, "vae.decoder.up_blocks.", zero=False)
 
 
+def keep_new_discriminator(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Start an adversarial decoder fine-tune from an autoencoder without a critic: the critic keeps
+    its fresh initialisation (it feeds only the loss; the decoder's outputs start unchanged)."""
+    return _new_modules(weights, model, "discriminator.", zero=False)
+
+
 def load_init_weights(model: torch.nn.Module, folder: str | os.PathLike, *, component: str) -> dict[str, torch.Tensor]:
     """Load the ``model.safetensors`` of ``component`` in ``folder`` (a pipeline folder, or the
     model's own folder: :func:`~wordpaint.pipelines.text_to_image.component_folder`) into ``model`` for ``--init-from``,
     strictly, after the adaptations that start a larger model from a smaller one's exact outputs (a
     wider conv_in or class-embedding input, a zeroed pooled-text MLP, zeroed layout residuals, a
-    fresh REPA head, identity decoder layers); returns the weights loaded."""
+    fresh REPA head, identity decoder layers, a fresh critic); returns the weights loaded."""
     from wordpaint.pipelines.text_to_image import component_folder
 
     src = component_folder(folder, component) / "model.safetensors"
     weights = load_safetensors(src)
     for adapt in (widen_conv_in, widen_class_embedding, zero_new_class_embedding, zero_new_layout_residuals, keep_new_repa_head,
-                  keep_new_decoder_layers):
+                  keep_new_decoder_layers, keep_new_discriminator):
         weights = adapt(weights, model)
     load_state_dict_strict(model, weights, source=str(src))
     return weights
