@@ -154,10 +154,9 @@ class NoisedClipModel(torch.nn.Module):
                 texts = torch.cat([text_embeds[:, None], contrast_embeds], 1)  # (B, 1 + K, embed_dim)
                 logits = self.logit_scale.exp() * torch.einsum("bd,bkd->bk", img, texts)  # (B, 1 + K)
                 if contrast_mask is None:
-                    objective = logits.log_softmax(-1)[:, 0].sum()
-                else:
-                    keep = torch.cat([torch.ones_like(contrast_mask[:, :1]), contrast_mask], 1).bool()  # (B, 1 + K)
-                    log_p = logits.masked_fill(~keep, -math.inf).log_softmax(-1)[:, 0]
-                    objective = torch.where(contrast_mask.any(1), log_p, logits[:, 0]).sum()
+                    contrast_mask = torch.ones(logits.shape[0], logits.shape[1] - 1, dtype=torch.bool, device=x.device)
+                keep = torch.cat([torch.ones_like(contrast_mask[:, :1]), contrast_mask], 1).bool()  # (B, 1 + K)
+                log_p = logits.masked_fill(~keep, -math.inf).log_softmax(-1)[:, 0]
+                objective = torch.where(contrast_mask.any(1), log_p, logits[:, 0]).sum()
             (grad,) = torch.autograd.grad(objective, x)
         return grad

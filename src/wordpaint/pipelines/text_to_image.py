@@ -621,12 +621,16 @@ class TextToImagePipeline:
         negs = [negative_prompt] if isinstance(negative_prompt, str) else negative_prompt
         if not isinstance(negs, (list, tuple)) or len(negs) not in (1, n) or not all(isinstance(t, str) for t in negs):
             raise WordpaintError(f"negative_prompt must be a string or a list of {n} strings (one per prompt), got {negative_prompt!r:.60}")
-        for t in negs:
+        self._check_texts("negative_prompt", negs)
+        return list(negs) * n if len(negs) == 1 else list(negs)
+
+    def _check_texts(self, name: str, texts) -> None:
+        """Check each of ``texts`` as a prompt; the error names the option (``name``) it came from."""
+        for t in texts:
             try:
                 self.text_encoder.check_prompt(t)
             except WordpaintError as e:
-                raise WordpaintError(f"negative_prompt: {e}") from None
-        return list(negs) * n if len(negs) == 1 else list(negs)
+                raise WordpaintError(f"{name}: {e}") from None
 
     def _contrast_prompts(self, contrast, prompts: list[str], clip_guidance: float) -> list[list[str]] | None:
         """``clip_guidance_contrast`` as one list of texts per prompt (each checked like a prompt), or None."""
@@ -643,11 +647,7 @@ class TextToImagePipeline:
         if not ok or len(lists) != n or not all(isinstance(t, str) for c in lists for t in c):
             raise WordpaintError(f"clip_guidance_contrast must be a non-empty list of strings, or {n} lists of strings (one "
                                  f"per prompt), got {contrast!r:.80}")
-        for t in {t for c in lists for t in c}:
-            try:
-                self.text_encoder.check_prompt(t)
-            except WordpaintError as e:
-                raise WordpaintError(f"clip_guidance_contrast: {e}") from None
+        self._check_texts("clip_guidance_contrast", {t for c in lists for t in c})
         return lists if any(lists) else None
 
     def _image_embeds(self, image_embed, prompts: list[str]) -> tuple[torch.Tensor | None, str | None]:
