@@ -138,6 +138,31 @@ def test_adversarial_decoder_term_moves_each_network_by_its_own_loss(runs, tmp_p
     assert all(torch.equal(before[k].float(), after[k].float()) for k in before if k.startswith("vae.encoder."))
 
 
+def test_adaptive_adversarial_weight_balances_the_decoder_gradients():
+    torch.manual_seed(0)
+    m = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae", train_encoder=False,
+                                      adversarial_weight=0.5, adversarial_adaptive=True, disc_channels=8))
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    loss = m({"pixel_values": x})
+    w = m.loss_terms["adversarial_adaptive_weight"]
+    # by hand: 0.5 x ||d rec / d W|| / ||d adv / d W|| at the decoder's last convolution W
+    recon = m.vae.decode(m.vae.encode(x).latent_dist.mean).sample
+    rec = torch.nn.functional.l1_loss(recon, x) + torch.nn.functional.mse_loss(recon, x)
+    last = m.vae.decoder.conv_out.weight
+    g_rec, = torch.autograd.grad(rec, last, retain_graph=True)
+    g_adv, = torch.autograd.grad(-m.discriminator(recon).mean(), last)
+    assert w == pytest.approx(0.5 * (g_rec.norm() / (g_adv.norm() + 1e-4)).item(), rel=1e-5)
+    # the weight is a constant of the step: W's gradient is rec's plus w x the adversarial term's
+    loss.backward()
+    assert torch.allclose(last.grad, g_rec + w * g_adv, atol=1e-6)
+    with torch.no_grad():  # no gradients to balance (validation): the fixed weight, no error
+        assert torch.isfinite(m({"pixel_values": x}))
+    with pytest.raises(ValueError, match="set adversarial_weight too"):
+        AutoencoderConfig.from_dict({"train_encoder": False, "adversarial_adaptive": True})
+    with pytest.raises(ValueError, match="adversarial_adaptive must be true or false"):
+        AutoencoderConfig.from_dict({"train_encoder": False, "adversarial_weight": 0.1, "adversarial_adaptive": 1})
+
+
 def test_stream_is_deterministic_and_leaves_out_heldout_rows(tmp_path):
     folder = _folder(tmp_path / "f")
     s = ImageFolderStream(folder, size=32, seed=3, cond_drop_prob=0.3, show_progress=False)

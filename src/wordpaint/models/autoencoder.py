@@ -64,6 +64,10 @@ class AutoencoderConfig(ConfigMixin):
     # soft latent leaves open, which draws soft pictures; the critic rewards crisp ones. 0 = off
     adversarial_weight: float = 0.0
     disc_channels: int = 32  # the discriminator's first width (then x2, x4): ~0.17 M parameters at 32
+    # VQGAN's adaptive weight (Esser et al. 2021, eq. 7): the adversarial term is scaled each step by
+    # ||grad rec|| / ||grad adv|| at the decoder's last layer (times adversarial_weight), so it pulls
+    # as hard as the reconstruction does whatever the critic's logit scale; False = the fixed weight
+    adversarial_adaptive: bool = False
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -92,6 +96,10 @@ class AutoencoderConfig(ConfigMixin):
             raise ValueError(f"adversarial_weight must be a number in [0, 10], got {adv!r}")
         if adv and cfg.train_encoder:
             raise ValueError("adversarial_weight trains the decoder alone: set train_encoder to false")
+        if not isinstance(cfg.adversarial_adaptive, bool):
+            raise ValueError(f"adversarial_adaptive must be true or false, got {cfg.adversarial_adaptive!r}")
+        if cfg.adversarial_adaptive and not adv:
+            raise ValueError("adversarial_adaptive scales the adversarial term: set adversarial_weight too")
         w = cfg.disc_channels
         if isinstance(w, bool) or not isinstance(w, int) or w < 4 or w % 4:
             raise ValueError(f"disc_channels must be a positive multiple of 4, got {w!r}")
@@ -191,9 +199,21 @@ class AutoencoderModel(torch.nn.Module):
         d_loss = F.relu(1 - self.discriminator(x)).mean() + F.relu(1 + self.discriminator(recon.detach())).mean()
         frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
         g_loss = -torch.func.functional_call(self.discriminator, frozen, (recon,)).mean()
+        weight = self.config.adversarial_weight
         self.loss_terms = {"loss_reconstruction": rec.item(), "loss_decoder_adversarial": g_loss.item(),
                            "loss_discriminator": d_loss.item()}
-        return rec + self.config.adversarial_weight * g_loss + d_loss
+        if self.config.adversarial_adaptive and torch.is_grad_enabled():
+            weight = weight * self.adaptive_weight(rec, g_loss)
+            self.loss_terms["adversarial_adaptive_weight"] = float(weight)
+        return rec + weight * g_loss + d_loss
+
+    def adaptive_weight(self, rec: torch.Tensor, g_loss: torch.Tensor) -> torch.Tensor:
+        """VQGAN's balance: ||d rec / d W|| / (||d g_loss / d W|| + 1e-4) at the decoder's last
+        convolution W (3, C, 3, 3), clamped to [0, 1e4] and detached (a scalar, not a path for gradients)."""
+        last = self.vae.decoder.conv_out.weight
+        g_rec, = torch.autograd.grad(rec, last, retain_graph=True)
+        g_adv, = torch.autograd.grad(g_loss, last, retain_graph=True)
+        return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4).detach()
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
