@@ -73,32 +73,21 @@ class AutoencoderConfig(ConfigMixin):
     @classmethod
     def from_dict(cls, d: dict) -> "AutoencoderConfig":
         cfg = super().from_dict(d)
-        noise = cfg.decoder_noise
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 10:
-            raise ValueError(f"decoder_noise must be a number in [0, 10], got {noise!r}")
+        _check_number("decoder_noise", cfg.decoder_noise, "a number in [0, 10]", lambda v: 0 <= v <= 10)
         n = cfg.decoder_extra_layers
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 8:
             raise ValueError(f"decoder_extra_layers must be an integer in [0, 8], got {n!r}")
-        if noise and cfg.train_encoder:
-            raise ValueError("decoder_noise trains the decoder alone: set train_encoder to false")
-        clean = cfg.decoder_noise_clean
-        if isinstance(clean, bool) or not isinstance(clean, (int, float)) or not 0 <= clean < 1:
-            raise ValueError(f"decoder_noise_clean must be a fraction in [0, 1), got {clean!r}")
-        if clean and not noise:
+        _check_number("decoder_noise_clean", cfg.decoder_noise_clean, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+        if cfg.decoder_noise_clean and not cfg.decoder_noise:
             raise ValueError("decoder_noise_clean is the share of pictures decoded without decoder_noise: set decoder_noise too")
-        share = cfg.decoder_input_share
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
-            raise ValueError(f"decoder_input_share must be a fraction in [0, 1), got {share!r}")
-        if share and cfg.train_encoder:
-            raise ValueError("decoder_input_share trains the decoder alone: set train_encoder to false")
-        adv = cfg.adversarial_weight
-        if isinstance(adv, bool) or not isinstance(adv, (int, float)) or not 0 <= adv <= 10:
-            raise ValueError(f"adversarial_weight must be a number in [0, 10], got {adv!r}")
-        if adv and cfg.train_encoder:
-            raise ValueError("adversarial_weight trains the decoder alone: set train_encoder to false")
+        _check_number("decoder_input_share", cfg.decoder_input_share, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+        _check_number("adversarial_weight", cfg.adversarial_weight, "a number in [0, 10]", lambda v: 0 <= v <= 10)
+        for name in ("decoder_noise", "decoder_input_share", "adversarial_weight"):  # each changes what the decoder alone learns
+            if getattr(cfg, name) and cfg.train_encoder:
+                raise ValueError(f"{name} trains the decoder alone: set train_encoder to false")
         if not isinstance(cfg.adversarial_adaptive, bool):
             raise ValueError(f"adversarial_adaptive must be true or false, got {cfg.adversarial_adaptive!r}")
-        if cfg.adversarial_adaptive and not adv:
+        if cfg.adversarial_adaptive and not cfg.adversarial_weight:
             raise ValueError("adversarial_adaptive scales the adversarial term: set adversarial_weight too")
         w = cfg.disc_channels
         if isinstance(w, bool) or not isinstance(w, int) or w < 4 or w % 4:
@@ -112,6 +101,13 @@ class AutoencoderConfig(ConfigMixin):
     @property
     def latent_resolution(self) -> int:
         return self.resolution // self.downsample_factor
+
+
+def _check_number(name: str, value: object, what: str, in_range) -> None:
+    """Raise ``ValueError("NAME must be WHAT, got VALUE")`` unless ``value`` is a real number (not a
+    bool) for which ``in_range(value)`` holds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(value):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 def patch_discriminator(in_channels: int, width: int) -> torch.nn.Sequential:
