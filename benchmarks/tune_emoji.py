@@ -10,6 +10,8 @@ three styles (these cells are training images, like the report's "seen" cells). 
 judged as the report judges: wordpaint-clip zero-shot, concept 240-way over the dev vocabulary,
 style 3-way. Writes JSON with one row per ``sampler:steps:guidance[:clip_guidance[:prior_strength]]``
 setting (prior_strength ``off``: from noise; 0: the prior's draft itself, no diffusion step).
+``--from-real 0.1 0.3 ...`` starts every cell from its own real picture (img2img at each strength)
+instead of noise: the noise level at which a picture's style stops surviving the model's chain.
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ def main() -> None:
     ap.add_argument("--clip-contrast-styles", action="store_true",
                     help="also run every setting with clip_guidance_contrast = the cell's concept in the other two styles "
                     "(the guide's classifier guidance over the three styles of the concept; needs clip guidance > 0)")
+    ap.add_argument("--from-real", nargs="+", type=float, default=None, metavar="STRENGTH",
+                    help="img2img instead of drawing from noise: each dev cell starts from its own real picture noised to "
+                    "each of these strengths (0 < s <= 1; 1 keeps nothing), so a row says how much of the picture's style "
+                    "survives the model's last s of the chain: where along the noise levels a style is lost")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_emoji.json"))
     ap.add_argument("--clip", default=None, help="the judge: a wordpaint-clip folder (default: the bundled one)")
     args = ap.parse_args()
@@ -173,9 +179,11 @@ def main() -> None:
     intervals = ["default"] if not args.guidance_interval else \
         [None if v == "none" else tuple(float(x) for x in v.split(",")) for v in args.guidance_interval]
     schedules = args.sigma_schedule or [None]
-    for spec, mode, negative, ag, interval, schedule, contrast in [
-            (spec, mode, neg, ag, iv, sch, con) for spec in args.settings for mode in (args.image_embed if embeds else ["prior"])
-            for neg in negatives for ag in autoguidance for iv in intervals for sch in schedules for con in contrasts]:
+    real = to_pil(x) if args.from_real else None  # --from-real: each cell's own picture (PIL) starts its chain
+    for spec, mode, negative, ag, interval, schedule, contrast, strength in [
+            (spec, mode, neg, ag, iv, sch, con, st) for spec in args.settings for mode in (args.image_embed if embeds else ["prior"])
+            for neg in negatives for ag in autoguidance for iv in intervals for sch in schedules for con in contrasts
+            for st in (args.from_real or [None])]:
         sampler, steps, g, *rest = spec.split(":")
         cg = float(rest[0]) if rest else 0.0
         prior = rest[1] if len(rest) > 1 else "off"
@@ -186,13 +194,14 @@ def main() -> None:
                       clip_guidance_scale=cg, prior_strength=None if prior == "off" else float(prior), show_progress=False,
                       negative_prompt=negative, clip_guidance_contrast=contrast, autoguidance_scale=ag, guidance_interval=interval, sigma_schedule=schedule,
                       **({"image_embed": vectors[mode]} if embeds else {}),
-                      **extra).images
+                      **({"image": real, "strength": strength} if strength is not None else {}), **extra).images
         secs = time.perf_counter() - t0
         row = {"sampler": sampler, "num_inference_steps": int(steps), "guidance_scale": float(g), "clip_guidance_scale": cg,
                "prior_strength": prior, "autoguidance_scale": pipe.defaults["autoguidance_scale"] if ag == "default" else ag,
                "guidance_interval": pipe.defaults["guidance_interval"] if interval == "default" else interval,
                "sigma_schedule": schedule or pipe.defaults["sigma_schedule"],
                "reference": "other-style" if args.reference_style else None,
+               **({"from_real_strength": strength} if strength is not None else {}),
                **({"negative_styles": args.negative_styles if negative else None,
                    "negative_without_concept": bool(negative) and args.negative_without_concept} if args.negative_styles else {}),
                "clip_guidance_contrast": (pipe.defaults["clip_contrast_styles"] if contrast == "default" else

@@ -64,6 +64,8 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["eval", "compositional", "--model", "TINY", "--limit-per-task", "1", "--size", "33"], "must be a multiple of 2"),
         (["eval", "report", "--model", "TINY", "--suite", "shapes", "--sampler", "magic"], "unknown --sampler 'magic'"),
         (["eval", "report", "--model", "TINY", "--suite", "shapes", "--schedule", "linear"], "unknown --schedule 'linear'"),
+        (["eval", "report", "--model", "TINY", "--suite", "shapes", "--guidance-interval", "3,1"], "guidance_interval must be None or a pair"),
+        (["eval", "report", "--model", "TINY", "--suite", "shapes", "--guidance-interval", "low"], "--guidance-interval must be LO,HI"),
         (["data", "export", "shapes", "--n", "0", "--out", "OUT"], "--n must be an integer >= 1"),
         (["data", "export", "shapes", "--n", "2", "--size", "16", "--out", "OUT"], "canvas size must be an integer from 32 to 512"),
     ],
@@ -159,9 +161,10 @@ def test_show_plan_needs_a_planner_and_unknown_planner(capsys, tiny_dir, tmp_pat
 
 def test_eval_report_shapes_suite(capsys, tiny_dir, tmp_path):
     code, out, _ = run(capsys, "eval", "report", "--model", str(tiny_dir), "--suite", "shapes", "--out", str(tmp_path / "rep"),
-                       "--limit-per-task", "1", "--samples-per-prompt", "1", "--steps", "1")
+                       "--limit-per-task", "1", "--samples-per-prompt", "1", "--steps", "1", "--guidance-interval", "0.5,100000")
     assert code == 0 and "overall" in out
     res = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert res["sampling"]["guidance_interval"] == [0.5, 100000.0]  # the option reaches the pipeline and the record
     assert set(res["summary"]["per_task"]) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
     assert res["sampling"]["num_inference_steps"] == 1 and res["versions"]["diffusers"] != "not installed"
     assert (tmp_path / "rep" / "per_task.png").is_file() and (tmp_path / "rep" / "compositional" / "samples.png").is_file()

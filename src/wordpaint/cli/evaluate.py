@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
                    help="models with a guide: classifier guidance scale (0 = off; default: the model's)")
     r.add_argument("--autoguidance", type=float, default=None, metavar="SCALE",
                    help="models with an autoguide: autoguidance scale (0 = off; default: the model's)")
+    r.add_argument("--guidance-interval", default=None, metavar="LO,HI|none",
+                   help="guide only at noise levels LO <= sigma <= HI (e.g. 0.2,100000: every step but the last); none "
+                   "guides every step (default: the model's)")
     r.add_argument("--clip-contrast-styles", default=None, metavar="STYLE,STYLE,...|none",
                    help="with clip guidance: contrast each prompt that asks for one of these styles ('... in twemoji style') "
                    "with itself in the others (none = plain clip guidance; default: the model's)")
@@ -147,6 +150,11 @@ def run_report(args: argparse.Namespace) -> int:
         if args.autoguidance and pipe.autoguide is None:
             raise WordpaintError("--autoguidance needs a model with an autoguide (a weaker diffusion model component)")
         pipe.defaults["autoguidance_scale"] = args.autoguidance
+    if args.guidance_interval is not None:
+        from wordpaint.cli.generate import parse_interval
+        from wordpaint.pipelines.text_to_image import _check_interval
+
+        pipe.defaults["guidance_interval"] = _check_interval(parse_interval(args.guidance_interval))
     if args.prior_strength is not None:
         from wordpaint.cli.generate import parse_prior_strength
 

@@ -290,6 +290,7 @@ def write_suite_report(pipe, suite: str, out: str | os.PathLike, *, model_name: 
                 "guidance_scale": kw.get("guidance") if kw.get("guidance") is not None else pipe.defaults["guidance_scale"],
                 "sampler": pipe.defaults["sampler"], "sigma_schedule": pipe.defaults["sigma_schedule"],
                 "clip_guidance_scale": pipe.defaults["clip_guidance_scale"],
+                **({"guidance_interval": list(pipe.defaults["guidance_interval"])} if pipe.defaults["guidance_interval"] else {}),
                 **({"autoguidance_scale": pipe.defaults["autoguidance_scale"]} if pipe.defaults["autoguidance_scale"] else {}),
                 **({"clip_contrast_styles": pipe.defaults["clip_contrast_styles"]}
                    if pipe.defaults["clip_contrast_styles"] and pipe.defaults["clip_guidance_scale"] else {}),
