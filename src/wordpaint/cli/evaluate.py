@@ -152,9 +152,9 @@ def run_report(args: argparse.Namespace) -> int:
         pipe.defaults["autoguidance_scale"] = args.autoguidance
     if args.guidance_interval is not None:
         from wordpaint.cli.generate import parse_interval
-        from wordpaint.pipelines.text_to_image import _check_interval
+        from wordpaint.pipelines.text_to_image import check_interval
 
-        pipe.defaults["guidance_interval"] = _check_interval(parse_interval(args.guidance_interval))
+        pipe.defaults["guidance_interval"] = check_interval(parse_interval(args.guidance_interval))
     if args.prior_strength is not None:
         from wordpaint.cli.generate import parse_prior_strength
 

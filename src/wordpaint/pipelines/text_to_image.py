@@ -73,7 +73,7 @@ def _check_scale(name: str, value: object) -> None:
         raise WordpaintError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
-def _check_interval(value: object) -> tuple[float, float] | None:
+def check_interval(value: object) -> tuple[float, float] | None:
     """``None`` or a (lo, hi) pair of noise levels with 0 <= lo < hi (hi may be inf)."""
     if value is None:
         return None
@@ -484,7 +484,7 @@ class TextToImagePipeline:
         ``negative_prompt`` (one string, or one per prompt) is encoded in place of the empty text
         of guidance's unconditional half, so guidance pushes away from it (diffusers' convention;
         no effect at ``guidance_scale`` 1, and the ``detail`` pass draws without it)."""
-        interval = _check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
+        interval = check_interval(self.defaults["guidance_interval"] if guidance_interval == "default" else guidance_interval)
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
         layout_guidance = self.defaults["layout_guidance_scale"] if layout_guidance_scale == "default" else layout_guidance_scale
