@@ -122,6 +122,10 @@ def main() -> None:
                     help="img2img instead of drawing from noise: each dev cell starts from its own real picture noised to "
                     "each of these strengths (0 < s <= 1; 1 keeps nothing), so a row says how much of the picture's style "
                     "survives the model's last s of the chain: where along the noise levels a style is lost")
+    ap.add_argument("--end-sigma", nargs="+", type=float, default=None, metavar="SIGMA",
+                    help="end each chain at this noise level instead of 0 and decode the still-noisy latent (the bundled "
+                    "decoder was trained on noised latents): the schedule keeps its sigmas above SIGMA, then steps to SIGMA; "
+                    "0 is the usual chain (default: 0 only)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_emoji.json"))
     ap.add_argument("--clip", default=None, help="the judge: a wordpaint-clip folder (default: the bundled one)")
     args = ap.parse_args()
@@ -176,14 +180,24 @@ def main() -> None:
 
         vectors["oracle"] = extract([by_cell[c] for c in cells])[0].float()  # (N, 1280): each cell's own picture
     autoguidance = args.autoguidance or ["default"]
-    intervals = ["default"] if not args.guidance_interval else \
-        [None if v == "none" else tuple(float(x) for x in v.split(",")) for v in args.guidance_interval]
+    from wordpaint.cli.generate import parse_interval  # same parser and messages as generate / eval report
+    intervals = ["default"] if not args.guidance_interval else [parse_interval(v) for v in args.guidance_interval]
     schedules = args.sigma_schedule or [None]
     real = to_pil(x) if args.from_real else None  # --from-real: each cell's own picture (PIL) starts its chain
-    for spec, mode, negative, ag, interval, schedule, contrast, strength in [
-            (spec, mode, neg, ag, iv, sch, con, st) for spec in args.settings for mode in (args.image_embed if embeds else ["prior"])
+    full_sigmas = pipe.model.sigmas  # the model's own schedule; --end-sigma wraps it
+
+    def ending_at(end: float):
+        """The model's sigmas cut at ``end``: (k+1,) those above it, then ``end`` (0: unchanged)."""
+        def sigmas(*a, **kw):
+            s = full_sigmas(*a, **kw)
+            return s if end <= 0 else torch.cat([s[s > end], s.new_tensor([end])])
+        return sigmas
+
+    for spec, mode, negative, ag, interval, schedule, contrast, strength, end in [
+            (spec, mode, neg, ag, iv, sch, con, st, e) for spec in args.settings for mode in (args.image_embed if embeds else ["prior"])
             for neg in negatives for ag in autoguidance for iv in intervals for sch in schedules for con in contrasts
-            for st in (args.from_real or [None])]:
+            for st in (args.from_real or [None]) for e in (args.end_sigma or [0.0])]:
+        pipe.model.sigmas = ending_at(end)
         sampler, steps, g, *rest = spec.split(":")
         cg = float(rest[0]) if rest else 0.0
         prior = rest[1] if len(rest) > 1 else "off"
@@ -202,6 +216,7 @@ def main() -> None:
                "sigma_schedule": schedule or pipe.defaults["sigma_schedule"],
                "reference": "other-style" if args.reference_style else None,
                **({"from_real_strength": strength} if strength is not None else {}),
+               **({"end_sigma": end} if args.end_sigma else {}),
                **({"negative_styles": args.negative_styles if negative else None,
                    "negative_without_concept": bool(negative) and args.negative_without_concept} if args.negative_styles else {}),
                "clip_guidance_contrast": (pipe.defaults["clip_contrast_styles"] if contrast == "default" else

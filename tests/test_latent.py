@@ -178,6 +178,27 @@ def test_stream_is_deterministic_and_leaves_out_heldout_rows(tmp_path):
     assert "" in caps and any(c.endswith("noto style") for c in caps)
 
 
+def test_style_repeats_rebalance_each_epoch_and_check_their_input(tmp_path):
+    folder = _folder(tmp_path / "f")
+    plain = ImageFolderStream(folder, size=32, seed=3, show_progress=False)
+    s = ImageFolderStream(folder, size=32, seed=3, style_repeats={"twemoji": 3}, show_progress=False)
+    # no repeats: the pool is the rows themselves, so old recipes keep their exact data order
+    assert plain.pool == list(range(len(plain)))
+    n_tw = sum(r["style"] == "twemoji" for r in s.rows)
+    epoch = [s.index(i) for i in range(len(s.pool))]  # one epoch of the weighted stream
+    assert len(epoch) == len(s) + 2 * n_tw
+    counts = np.bincount(epoch, minlength=len(s))
+    assert all(counts[j] == (3 if r["style"] == "twemoji" else 1) for j, r in enumerate(s.rows))
+    assert [ImageFolderStream(folder, size=32, seed=3, style_repeats={"twemoji": 3}, show_progress=False).index(i)
+            for i in range(40)] == [s.index(i) for i in range(40)]
+    with pytest.raises(WordpaintError, match="no training row has; styles here: \\['noto', 'twemoji'\\]"):
+        ImageFolderStream(folder, size=32, style_repeats={"openmoji": 2}, show_progress=False)
+    with pytest.raises(WordpaintError, match="integer in \\[1, 100\\], got 0.5"):
+        ImageFolderStream(folder, size=32, style_repeats={"twemoji": 0.5}, show_progress=False)
+    with pytest.raises(WordpaintError, match="mapping of style to repeats"):
+        ImageFolderStream(folder, size=32, style_repeats=["twemoji"], show_progress=False)
+
+
 def test_trained_folders_round_trip_and_generate_pixels(runs, tmp_path):
     folder, ae, ld = runs
     cfg = json.loads((ae / "config.json").read_text())

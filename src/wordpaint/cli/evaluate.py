@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import platform
 
-from wordpaint.cli.options import add_model_option, add_sampling_options
+from wordpaint.cli.options import add_guide_options, add_model_option, add_sampling_options
 
 
 def add_parser(sub) -> None:
@@ -34,20 +34,10 @@ def add_parser(sub) -> None:
     r.add_argument("--out", default="eval-report", help="report folder")
     r.add_argument("--seed", type=int, default=0)
     add_sampling_options(r)
-    r.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
-                   help="models with a guide: classifier guidance scale (0 = off; default: the model's)")
-    r.add_argument("--autoguidance", type=float, default=None, metavar="SCALE",
-                   help="models with an autoguide: autoguidance scale (0 = off; default: the model's)")
-    r.add_argument("--guidance-interval", default=None, metavar="LO,HI|none",
-                   help="guide only at noise levels LO <= sigma <= HI (e.g. 0.2,100000: every step but the last); none "
-                   "guides every step (default: the model's)")
+    add_guide_options(r)
     r.add_argument("--clip-contrast-styles", default=None, metavar="STYLE,STYLE,...|none",
                    help="with clip guidance: contrast each prompt that asks for one of these styles ('... in twemoji style') "
                    "with itself in the others (none = plain clip guidance; default: the model's)")
-    r.add_argument("--prior-strength", default=None, metavar="S|off",
-                   help="models with a prior: start from the prompt's draft this far up the schedule, in [0, 1] (0: the draft "
-                   "itself); off = from noise "
-                   "(default: the model's)")
     r.add_argument("--samples-per-prompt", type=int, default=4, help="shapes: samples per prompt")
     r.add_argument("--limit-per-task", type=int, default=None, help="shapes: first N prompts of each task")
     r.add_argument("--n-per-class", type=int, default=1000, help="fashion: generated images per class (10 classes)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from wordpaint.cli.options import add_model_option, add_sampling_options
+from wordpaint.cli.options import add_guide_options, add_model_option, add_sampling_options
 from wordpaint.errors import WordpaintError
 
 
@@ -15,12 +15,10 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", default="wordpaint.png", help="PNG path; with --n > 1, -0, -1, ... are added before .png")
     add_model_option(p)
     add_sampling_options(p)
+    add_guide_options(p)
     p.add_argument("--negative-prompt", default=None, metavar="TEXT",
                    help="what guidance steers away from: encoded in place of the empty text of its unconditional half "
                    "(no effect at --guidance 1)")
-    p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
-                   help="guide only at noise levels LO <= sigma <= HI (e.g. 0,1.2; 'none' guides every step); "
-                   "outside it each step runs the conditional model alone (default: the model's)")
     p.add_argument("--layout-guidance", type=float, default=None, metavar="SCALE",
                    help="layout models: guide the plan's layout with its own scale, apart from the text "
                    "(one more model pass per step; default: with the text, at --guidance)")
@@ -42,18 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", default=None, metavar="PNG",
                    help="reference models (reference_image, e.g. the emoji64_ref recipe): redraw this picture's subject as the "
                    "prompt asks, e.g. an emoji in another style (resized to the canvas)")
-    p.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
-                   help="models with a guide (a noised wordpaint-clip): classifier guidance toward the prompt at this scale, "
-                   "on top of --guidance; 0 turns it off (default: the model's)")
     p.add_argument("--clip-contrast", action="append", default=None, metavar="TEXT",
                    help="with clip guidance: a text the guide tells the prompt apart from (repeat for more, e.g. the same "
                    "subject in the other styles); the guidance then climbs log p(prompt | picture) against them")
-    p.add_argument("--autoguidance", type=float, default=None, metavar="SCALE",
-                   help="models with an autoguide (a weaker diffusion model): step away from its estimate at this scale, on top "
-                   "of --guidance; 0 turns it off (default: the model's)")
-    p.add_argument("--prior-strength", default=None, metavar="S|off",
-                   help="models with a prior (a text -> latent draft): start from the prompt's draft taken this far up the "
-                   "noise schedule, in [0, 1] (0: the draft itself, no diffusion step); off starts from pure noise (default: the model's)")
     p.add_argument("--image-embed", default=None, metavar="prior|none|PNG",
                    help="image-embedding models (unCLIP-style): the image vector the picture is drawn to match: prior (predicted "
                    "from the prompt by the model's embedding prior; the default), none (text alone), or a picture's own vector "

@@ -19,3 +19,20 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
                    "3.0 for the bundled shapes model, 1.0 for fashion)")
     p.add_argument("--sampler", default=None, help="dpmpp_2m, ddim, euler or ddpm (ancestral) (default: the model's)")
     p.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras (default: the model's)")
+
+
+def add_guide_options(p: argparse.ArgumentParser) -> None:
+    """``--clip-guidance``, ``--autoguidance``, ``--guidance-interval``, ``--prior-strength``: the guides and
+    starts some models carry beside classifier-free guidance; each absent option keeps the model's default."""
+    p.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
+                   help="models with a guide (a noised wordpaint-clip): classifier guidance toward the prompt at this scale, "
+                   "on top of --guidance; 0 turns it off (default: the model's)")
+    p.add_argument("--autoguidance", type=float, default=None, metavar="SCALE",
+                   help="models with an autoguide (a weaker diffusion model): step away from its estimate at this scale, on top "
+                   "of --guidance; 0 turns it off (default: the model's)")
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI|none",
+                   help="guide only at noise levels LO <= sigma <= HI (e.g. 0.2,100000: every step but the last); none "
+                   "guides every step; outside it each step runs the conditional model alone (default: the model's)")
+    p.add_argument("--prior-strength", default=None, metavar="S|off",
+                   help="models with a prior (a text -> latent draft): start from the prompt's draft taken this far up the "
+                   "noise schedule, in [0, 1] (0: the draft itself, no diffusion step); off starts from pure noise (default: the model's)")

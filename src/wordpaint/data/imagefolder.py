@@ -111,12 +111,17 @@ class ImageFolderStream:
     With ``references`` it also gives, through :meth:`layouts`, each example's reference: the
     model input of another image of the same ``concept`` in a different ``style`` (drawn per
     example), or zeros when the concept has no other style here, when the caption was dropped, or
-    with ``reference_drop_prob``; so a reference model also learns to draw from text alone."""
+    with ``reference_drop_prob``; so a reference model also learns to draw from text alone.
+    ``style_repeats`` ({style: k}) puts each row of those styles k times into every epoch's
+    permutation (data rebalancing: more passes over a style the model draws worst); without it
+    the order is exactly the unweighted one."""
 
     def __init__(self, folder: str | os.PathLike, *, size: int = 64, seed: int = 0, splits: tuple[str, ...] = ("train",),
                  kinds: tuple[str, ...] | None = None, cond_drop_prob: float = 0.0, autoencoder=None,
-                 references: bool = False, reference_drop_prob: float = 0.0, show_progress: bool = True):
+                 references: bool = False, reference_drop_prob: float = 0.0, style_repeats: dict[str, int] | None = None,
+                 show_progress: bool = True):
         self.rows, images, self.skipped = load_imagefolder(folder, size=size, splits=tuple(splits), kinds=kinds)
+        self.pool = repeat_pool(self.rows, style_repeats or {})  # (M,) row indices an epoch permutes; M >= N
         self.seed, self.cond_drop_prob, self.reference_drop_prob = seed, cond_drop_prob, reference_drop_prob
         self.captions = [caption_alternatives(r) for r in self.rows]
         self.images = images  # uint8 (3, H, W) each: the real images, for FID during training
@@ -130,10 +135,10 @@ class ImageFolderStream:
     def index(self, i: int) -> int:
         import numpy as np
 
-        n = len(self.data)
+        n = len(self.pool)
         if self._epoch[0] != i // n:
             self._epoch = (i // n, np.random.default_rng([self.seed, i // n]).permutation(n))
-        return int(self._epoch[1][i % n])
+        return int(self.pool[self._epoch[1][i % n]])
 
     def _example(self, i: int) -> tuple[int, str]:
         """(row, caption) of example ``i``; the caption is '' when dropped."""
@@ -173,6 +178,20 @@ class ImageFolderStream:
             if cap and self.references[j] and r.random() >= self.reference_drop_prob:
                 out[k] = self.data[self.references[j][int(r.integers(len(self.references[j])))]]
         return out
+
+
+def repeat_pool(rows: list[dict], style_repeats: dict[str, int]) -> list[int]:
+    """Row indices, each row of a style in ``style_repeats`` repeated that many times (in row order)."""
+    if not isinstance(style_repeats, dict):
+        raise WordpaintError(f"style_repeats must be a mapping of style to repeats, e.g. {{\"twemoji\": 2}}, got {style_repeats!r}")
+    styles = {r.get("style") for r in rows}
+    for style, k in style_repeats.items():
+        if style not in styles:
+            raise WordpaintError(f"style_repeats names style {style!r}, which no training row has; styles here: "
+                                 f"{sorted(s for s in styles if s is not None)}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
+            raise WordpaintError(f"style_repeats[{style!r}] must be an integer in [1, 100], got {k!r}")
+    return [j for j, r in enumerate(rows) for _ in range(style_repeats.get(r.get("style"), 1))]
 
 
 def reference_candidates(rows: list[dict]) -> list[list[int]]:

@@ -453,7 +453,7 @@ def image_folder_stream(data: dict, config, device: torch.device, *, seed: int, 
     stream = ImageFolderStream(data["folder"], size=data.get("size", 64), seed=seed, splits=tuple(data.get("splits", ["train"])),
                                kinds=tuple(data["kinds"]) if data.get("kinds") else None, cond_drop_prob=cond_drop_prob,
                                autoencoder=vae, references=refs, reference_drop_prob=config.layout_drop_prob if refs else 0.0,
-                               show_progress=show_progress)
+                               style_repeats=data.get("style_repeats"), show_progress=show_progress)
     want = (config.in_channels, config.resolution, config.resolution)
     if tuple(stream.data.shape[1:]) != want:
         raise WordpaintError(f"the data gives {tuple(stream.data.shape[1:])} training inputs, the {what} takes {want}"
