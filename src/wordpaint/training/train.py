@@ -481,7 +481,8 @@ class AutoencoderTask:
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         kinds = tuple(data["kinds"]) if data.get("kinds") else None
         self.stream = ImageFolderStream(data["folder"], size=config.resolution, seed=recipe.get("seed", 0), kinds=kinds,
-                                        splits=tuple(data.get("splits", ["train"])), show_progress=show_progress)
+                                        splits=tuple(data.get("splits", ["train"])), style_repeats=data.get("style_repeats"),
+                                        show_progress=show_progress)
         # eval_kinds: the rows evaluated, by default those trained on (an emoji-only decoder leg
         # can still report the icons' PSNR with eval_kinds = ["emoji", "icon"])
         eval_kinds = tuple(data["eval_kinds"]) if data.get("eval_kinds") else kinds
