@@ -180,7 +180,7 @@ def main() -> None:
 
         vectors["oracle"] = extract([by_cell[c] for c in cells])[0].float()  # (N, 1280): each cell's own picture
     autoguidance = args.autoguidance or ["default"]
-    from wordpaint.cli.generate import parse_interval  # same parser and messages as generate / eval report
+    from wordpaint.cli.options import parse_interval  # same parser and messages as generate / eval report
     intervals = ["default"] if not args.guidance_interval else [parse_interval(v) for v in args.guidance_interval]
     schedules = args.sigma_schedule or [None]
     real = to_pil(x) if args.from_real else None  # --from-real: each cell's own picture (PIL) starts its chain

@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from wordpaint import TextToImagePipeline
-    from wordpaint.cli.generate import parse_interval
+    from wordpaint.cli.options import parse_interval
     from wordpaint.eval.compositional import evaluate_compositional, ground_truth_plan
     from wordpaint.eval.prompts import generate_prompt_set
 

@@ -141,12 +141,12 @@ def run_report(args: argparse.Namespace) -> int:
             raise WordpaintError("--autoguidance needs a model with an autoguide (a weaker diffusion model component)")
         pipe.defaults["autoguidance_scale"] = args.autoguidance
     if args.guidance_interval is not None:
-        from wordpaint.cli.generate import parse_interval
+        from wordpaint.cli.options import parse_interval
         from wordpaint.pipelines.text_to_image import check_interval
 
         pipe.defaults["guidance_interval"] = check_interval(parse_interval(args.guidance_interval))
     if args.prior_strength is not None:
-        from wordpaint.cli.generate import parse_prior_strength
+        from wordpaint.cli.options import parse_prior_strength
 
         strength = parse_prior_strength(args.prior_strength)
         if strength is not None and pipe.prior is None:

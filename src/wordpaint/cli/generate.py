@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from wordpaint.cli.options import add_guide_options, add_model_option, add_sampling_options
+from wordpaint.cli.options import (add_guide_options, add_model_option, add_sampling_options, parse_interval,
+                                   parse_prior_strength)
 from wordpaint.errors import WordpaintError
 
 
@@ -93,35 +94,6 @@ def output_paths(output: str, n: int) -> list[Path]:
     if n == 1:
         return [path]
     return [path.with_name(f"{path.stem}-{k}{path.suffix}") for k in range(n)]
-
-
-def parse_default_or_off(text: str | None, *, option: str, off: str, parse, expected: str):
-    """An option that is absent (``"default"``: the model's own value), switched off (``None``)
-    or a value ``parse(text)``; anything ``parse`` rejects gets a message naming ``expected``."""
-    if text is None:
-        return "default"
-    if text.strip().lower() == off:
-        return None
-    try:
-        return parse(text)
-    except ValueError:
-        raise WordpaintError(f"{option} must be {expected} or {off}, got {text!r}") from None
-
-
-def _two_numbers(text: str) -> tuple[float, float]:
-    lo, hi = (float(v) for v in text.split(","))
-    return lo, hi
-
-
-def parse_interval(text: str | None):
-    """``--guidance-interval``: None (the model's default), 'none', or 'LO,HI' in sigma."""
-    return parse_default_or_off(text, option="--guidance-interval", off="none", parse=_two_numbers,
-                                expected="LO,HI (two numbers, e.g. 0,1.2)")
-
-
-def parse_prior_strength(text: str | None):
-    """``--prior-strength``: None (the model's default), 'off', or a number (checked by the pipeline)."""
-    return parse_default_or_off(text, option="--prior-strength", off="off", parse=float, expected="a number in [0, 1]")
 
 
 def run(args: argparse.Namespace) -> int:

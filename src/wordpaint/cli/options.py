@@ -1,9 +1,11 @@
-"""Options that several commands share (generate, eval compositional, eval report), written once so
-their names, types and help agree."""
+"""Options that several commands share (generate, eval compositional, eval report) and the parsers of their
+values, written once so their names, types, help and error messages agree."""
 
 from __future__ import annotations
 
 import argparse
+
+from wordpaint.errors import WordpaintError
 
 
 def add_model_option(p: argparse.ArgumentParser) -> None:
@@ -36,3 +38,32 @@ def add_guide_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-strength", default=None, metavar="S|off",
                    help="models with a prior (a text -> latent draft): start from the prompt's draft taken this far up the "
                    "noise schedule, in [0, 1] (0: the draft itself, no diffusion step); off starts from pure noise (default: the model's)")
+
+
+def parse_default_or_off(text: str | None, *, option: str, off: str, parse, expected: str):
+    """An option that is absent (``"default"``: the model's own value), switched off (``None``)
+    or a value ``parse(text)``; anything ``parse`` rejects gets a message naming ``expected``."""
+    if text is None:
+        return "default"
+    if text.strip().lower() == off:
+        return None
+    try:
+        return parse(text)
+    except ValueError:
+        raise WordpaintError(f"{option} must be {expected} or {off}, got {text!r}") from None
+
+
+def _two_numbers(text: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in text.split(","))
+    return lo, hi
+
+
+def parse_interval(text: str | None):
+    """``--guidance-interval``: None (the model's default), 'none', or 'LO,HI' in sigma."""
+    return parse_default_or_off(text, option="--guidance-interval", off="none", parse=_two_numbers,
+                                expected="LO,HI (two numbers, e.g. 0,1.2)")
+
+
+def parse_prior_strength(text: str | None):
+    """``--prior-strength``: None (the model's default), 'off', or a number (checked by the pipeline)."""
+    return parse_default_or_off(text, option="--prior-strength", off="off", parse=float, expected="a number in [0, 1]")
