@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--sets", default="builtin,paraphrase")
     ap.add_argument("--max-prompts", type=int, default=None, help="first N prompts of each set (quick runs)")
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own; a run's pipeline says 10, the bundle 6)")
-    ap.add_argument("--sampler", default=None, help="sampler (default: the model's own): dpmpp_2m, ddim, euler, ddpm")
+    ap.add_argument("--sampler", default=None, help="sampler (default: the model's own): dpmpp_2m, ddim, euler, ddpm, dpmpp_2m_sde")
     ap.add_argument("--text-guidance", type=float, default=None,
                     help="layout models: the text's own guidance scale, apart from the layout (0: the layout alone; default: the model's)")
     ap.add_argument("--regional", action="store_true",

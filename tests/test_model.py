@@ -87,6 +87,21 @@ def test_dpmpp_is_more_accurate_than_euler_on_a_gaussian():
     assert err["dpmpp_2m"] < err["euler"]
 
 
+def test_sde_sampler_draws_the_data_distribution_not_its_mean():
+    # data ~ N(0, 1) with the exact denoiser: the SDE sampler must return samples of variance 1 (a
+    # sampler that returned the posterior mean from a high last sigma would shrink them), from
+    # the generator alone (same seed, same samples), and eta = 0 must be the ODE solver (2M)
+    den = lambda x, s: x / (1 + s**2)
+    sig = torch.cat([torch.logspace(1.5, -1.5, 25), torch.zeros(1)])
+    x = torch.randn(20000, generator=torch.Generator().manual_seed(0)) * (1 + sig[0] ** 2) ** 0.5
+    sde = SAMPLERS["dpmpp_2m_sde"]
+    out = sde(den, x.clone(), sig, generator=torch.Generator().manual_seed(1))
+    assert abs(out.var().item() - 1) < 0.05 and abs(out.mean().item()) < 0.03
+    assert torch.equal(out, sde(den, x.clone(), sig, generator=torch.Generator().manual_seed(1)))
+    assert not torch.equal(out, sde(den, x.clone(), sig, generator=torch.Generator().manual_seed(2)))
+    assert torch.allclose(sde(den, x.clone(), sig, eta=0.0), SAMPLERS["dpmpp_2m"](den, x.clone(), sig), atol=1e-5)
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_denoiser_inverts_the_training_target(prediction_type, monkeypatch):
     # a network that outputs the exact training target must make denoise() return x0 exactly

@@ -123,7 +123,7 @@ def test_negative_prompt_replaces_the_unconditional_text(tiny_pipe):
         (dict(num_inference_steps=2.5), "num_inference_steps must be an integer"),
         (dict(guidance_scale=-1.0), "guidance_scale must be a finite number >= 0"),
         (dict(guidance_scale=float("nan")), "guidance_scale"),
-        (dict(sampler="plms"), "unknown sampler 'plms'; expected one of: dpmpp_2m, ddim, euler, ddpm"),
+        (dict(sampler="plms"), "unknown sampler 'plms'; expected one of: dpmpp_2m, ddim, euler, ddpm, dpmpp_2m_sde"),
         (dict(sigma_schedule="cosine"), "unknown sigma_schedule 'cosine'; expected one of: karras, trailing"),
         (dict(height=31), "height must be a multiple of 2"),
         (dict(width=33), "width must be a multiple of 2"),

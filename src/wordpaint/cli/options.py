@@ -19,7 +19,7 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; 6 for the bundled shapes model)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale >= 0 (default: the model's; "
                    "3.0 for the bundled shapes model, 1.0 for fashion)")
-    p.add_argument("--sampler", default=None, help="dpmpp_2m, ddim, euler or ddpm (ancestral) (default: the model's)")
+    p.add_argument("--sampler", default=None, help="dpmpp_2m, ddim, euler, ddpm (ancestral) or dpmpp_2m_sde (default: the model's)")
     p.add_argument("--schedule", default=None, help="sigma spacing: trailing or karras (default: the model's)")
 
 
