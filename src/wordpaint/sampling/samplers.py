@@ -124,10 +124,11 @@ def sample_dpmpp_2m_sde(
         else:
             h = sigmas[i].log() - sigmas[i + 1].log()  # step in log-sigma time, > 0
             eta_h = eta * h
+            data_weight = (-h - eta_h).expm1().neg()  # 1 - exp(-(1 + eta) h): the step's weight on the data estimate
             # exact integration of the linear part, first-order data term
-            x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * x0
+            x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + data_weight * x0
             if old_x0 is not None:  # second order: the midpoint correction from the last two estimates
-                x = x + 0.5 * (-h - eta_h).expm1().neg() * (h / h_last) * (x0 - old_x0)
+                x = x + 0.5 * data_weight * (h / h_last) * (x0 - old_x0)
             if eta:
                 x = x + sigmas[i + 1] * (-2 * eta_h).expm1().neg().sqrt() * torch.randn(x.shape, generator=generator).to(x.device)
             h_last = h
