@@ -509,3 +509,23 @@ def test_a_training_pack_carries_what_the_unet_needs_and_trains_it_without_the_c
         gpu.main(["train", "--pack", str(tmp_path / "nowhere"), "--out", str(w)])
     with pytest.raises(SystemExit, match="no result.json"):
         gpu.main(["assemble", "--weights", str(pk), "--out", str(tmp_path / "x")])
+
+
+def test_gradient_difference_term_charges_for_texture_on_a_flat_fill():
+    from wordpaint.models.autoencoder import gradient_difference
+
+    flat = torch.zeros(2, 3, 16, 16)
+    textured = flat + 0.05 * (torch.arange(16) % 2).float()  # stripes: each neighbour differs by 0.05
+    shifted = flat + 0.05  # the same mean error, but flat
+    assert gradient_difference(flat, flat).item() == 0.0
+    assert gradient_difference(shifted, flat).item() == pytest.approx(0.0, abs=1e-7)
+    assert gradient_difference(textured, flat).item() == pytest.approx(0.05)  # horizontal only
+    torch.manual_seed(0)
+    plain = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae", train_encoder=False))
+    gdl = AutoencoderModel(build_config(family="autoencoder", preset="tiny_ae", train_encoder=False, gradient_weight=2.0))
+    gdl.load_state_dict(plain.state_dict())
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    recon = plain.vae.decode(plain.vae.encode(x).latent_dist.mean).sample
+    assert gdl({"pixel_values": x}).item() == pytest.approx(plain({"pixel_values": x}).item() + 2.0 * gradient_difference(recon, x).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="gradient_weight must be a number"):
+        AutoencoderConfig.from_dict({"gradient_weight": -0.5})
