@@ -50,7 +50,7 @@ def main() -> None:
         recon = to_pil(torch.cat([vae.reconstruct(x[i : i + 128]) for i in range(0, len(x), 128)]))
     variants = {"real": real, "autoencoder round trip": recon}
     variants |= {f"Gaussian blur {r:g} px": [im.filter(ImageFilter.GaussianBlur(r)) for im in real] for r in args.blur}
-    out = {"cells": len(rows), "concepts": len(order), "data": args.data, "judge": args.clip or "bundled wordpaint-clip", "rows": []}
+    out = {"cells": len(rows), "concepts": len(order), "data": args.data, "model": args.model, "judge": args.clip or "bundled wordpaint-clip", "rows": []}
     for name, pics in variants.items():
         t0 = time.perf_counter()
         emb = clip.model.embed_image_features(clip.image_features(pics, show_progress=False))
