@@ -22,17 +22,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 class SigmaSwitch:
-    """``denoise`` of ``model`` above sigma ``switch`` and of ``expert`` at or below it; records the
-    sigmas each one was called at (rounded), so a row says which steps the expert took."""
+    """The denoiser ``plain`` above sigma ``switch`` and ``expert`` at or below it (both
+    ``denoise(x, sigma, *inputs)`` callables); records the sigmas each one was called at (rounded),
+    so a row says which steps the expert took."""
 
-    def __init__(self, model, expert, switch: float):
-        self.model, self.expert, self.switch = model.denoise, expert, switch
+    def __init__(self, plain, expert, switch: float):
+        self.denoisers, self.switch = {"model": plain, "expert": expert}, switch
         self.calls: dict[str, set[float]] = {"model": set(), "expert": set()}
 
     def denoise(self, x, sigma, *args):
         who = "expert" if float(sigma) <= self.switch else "model"
         self.calls[who].add(round(float(sigma), 4))
-        return (self.expert.denoise if who == "expert" else self.model)(x, sigma, *args)
+        return self.denoisers[who](x, sigma, *args)
 
 
 def main() -> None:
@@ -61,7 +62,7 @@ def main() -> None:
     real = [by_cell[c] for c in cells]
     rows = []
     for s in args.switch:
-        switch = SigmaSwitch(pipe.model, expert, s)
+        switch = SigmaSwitch(plain, expert.denoise, s)  # the unpatched denoiser, whatever ran before
         pipe.model.denoise = switch.denoise  # an instance attribute: the pipeline's loop calls it
         t0 = time.perf_counter()
         try:
