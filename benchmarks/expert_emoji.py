@@ -1,13 +1,16 @@
-"""A low-noise expert for the emoji model, measured on the dev cells before the pipeline grows a
-component for it (eDiff-I's ensemble of expert denoisers, Balaji et al. 2022, cut to two).
+"""A low-noise expert for the emoji model, measured on the dev cells (eDiff-I's ensemble of expert
+denoisers, Balaji et al. 2022, cut to two).
 
     python benchmarks/expert_emoji.py --expert runs/lownoise_expert/pipeline --switch 0 0.2 0.4 0.6 --out FILE
 
-The pipeline's UNet denoises every step above sigma S, the expert (a copy of it fine-tuned only on
-low noise levels, recipe ``emoji64_embed_lownoise_expert``) every step at or below S; S = 0 leaves
-every step to the pipeline's UNet (the bundle as shipped). Everything else is the pipeline's
-defaults (sampler, steps, guidance, guide, the embedding prior's vector); the cells, seed and judge
-are ``tune_emoji.py``'s (100 dev concepts x 3 styles, seed 0, wordpaint-clip zero-shot).
+The pipeline gets the expert as its ``expert`` component (a copy of its UNet fine-tuned only on low
+noise levels, recipe ``emoji64_embed_lownoise_expert``) and draws with ``expert_sigma`` S: the
+pipeline's UNet denoises every step above sigma S, the expert every step at or below it; S = 0
+leaves every step to the pipeline's UNet (the bundle as shipped). ``--guidance-interval`` changes
+where guidance applies for every row (e.g. ``none``: the expert's last step guided too). Everything
+else is the pipeline's defaults (sampler, steps, guidance, guide, the embedding prior's vector);
+the cells, seed and judge are ``tune_emoji.py``'s (100 dev concepts x 3 styles, seed 0,
+wordpaint-clip zero-shot).
 """
 
 from __future__ import annotations
@@ -21,27 +24,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-class SigmaSwitch:
-    """The denoiser ``plain`` above sigma ``switch`` and ``expert`` at or below it (both
-    ``denoise(x, sigma, *inputs)`` callables); records the sigmas each one was called at (rounded),
-    so a row says which steps the expert took."""
-
-    def __init__(self, plain, expert, switch: float):
-        self.denoisers, self.switch = {"model": plain, "expert": expert}, switch
-        self.calls: dict[str, set[float]] = {"model": set(), "expert": set()}
-
-    def denoise(self, x, sigma, *args):
-        who = "expert" if float(sigma) <= self.switch else "model"
-        self.calls[who].add(round(float(sigma), 4))
-        return self.denoisers[who](x, sigma, *args)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="emoji", help="the pipeline (default: the bundled emoji model)")
-    ap.add_argument("--expert", required=True, help="the expert: a diffusion model folder, or a run's pipeline folder holding one")
+    ap.add_argument("--expert", default=None,
+                    help="the expert: a diffusion model folder, or a run's pipeline folder holding one (default: the model's own)")
     ap.add_argument("--switch", nargs="+", type=float, default=[0.0, 0.2, 0.4], metavar="SIGMA",
                     help="hand the steps at or below this sigma to the expert (0: none)")
+    ap.add_argument("--guidance-interval", default=None, metavar="LO,HI|none", help="for every row (default: the model's)")
     ap.add_argument("--data", default="data/emoji")
     ap.add_argument("--concepts", type=int, default=100, help="dev concepts drawn (x 3 styles); the vocabulary stays 240")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "emoji_embed" / "lownoise_expert" / "tune_dev.json"))
@@ -51,30 +41,33 @@ def main() -> None:
 
     from tune_emoji import dev_set, judge_dev
     from wordpaint import TextToImagePipeline
+    from wordpaint.cli.options import parse_interval
     from wordpaint.models.clip import WordpaintClip
-    from wordpaint.pipelines.text_to_image import component_folder, load_model
+    from wordpaint.pipelines.text_to_image import check_interval, component_folder, load_model
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
-    expert = load_model(component_folder(args.expert, "diffusion")).to(next(pipe.model.parameters()).dtype)
-    plain = pipe.model.denoise
+    if args.expert is not None:
+        pipe = pipe.with_component("expert", load_model(component_folder(args.expert, "expert")))
+    if pipe.expert is None:
+        raise SystemExit(f"{args.model} has no expert component: pass --expert")
+    interval = parse_interval(args.guidance_interval)
+    if interval != "default":
+        pipe.defaults["guidance_interval"] = check_interval(interval)
+    # the levels the sampler calls the denoiser at (the schedule's last entry, 0, is never called)
+    called = pipe.model.sigmas(pipe.defaults["num_inference_steps"], pipe.defaults["sigma_schedule"])[:-1].tolist()
     clip = WordpaintClip.from_pretrained()
     names, vocab, cells, prompts, by_cell = dev_set(args.data, args.concepts)
     real = [by_cell[c] for c in cells]
     rows = []
     for s in args.switch:
-        switch = SigmaSwitch(plain, expert.denoise, s)  # the unpatched denoiser, whatever ran before
-        pipe.model.denoise = switch.denoise  # an instance attribute: the pipeline's loop calls it
         t0 = time.perf_counter()
-        try:
-            ims = pipe(prompts, seed=0, batch_size=64).images
-        finally:
-            pipe.model.denoise = plain
-        row = {"switch_sigma": s, "expert_sigmas": sorted(switch.calls["expert"], reverse=True),
+        ims = pipe(prompts, seed=0, batch_size=64, expert_sigma=s or None).images
+        row = {"switch_sigma": s, "expert_sigmas": [round(v, 4) for v in called if v <= s],
                **judge_dev(clip, ims, cells, vocab, names, real), "seconds_per_image": round((time.perf_counter() - t0) / len(prompts), 4)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "expert": args.expert, "judge": "bundled wordpaint-clip",
+    Path(args.out).write_text(json.dumps({"model": args.model, "expert": args.expert or "the model's own", "judge": "bundled wordpaint-clip",
                                           "defaults": pipe.defaults, "dev": f"{args.concepts} of 240 dev concepts (seed 7) x 3 styles",
                                           "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -66,6 +66,8 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["eval", "report", "--model", "TINY", "--suite", "shapes", "--schedule", "linear"], "unknown --schedule 'linear'"),
         (["eval", "report", "--model", "TINY", "--suite", "shapes", "--guidance-interval", "3,1"], "guidance_interval must be None or a pair"),
         (["eval", "report", "--model", "TINY", "--suite", "shapes", "--guidance-interval", "low"], "--guidance-interval must be LO,HI"),
+        (["eval", "report", "--model", "TINY", "--suite", "shapes", "--expert-sigma", "0.2"], "--expert-sigma needs a model with an expert"),
+        (["eval", "report", "--model", "TINY", "--suite", "shapes", "--expert-sigma", "-1"], "expert_sigma must be None or a finite noise level"),
         (["data", "export", "shapes", "--n", "0", "--out", "OUT"], "--n must be an integer >= 1"),
         (["data", "export", "shapes", "--n", "2", "--size", "16", "--out", "OUT"], "canvas size must be an integer from 32 to 512"),
     ],
@@ -203,15 +205,31 @@ def test_generate_detail_and_img2img_record_it(capsys, tmp_path):
     assert meta["init_image"] is True and meta["strength"] == 0.5 and meta["height"] == 48
 
 
-def test_autoguide_is_added_from_a_run_folder_and_used_by_generate(capsys, tiny_dir, tmp_path):
-    # without one, --autoguidance is a one-line error
-    code, _, err = run(capsys, "generate", "a star", "-o", str(tmp_path / "x.png"), "--model", str(tiny_dir), "--autoguidance", "1")
-    assert code == 2 and "needs a pipeline with an autoguide" in err
-    out = tmp_path / "with_autoguide"
-    code, _, _ = run(capsys, "model", "replace", str(tiny_dir), "--component", "autoguide", "--from", str(tiny_dir), "--out", str(out))
+@pytest.mark.parametrize("component, option, value, key", [("autoguide", "--autoguidance", "1.5", "autoguidance_scale"),
+                                                          ("expert", "--expert-sigma", "0.5", "expert_sigma")])
+def test_diffusion_component_is_added_from_a_run_folder_and_used_by_generate(capsys, tiny_dir, tmp_path, component, option, value, key):
+    # without the component, its option is a one-line error
+    code, _, err = run(capsys, "generate", "a star", "-o", str(tmp_path / "x.png"), "--model", str(tiny_dir), option, "1")
+    assert code == 2 and f"needs a pipeline with an {component}" in err
+    out = tmp_path / f"with_{component}"
+    code, _, _ = run(capsys, "model", "replace", str(tiny_dir), "--component", component, "--from", str(tiny_dir), "--out", str(out))
     assert code == 0
     code, printed, _ = run(capsys, "model", "info", str(out), "--json")
-    assert json.loads(printed)["components"]["autoguide"]["family"] == "diffusion"
+    assert json.loads(printed)["components"][component]["family"] == "diffusion"
     png = tmp_path / "a.png"
-    assert run(capsys, "generate", "a star", "-o", str(png), "--model", str(out), "--autoguidance", "1.5", "--seed", "1")[0] == 0
-    assert read_png_metadata(png)["autoguidance_scale"] == 1.5
+    assert run(capsys, "generate", "a star", "-o", str(png), "--model", str(out), option, value, "--seed", "1")[0] == 0
+    assert read_png_metadata(png)[key] == float(value)
+
+
+def test_expert_sigma_off_bad_and_recorded_by_the_report(capsys, tiny_dir, tmp_path):
+    out = tmp_path / "with_expert"
+    assert run(capsys, "model", "replace", str(tiny_dir), "--component", "expert", "--from", str(tiny_dir), "--out", str(out))[0] == 0
+    png = tmp_path / "a.png"
+    assert run(capsys, "generate", "a star", "-o", str(png), "--model", str(out), "--expert-sigma", "off", "--seed", "1")[0] == 0
+    assert "expert_sigma" not in read_png_metadata(png)
+    code, _, err = run(capsys, "generate", "a star", "-o", str(png), "--model", str(out), "--expert-sigma", "low")
+    assert code == 2 and "--expert-sigma must be a noise level >= 0 or off, got 'low'" in err
+    code, _, err = run(capsys, "eval", "report", "--model", str(out), "--suite", "shapes", "--out", str(tmp_path / "rep"),
+                       "--limit-per-task", "1", "--samples-per-prompt", "1", "--steps", "1", "--expert-sigma", "0.5")
+    assert code == 0, err
+    assert json.loads((tmp_path / "rep" / "results.json").read_text())["sampling"]["expert_sigma"] == 0.5

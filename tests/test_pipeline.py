@@ -314,6 +314,45 @@ def test_autoguidance_steps_away_from_the_weaker_model(tiny_pipe, tmp_path, text
     assert (arrays(loaded("a star", seed=0, num_inference_steps=3))[0] == arrays(out)[0]).all()
 
 
+def test_expert_denoises_the_steps_at_or_below_its_sigma(tiny_pipe, tmp_path, text_encoder):
+    expert = _weak_copy(tiny_pipe, 5)
+    pipe = tiny_pipe.with_component("expert", expert)
+    plain = arrays(tiny_pipe("a star", seed=0, num_inference_steps=3))[0]
+    assert (arrays(pipe("a star", seed=0, num_inference_steps=3))[0] == plain).all()  # default None: the model alone
+    sigmas = tiny_pipe.model.sigmas(3, tiny_pipe.defaults["sigma_schedule"])  # (4,): three evaluated levels, then 0
+    # below every evaluated level: the model alone; above every one: the expert alone, as if it were the model
+    assert (arrays(pipe("a star", seed=0, num_inference_steps=3, expert_sigma=float(sigmas[2]) / 2))[0] == plain).all()
+    as_model = arrays(tiny_pipe.with_component("diffusion", expert)("a star", seed=0, num_inference_steps=3))[0]
+    every = arrays(pipe("a star", seed=0, num_inference_steps=3, expert_sigma=float(sigmas[0]) * 2))[0]
+    assert (every == as_model).all() and not (every == plain).all()
+    # at the middle level: the model's first step, the expert's last two: neither model's picture
+    out = pipe("a star", seed=0, num_inference_steps=3, expert_sigma=float(sigmas[1]))
+    mixed = arrays(out)[0]
+    assert not (mixed == plain).all() and not (mixed == as_model).all()
+    assert out.metadata[0]["expert_sigma"] == float(sigmas[1])
+    # the folder keeps the component and its default
+    pipe.defaults["expert_sigma"] = float(sigmas[1])
+    pipe.save_pretrained(tmp_path / "ex")
+    assert json.loads((tmp_path / "ex" / "model_index.json").read_text())["expert"] == "expert"
+    loaded = TextToImagePipeline.from_pretrained(tmp_path / "ex", text_encoder=text_encoder)
+    assert (arrays(loaded("a star", seed=0, num_inference_steps=3))[0] == mixed).all()
+    assert (arrays(loaded("a star", seed=0, num_inference_steps=3, expert_sigma=None))[0] == plain).all()
+
+
+def test_expert_errors(tiny_pipe):
+    from wordpaint.models.registry import build_config, build_model
+
+    with pytest.raises(WordpaintError, match="needs a pipeline with an expert"):
+        tiny_pipe("a star", expert_sigma=0.5)
+    pipe = tiny_pipe.with_component("expert", _weak_copy(tiny_pipe, 3))
+    for bad in (-1.0, float("nan"), True, "0.5"):
+        with pytest.raises(WordpaintError, match="expert_sigma must be None or a finite noise level"):
+            pipe("a star", expert_sigma=bad)
+    other = build_model(build_config(preset="tiny", cross_attention_dim=32))
+    with pytest.raises(ModelLoadError, match="expert model must read the diffusion model's inputs; they differ in cross_attention_dim"):
+        tiny_pipe.with_component("expert", other)
+
+
 def test_autoguidance_errors(tiny_pipe):
     from wordpaint.models.registry import build_config, build_model
 

@@ -140,6 +140,14 @@ def run_report(args: argparse.Namespace) -> int:
         if args.autoguidance and pipe.autoguide is None:
             raise WordpaintError("--autoguidance needs a model with an autoguide (a weaker diffusion model component)")
         pipe.defaults["autoguidance_scale"] = args.autoguidance
+    if args.expert_sigma is not None:
+        from wordpaint.cli.options import parse_expert_sigma
+        from wordpaint.pipelines.text_to_image import check_expert_sigma
+
+        expert_sigma = check_expert_sigma(parse_expert_sigma(args.expert_sigma))
+        if expert_sigma is not None and pipe.expert is None:
+            raise WordpaintError("--expert-sigma needs a model with an expert (a low-noise diffusion model component)")
+        pipe.defaults["expert_sigma"] = expert_sigma
     if args.guidance_interval is not None:
         from wordpaint.cli.options import parse_interval
         from wordpaint.pipelines.text_to_image import check_interval

@@ -24,14 +24,17 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_guide_options(p: argparse.ArgumentParser) -> None:
-    """``--clip-guidance``, ``--autoguidance``, ``--guidance-interval``, ``--prior-strength``: the guides and
-    starts some models carry beside classifier-free guidance; each absent option keeps the model's default."""
+    """``--clip-guidance``, ``--autoguidance``, ``--expert-sigma``, ``--guidance-interval``, ``--prior-strength``: the
+    guides, experts and starts some models carry beside classifier-free guidance; each absent option keeps the model's default."""
     p.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
                    help="models with a guide (a noised wordpaint-clip): classifier guidance toward the prompt at this scale, "
                    "on top of --guidance; 0 turns it off (default: the model's)")
     p.add_argument("--autoguidance", type=float, default=None, metavar="SCALE",
                    help="models with an autoguide (a weaker diffusion model): step away from its estimate at this scale, on top "
                    "of --guidance; 0 turns it off (default: the model's)")
+    p.add_argument("--expert-sigma", default=None, metavar="SIGMA|off",
+                   help="models with an expert (a low-noise diffusion model): it denoises every step at noise level <= SIGMA in "
+                   "place of the model (e.g. 0.2: the last step of the emoji model's 10); off: the model alone (default: the model's)")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI|none",
                    help="guide only at noise levels LO <= sigma <= HI (e.g. 0.2,100000: every step but the last); none "
                    "guides every step; outside it each step runs the conditional model alone (default: the model's)")
@@ -62,6 +65,11 @@ def parse_interval(text: str | None):
     """``--guidance-interval``: None (the model's default), 'none', or 'LO,HI' in sigma."""
     return parse_default_or_off(text, option="--guidance-interval", off="none", parse=_two_numbers,
                                 expected="LO,HI (two numbers, e.g. 0,1.2)")
+
+
+def parse_expert_sigma(text: str | None):
+    """``--expert-sigma``: None (the model's default), 'off', or a noise level (checked by the pipeline)."""
+    return parse_default_or_off(text, option="--expert-sigma", off="off", parse=float, expected="a noise level >= 0")
 
 
 def parse_prior_strength(text: str | None):

@@ -292,6 +292,7 @@ def write_suite_report(pipe, suite: str, out: str | os.PathLike, *, model_name: 
                 "clip_guidance_scale": pipe.defaults["clip_guidance_scale"],
                 **({"guidance_interval": list(pipe.defaults["guidance_interval"])} if pipe.defaults["guidance_interval"] else {}),
                 **({"autoguidance_scale": pipe.defaults["autoguidance_scale"]} if pipe.defaults["autoguidance_scale"] else {}),
+                **({"expert_sigma": pipe.defaults["expert_sigma"]} if pipe.defaults["expert_sigma"] is not None else {}),
                 **({"clip_contrast_styles": pipe.defaults["clip_contrast_styles"]}
                    if pipe.defaults["clip_contrast_styles"] and pipe.defaults["clip_guidance_scale"] else {}),
                 **({"prior_strength": pipe.defaults["prior_strength"]} if pipe.defaults["prior_strength"] is not None else {})}

@@ -12,6 +12,8 @@ Folder format (diffusers-style, round-trips exactly with save_pretrained / from_
     prior/                    (optional) a latent prior: drafts the start of the chain (prior_strength)
     embed_prior/              (optional) an embedding prior: the image vector from the prompt (image_embed)
     autoguide/                (optional) a weaker diffusion model of the same inputs (autoguidance_scale)
+    expert/                   (optional) a low-noise expert: a diffusion model of the same inputs that
+                              denoises the steps at or below expert_sigma (eDiff-I's expert denoisers)
 """
 
 from __future__ import annotations
@@ -46,13 +48,15 @@ DETAIL_STRENGTH = 0.5
 DETAIL_MARGIN = 0.02  # canvas fractions around the box that the redrawn crop replaces (the plans' minimum gap)
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
             "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0,
-            "autoguidance_scale": 0.0, "clip_contrast_styles": None,
+            "autoguidance_scale": 0.0, "expert_sigma": None, "clip_contrast_styles": None,
             "detail": False, "detail_strength": DETAIL_STRENGTH, "prior_strength": None}
 MAX_STEPS = 1000
 COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip", "prior": "latent_prior",
-                      "embed_prior": "embed_prior", "autoguide": "diffusion"}  # folder -> model family
+                      "embed_prior": "embed_prior", "autoguide": "diffusion", "expert": "diffusion"}  # folder -> model family
 INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide", "prior": "prior", "embed_prior": "embed_prior",
-              "autoguide": "autoguide"}  # folder -> model_index.json key = constructor argument = attribute
+              "autoguide": "autoguide", "expert": "expert"}  # folder -> model_index.json key = constructor argument = attribute
+# the diffusion components that stand in for the model (on some steps, or beside it) and so must read its inputs
+SAME_INPUT_KEYS = ("in_channels", "resolution", "cross_attention_dim", "layout_channels", "reference_image", "image_embed_dim")
 MAX_SEED = 2**63 - 1
 
 
@@ -92,6 +96,27 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> int:
     return value
 
 
+def _same_inputs(name: str, other, model):
+    """``other`` (a diffusion model called with ``model``'s inputs, or None) frozen for sampling;
+    raises ModelLoadError naming each input it reads differently."""
+    if other is None:
+        return None
+    differ = [k for k in SAME_INPUT_KEYS if getattr(other.config, k, None) != getattr(model.config, k, None)]
+    if differ:
+        raise ModelLoadError(f"the {name} model must read the diffusion model's inputs; they differ in "
+                             + ", ".join(f"{k} ({getattr(other.config, k, None)!r} vs {getattr(model.config, k, None)!r})" for k in differ))
+    return other.eval().requires_grad_(False)
+
+
+def check_expert_sigma(value: object) -> float | None:
+    """``None`` (no expert) or the noise level at or below which the expert denoises: a finite number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise WordpaintError(f"expert_sigma must be None or a finite noise level >= 0, got {value!r}")
+    return float(value)
+
+
 def _per_prompt(pictures, n: int, *, what: str) -> list:
     """``pictures`` (one, or a list or tuple of one per prompt) as a list of ``n``; ``what`` names
     the argument in the error."""
@@ -107,7 +132,7 @@ class TextToImagePipeline:
     autoencoder's latents and the pipeline decodes them (latent diffusion)."""
 
     def __init__(self, *, text_encoder: TextEncoder, model, vae=None, defaults: dict | None = None, planner=None, guide=None,
-                 prior=None, embed_prior=None, autoguide=None):
+                 prior=None, embed_prior=None, autoguide=None, expert=None):
         from wordpaint.text.planners import get_planner
 
         self.text_encoder = text_encoder
@@ -132,14 +157,10 @@ class TextToImagePipeline:
                                  f"{getattr(model.config, 'image_embed_dim', 0)}-d ones (image_embed_dim)")
         if embed_prior is not None and embed_prior.config.text_dim != text_encoder.dim:
             raise ModelLoadError(f"the embedding prior reads pooled text of width {embed_prior.config.text_dim}, the text encoder gives {text_encoder.dim}")
-        # optional weaker model (autoguidance_scale): must read exactly the inputs the model reads
-        self.autoguide = autoguide.eval().requires_grad_(False) if autoguide is not None else None
-        if autoguide is not None:
-            keys = ("in_channels", "resolution", "cross_attention_dim", "layout_channels", "reference_image", "image_embed_dim")
-            differ = [k for k in keys if getattr(autoguide.config, k, None) != getattr(model.config, k, None)]
-            if differ:
-                raise ModelLoadError("the autoguide model must read the diffusion model's inputs; they differ in "
-                                     + ", ".join(f"{k} ({getattr(autoguide.config, k, None)!r} vs {getattr(model.config, k, None)!r})" for k in differ))
+        # optional weaker model (autoguidance_scale) and low-noise expert (expert_sigma): each is called
+        # with the model's own inputs, so it must read exactly those
+        self.autoguide = _same_inputs("autoguide", autoguide, model)
+        self.expert = _same_inputs("expert", expert, model)
         if vae is not None:
             if model.config.in_channels != vae.config.latent_channels:
                 raise ModelLoadError(f"the diffusion model takes {model.config.in_channels} channels, the autoencoder's latents have {vae.config.latent_channels}")
@@ -214,15 +235,15 @@ class TextToImagePipeline:
 
     def components(self) -> dict:
         """The model components by folder name ("diffusion", "autoencoder", "guide", "prior", "embed_prior",
-        "autoguide"; None where absent)."""
+        "autoguide", "expert"; None where absent)."""
         return {folder: getattr(self, key) for folder, key in INDEX_KEYS.items()}  # index key = attribute name
 
     def with_component(self, name: str, model, *, allow_new_latents: bool = False) -> "TextToImagePipeline":
         """A copy of this pipeline with component ``name`` ("diffusion", "autoencoder", "guide",
-        "prior", "embed_prior" or "autoguide") replaced (or, for the optional ones, added) by
+        "prior", "embed_prior", "autoguide" or "expert") replaced (or, for the optional ones, added) by
         ``model``: e.g. a fine-tuned decoder from a ``train_encoder=false`` run, a noised
-        wordpaint-clip for ``clip_guidance_scale``, a latent prior for ``prior_strength``, or a
-        weaker diffusion model for ``autoguidance_scale``.
+        wordpaint-clip for ``clip_guidance_scale``, a latent prior for ``prior_strength``, a
+        weaker diffusion model for ``autoguidance_scale``, or a low-noise expert for ``expert_sigma``.
 
         A latent diffusion model was trained on its autoencoder's latents, so a new autoencoder
         must encode exactly as the old one did (same encoder weights and ``scaling_factor``):
@@ -419,6 +440,7 @@ class TextToImagePipeline:
         clip_guidance_scale: float | str = "default",
         clip_guidance_contrast: list[str] | list[list[str]] | None | str = "default",
         autoguidance_scale: float | str = "default",
+        expert_sigma: float | None | str = "default",
         image=None,
         strength: float = 0.8,
         detail: bool | str = "default",
@@ -459,6 +481,11 @@ class TextToImagePipeline:
         the guided estimate moves by that weight times (conditional estimate - the weaker model's
         conditional estimate), away from the weaker model's typical errors; one more pass of the
         weaker model per step; ``"default"`` takes the folder's.
+        ``expert_sigma`` (a pipeline with an ``expert``: a diffusion model of the same inputs trained
+        only on low noise) hands every step at noise level <= that sigma to the expert instead of the
+        model (eDiff-I's expert denoisers, Balaji et al. 2022, cut to two): the model lays out the
+        picture, the expert draws its last details; no extra pass. None: the model alone;
+        ``"default"`` takes the folder's.
         ``image`` (a PIL image, or one per prompt) starts from that picture instead of pure noise
         (img2img, SDEdit): it is noised to the level ``strength`` of the way up the schedule and
         denoised from there, so ``num_inference_steps * strength`` steps run (diffusers' convention);
@@ -498,6 +525,10 @@ class TextToImagePipeline:
                                  "added with `wordpaint model replace --component autoguide`); this one has none")
         if autoguidance and regional_prompts:
             raise WordpaintError("autoguidance_scale does not combine with regional_prompts: set one of them")
+        expert_sigma = check_expert_sigma(self.defaults["expert_sigma"] if expert_sigma == "default" else expert_sigma)
+        if expert_sigma is not None and self.expert is None:
+            raise WordpaintError("expert_sigma needs a pipeline with an expert (a low-noise diffusion model component, "
+                                 "added with `wordpaint model replace --component expert`); this one has none")
         if clip_guidance and self.guide is None:
             raise WordpaintError("clip_guidance_scale needs a pipeline with a guide (a noised wordpaint-clip component); this one has none")
         if clip_guidance_contrast not in (None, "default") and not clip_guidance:
@@ -572,7 +603,7 @@ class TextToImagePipeline:
             sigmas = strength_sigmas(sigmas, prior_strength)
         sampling = dict(guidance_scale=guidance, sampler=sampler, layout_guidance_scale=layout_guidance,
                         text_guidance_scale=text_guidance, guidance_interval=interval, clip_guidance_scale=clip_guidance,
-                        autoguidance_scale=autoguidance)
+                        autoguidance_scale=autoguidance, expert_sigma=expert_sigma)
         embeds, embed_source = self._image_embeds(image_embed, prompts)  # (P, D) or None
         images, meta = [], []
         for start in range(0, len(jobs), batch_size):
@@ -601,6 +632,7 @@ class TextToImagePipeline:
                      **({"clip_guidance_scale": clip_guidance} if clip_guidance else {}),
                      **({"clip_guidance_contrast": contrasts[k]} if contrasts is not None and contrasts[k] else {}),
                      **({"autoguidance_scale": autoguidance} if autoguidance else {}),
+                     **({"expert_sigma": expert_sigma} if expert_sigma is not None else {}),
                      **({"init_image": True, "strength": strength} if inits is not None else {}),
                      **({"prior_strength": prior_strength} if prior_strength is not None else {}),
                      **({"reference": True} if has_ref[k] else {}),
@@ -677,7 +709,8 @@ class TextToImagePipeline:
                        sampler: str, height: int, width: int, layouts: torch.Tensor | None = None,
                        layout_guidance_scale: float | None = None, text_guidance_scale: float | None = None,
                        guidance_interval: tuple[float, float] | None = None, regions: Regions | None = None,
-                       clip_guidance_scale: float = 0.0, autoguidance_scale: float = 0.0, init: torch.Tensor | None = None,
+                       clip_guidance_scale: float = 0.0, autoguidance_scale: float = 0.0, expert_sigma: float | None = None,
+                       init: torch.Tensor | None = None,
                        from_prior: bool = False, image_embeds: torch.Tensor | None = None,
                        negative_prompts: list[str] | None = None, clip_contrast: list[list[str]] | None = None,
                        show_progress: bool = False, decode: bool = True) -> torch.Tensor:
@@ -696,7 +729,8 @@ class TextToImagePipeline:
         ``clip_contrast`` (B lists of texts) makes the guide's classifier guidance (K + 1)-way per image
         (an empty list: the plain guidance).
         ``autoguidance_scale`` a adds a * (D_cond - D_weak) with D_weak the ``autoguide`` model's
-        conditional estimate, at every step (not in regions mode). Returns
+        conditional estimate, at every step (not in regions mode). ``expert_sigma`` s runs the
+        ``expert`` in place of the model at every step with sigma <= s (its every pass). Returns
         (B, C, H, W) images in [-1, 1] (decoded from latents by a latent pipeline; with ``decode``
         False a latent pipeline returns the sampled latents, (B, C_z, H/f, W/f))."""
         model = self.model
@@ -742,6 +776,8 @@ class TextToImagePipeline:
             raise WordpaintError("regions need the batch's layouts (a layout model)")
         if regions is not None and autoguidance_scale:
             raise WordpaintError("autoguidance_scale does not combine with regions")
+        if expert_sigma is not None and self.expert is None:
+            raise WordpaintError("expert_sigma needs a pipeline with an expert")
 
         if image_embeds is not None:
             image_embeds = image_embeds.to(device)
@@ -781,7 +817,9 @@ class TextToImagePipeline:
             g = len(passes) > 1 and lo <= float(sigma) <= hi
             ps, inputs = (passes, guided) if g else (passes[:1], single)
             xin = torch.cat([xs] * len(ps) + ([xs[r_index]] if regions is not None else []))
-            out = model.denoise(xin, sigma, *inputs)
+            # the low-noise expert takes the model's place (every pass) at the last, low-noise steps
+            net = self.expert if expert_sigma is not None and float(sigma) <= expert_sigma else model
+            out = net.denoise(xin, sigma, *inputs)
             d = dict(zip(ps, out[: len(ps) * b].chunk(len(ps))))
             if regions is not None:
                 d[ps[0]] = blend(d[ps[0]], out[len(ps) * b :])
@@ -1017,7 +1055,7 @@ def load_config(folder: str | os.PathLike):
 def component_folder(source: str | Path, component: str) -> Path:
     """The folder of ``component`` in ``source``: ``source`` itself when it is a model folder, or
     the folder its ``model_index.json`` names when it is a pipeline folder (a diffusion run's
-    ``pipeline/``; for ``autoguide``, the diffusion model of that folder)."""
+    ``pipeline/``; for ``autoguide`` and ``expert``, the diffusion model of that folder)."""
     source = Path(source)
     index = source / "model_index.json"
     if (source / "config.json").is_file() or not index.is_file():
@@ -1026,8 +1064,8 @@ def component_folder(source: str | Path, component: str) -> Path:
         names = json.loads(index.read_text())
     except (OSError, ValueError) as e:
         raise WordpaintError(f"cannot read {index}: {e}") from None
-    # an autoguide is a weaker run's diffusion model: from a pipeline folder, take its model
-    key = "model" if component == "autoguide" else INDEX_KEYS[component]
+    # an autoguide or an expert is another run's diffusion model: from a pipeline folder, take its model
+    key = "model" if component in ("autoguide", "expert") else INDEX_KEYS[component]
     if not isinstance(names.get(key), str):
         raise WordpaintError(f"{source} is a pipeline folder without a {component} component ({index} has no {key!r})")
     return source / names[key]
