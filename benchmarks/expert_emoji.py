@@ -16,33 +16,28 @@ wordpaint-clip zero-shot).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 
 def main() -> None:
+    from tune_emoji import add_dev_args, dev_sweep
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="emoji", help="the pipeline (default: the bundled emoji model)")
+    add_dev_args(ap, out=str(Path(__file__).parent / "results" / "emoji_embed" / "lownoise_expert" / "tune_dev.json"))
     ap.add_argument("--expert", default=None,
                     help="the expert: a diffusion model folder, or a run's pipeline folder holding one (default: the model's own)")
     ap.add_argument("--switch", nargs="+", type=float, default=[0.0, 0.2, 0.4], metavar="SIGMA",
                     help="hand the steps at or below this sigma to the expert (0: none)")
     ap.add_argument("--guidance-interval", default=None, metavar="LO,HI|none", help="for every row (default: the model's)")
-    ap.add_argument("--data", default="data/emoji")
-    ap.add_argument("--concepts", type=int, default=100, help="dev concepts drawn (x 3 styles); the vocabulary stays 240")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "emoji_embed" / "lownoise_expert" / "tune_dev.json"))
     args = ap.parse_args()
     if any(s < 0 for s in args.switch):
         raise SystemExit(f"--switch: sigmas must be >= 0, got {args.switch}")
 
-    from tune_emoji import dev_set, judge_dev
     from wordpaint import TextToImagePipeline
     from wordpaint.cli.options import parse_interval
-    from wordpaint.models.clip import WordpaintClip
     from wordpaint.pipelines.text_to_image import check_interval, component_folder, load_model
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
@@ -55,22 +50,10 @@ def main() -> None:
         pipe.defaults["guidance_interval"] = check_interval(interval)
     # the levels the sampler calls the denoiser at (the schedule's last entry, 0, is never called)
     called = pipe.model.sigmas(pipe.defaults["num_inference_steps"], pipe.defaults["sigma_schedule"])[:-1].tolist()
-    clip = WordpaintClip.from_pretrained()
-    names, vocab, cells, prompts, by_cell = dev_set(args.data, args.concepts)
-    real = [by_cell[c] for c in cells]
-    rows = []
-    for s in args.switch:
-        t0 = time.perf_counter()
-        ims = pipe(prompts, seed=0, batch_size=64, expert_sigma=s or None).images
-        row = {"switch_sigma": s, "expert_sigmas": [round(v, 4) for v in called if v <= s],
-               **judge_dev(clip, ims, cells, vocab, names, real), "seconds_per_image": round((time.perf_counter() - t0) / len(prompts), 4)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "expert": args.expert or "the model's own", "judge": "bundled wordpaint-clip",
-                                          "defaults": pipe.defaults, "dev": f"{args.concepts} of 240 dev concepts (seed 7) x 3 styles",
-                                          "rows": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    dev_sweep(pipe, args.switch, draw=lambda s, prompts: pipe(prompts, seed=0, batch_size=64, expert_sigma=s or None).images,
+              row=lambda s: {"switch_sigma": s, "expert_sigmas": [round(v, 4) for v in called if v <= s]},
+              data=args.data, concepts=args.concepts, out=args.out,
+              meta={"model": args.model, "expert": args.expert or "the model's own"})
 
 
 if __name__ == "__main__":

@@ -82,6 +82,37 @@ def judge_dev(clip, images, cells: list[tuple[str, str]], vocab: list[str], name
             "style_confusion": acc["style_confusion"]}
 
 
+def add_dev_args(ap: argparse.ArgumentParser, *, out: str) -> None:
+    """The options every dev-cell sweep shares: --model, --data, --concepts, --out (default ``out``)."""
+    ap.add_argument("--model", default="emoji", help="the pipeline (default: the bundled emoji model)")
+    ap.add_argument("--data", default="data/emoji")
+    ap.add_argument("--concepts", type=int, default=100, help="dev concepts drawn (x 3 styles); the vocabulary stays 240")
+    ap.add_argument("--out", default=out)
+
+
+def dev_sweep(pipe, values: list, *, draw, row, data: str, concepts: int, out: str, meta: dict) -> list[dict]:
+    """Draw the dev cells once per value (``draw(value, prompts)`` -> one PIL image per prompt, seed 0),
+    judge them (:func:`judge_dev`), print each row (``row(value)`` first, then the figures and seconds
+    per image) as JSON, and write all rows with ``meta`` and the pipeline's defaults to ``out``."""
+    from wordpaint.models.clip import WordpaintClip
+
+    clip = WordpaintClip.from_pretrained()
+    names, vocab, cells, prompts, by_cell = dev_set(data, concepts)
+    real = [by_cell[c] for c in cells]
+    rows = []
+    for value in values:
+        t0 = time.perf_counter()
+        ims = draw(value, prompts)
+        rows.append({**row(value), **judge_dev(clip, ims, cells, vocab, names, real),
+                     "seconds_per_image": round((time.perf_counter() - t0) / len(prompts), 4)})
+        print(json.dumps(rows[-1]), flush=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({**meta, "judge": "bundled wordpaint-clip", "defaults": pipe.defaults,
+                                     "dev": f"{concepts} of 240 dev concepts (seed 7) x 3 styles", "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="emoji")

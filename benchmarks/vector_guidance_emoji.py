@@ -18,9 +18,7 @@ styles, seed 0, wordpaint-clip zero-shot); everything else is the pipeline's def
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -49,44 +47,31 @@ class VectorGuidance:
 
 
 def main() -> None:
+    from tune_emoji import add_dev_args, dev_sweep
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="emoji", help="the pipeline (default: the bundled emoji model)")
+    add_dev_args(ap, out=str(Path(__file__).parent / "results" / "emoji_embed" / "vector_guidance" / "tune_dev.json"))
     ap.add_argument("--ratio", nargs="+", type=float, default=[1.0, 1.5, 2.0], help="the vector's guidance over the text's (1: as shipped)")
-    ap.add_argument("--data", default="data/emoji")
-    ap.add_argument("--concepts", type=int, default=100, help="dev concepts drawn (x 3 styles); the vocabulary stays 240")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "emoji_embed" / "vector_guidance" / "tune_dev.json"))
     args = ap.parse_args()
     if any(r < 0 for r in args.ratio):
         raise SystemExit(f"--ratio must be >= 0, got {args.ratio}")
 
-    from tune_emoji import dev_set, judge_dev
-
     from wordpaint import TextToImagePipeline
-    from wordpaint.models.clip import WordpaintClip
 
     pipe = TextToImagePipeline.from_pretrained(args.model)
     if not getattr(pipe.model.config, "image_embed_dim", 0) or pipe.embed_prior is None:
         raise SystemExit(f"{args.model} is not an image-vector model with an embedding prior")
     plain = pipe.model.denoise
-    clip = WordpaintClip.from_pretrained()
-    names, vocab, cells, prompts, by_cell = dev_set(args.data, args.concepts)
-    real = [by_cell[c] for c in cells]
-    rows = []
-    for r in args.ratio:
+
+    def draw(r: float, prompts: list[str]) -> list:
         pipe.model.denoise = VectorGuidance(plain, r)  # an instance attribute: the pipeline's loop calls it
-        t0 = time.perf_counter()
         try:
-            ims = pipe(prompts, seed=0, batch_size=64).images
+            return pipe(prompts, seed=0, batch_size=64).images
         finally:
             pipe.model.denoise = plain
-        row = {"vector_ratio": r, "vector_guidance_scale": r * pipe.defaults["guidance_scale"],
-               **judge_dev(clip, ims, cells, vocab, names, real), "seconds_per_image": round((time.perf_counter() - t0) / len(prompts), 4)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "judge": "bundled wordpaint-clip", "defaults": pipe.defaults,
-                                          "dev": f"{args.concepts} of 240 dev concepts (seed 7) x 3 styles", "rows": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+
+    dev_sweep(pipe, args.ratio, draw=draw, row=lambda r: {"vector_ratio": r, "vector_guidance_scale": r * pipe.defaults["guidance_scale"]},
+              data=args.data, concepts=args.concepts, out=args.out, meta={"model": args.model})
 
 
 if __name__ == "__main__":
