@@ -336,6 +336,12 @@ def test_expert_denoises_the_steps_at_or_below_its_sigma(tiny_pipe, tmp_path, te
     assert json.loads((tmp_path / "ex" / "model_index.json").read_text())["expert"] == "expert"
     loaded = TextToImagePipeline.from_pretrained(tmp_path / "ex", text_encoder=text_encoder)
     assert (arrays(loaded("a star", seed=0, num_inference_steps=3))[0] == mixed).all()
+    # from a pipeline folder: its own expert where it has one (not its model), else its model
+    from wordpaint.pipelines.text_to_image import component_folder
+
+    assert component_folder(tmp_path / "ex", "expert") == tmp_path / "ex" / "expert"
+    tiny_pipe.save_pretrained(tmp_path / "run")
+    assert component_folder(tmp_path / "run", "expert") == tmp_path / "run" / "diffusion"
     assert (arrays(loaded("a star", seed=0, num_inference_steps=3, expert_sigma=None))[0] == plain).all()
 
 

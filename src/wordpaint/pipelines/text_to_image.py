@@ -1055,7 +1055,7 @@ def load_config(folder: str | os.PathLike):
 def component_folder(source: str | Path, component: str) -> Path:
     """The folder of ``component`` in ``source``: ``source`` itself when it is a model folder, or
     the folder its ``model_index.json`` names when it is a pipeline folder (a diffusion run's
-    ``pipeline/``; for ``autoguide`` and ``expert``, the diffusion model of that folder)."""
+    ``pipeline/``; for ``autoguide`` and ``expert``, that folder's own one, or else its diffusion model)."""
     source = Path(source)
     index = source / "model_index.json"
     if (source / "config.json").is_file() or not index.is_file():
@@ -1064,8 +1064,11 @@ def component_folder(source: str | Path, component: str) -> Path:
         names = json.loads(index.read_text())
     except (OSError, ValueError) as e:
         raise WordpaintError(f"cannot read {index}: {e}") from None
-    # an autoguide or an expert is another run's diffusion model: from a pipeline folder, take its model
-    key = "model" if component in ("autoguide", "expert") else INDEX_KEYS[component]
+    # an autoguide or an expert is another run's diffusion model: from a pipeline folder, take that
+    # folder's own autoguide / expert where it has one (copying it from pipeline to pipeline), else its model
+    key = INDEX_KEYS[component]
+    if component in ("autoguide", "expert") and not isinstance(names.get(key), str):
+        key = "model"
     if not isinstance(names.get(key), str):
         raise WordpaintError(f"{source} is a pipeline folder without a {component} component ({index} has no {key!r})")
     return source / names[key]
