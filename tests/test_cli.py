@@ -68,6 +68,9 @@ def test_generate_several(capsys, tiny_dir, tmp_path):
         (["eval", "report", "--model", "TINY", "--suite", "shapes", "--guidance-interval", "low"], "--guidance-interval must be LO,HI"),
         (["eval", "report", "--model", "TINY", "--suite", "shapes", "--expert-sigma", "0.2"], "--expert-sigma needs a model with an expert"),
         (["eval", "report", "--model", "TINY", "--suite", "shapes", "--expert-sigma", "-1"], "expert_sigma must be None or a finite noise level"),
+        (["generate", "a star", "--model", "TINY", "--refine-strength", "2"], "refine_strength must be a number in (0, 1] or None"),
+        (["eval", "report", "--model", "TINY", "--suite", "shapes", "--refine-strength", "x"], "--refine-strength must be a number in (0, 1] or off"),
+        (["eval", "report", "--model", "TINY", "--suite", "shapes", "--refine-strength", "0"], "--refine-strength must be a number in (0, 1] or off"),
         (["data", "export", "shapes", "--n", "0", "--out", "OUT"], "--n must be an integer >= 1"),
         (["data", "export", "shapes", "--n", "2", "--size", "16", "--out", "OUT"], "canvas size must be an integer from 32 to 512"),
     ],
@@ -221,7 +224,7 @@ def test_diffusion_component_is_added_from_a_run_folder_and_used_by_generate(cap
     assert read_png_metadata(png)[key] == float(value)
 
 
-def test_expert_sigma_off_bad_and_recorded_by_the_report(capsys, tiny_dir, tmp_path):
+def test_expert_sigma_and_refine_strength_off_bad_and_recorded_by_the_report(capsys, tiny_dir, tmp_path):
     out = tmp_path / "with_expert"
     assert run(capsys, "model", "replace", str(tiny_dir), "--component", "expert", "--from", str(tiny_dir), "--out", str(out))[0] == 0
     png = tmp_path / "a.png"
@@ -230,6 +233,10 @@ def test_expert_sigma_off_bad_and_recorded_by_the_report(capsys, tiny_dir, tmp_p
     code, _, err = run(capsys, "generate", "a star", "-o", str(png), "--model", str(out), "--expert-sigma", "low")
     assert code == 2 and "--expert-sigma must be a noise level >= 0 or off, got 'low'" in err
     code, _, err = run(capsys, "eval", "report", "--model", str(out), "--suite", "shapes", "--out", str(tmp_path / "rep"),
-                       "--limit-per-task", "1", "--samples-per-prompt", "1", "--steps", "1", "--expert-sigma", "0.5")
+                       "--limit-per-task", "1", "--samples-per-prompt", "1", "--steps", "2", "--expert-sigma", "0.5",
+                       "--refine-strength", "0.5")
     assert code == 0, err
-    assert json.loads((tmp_path / "rep" / "results.json").read_text())["sampling"]["expert_sigma"] == 0.5
+    sampling = json.loads((tmp_path / "rep" / "results.json").read_text())["sampling"]
+    assert sampling["expert_sigma"] == 0.5 and sampling["refine_strength"] == 0.5 and sampling["refined_by"] == "expert"
+    assert run(capsys, "generate", "a star", "-o", str(png), "--model", str(out), "--refine-strength", "0.5", "--seed", "1")[0] == 0
+    assert read_png_metadata(png)["refine_strength"] == 0.5

@@ -345,6 +345,35 @@ def test_expert_denoises_the_steps_at_or_below_its_sigma(tiny_pipe, tmp_path, te
     assert (arrays(loaded("a star", seed=0, num_inference_steps=3, expert_sigma=None))[0] == plain).all()
 
 
+def test_refine_pass_is_img2img_of_the_finished_picture(tiny_pipe):
+    import copy
+
+    from PIL import Image
+
+    from wordpaint.pipelines.text_to_image import REFINE_SEED_OFFSET
+
+    kw = dict(seed=3, num_inference_steps=4)
+    plain = arrays(tiny_pipe("a star", **kw))[0].astype(float)
+    out = tiny_pipe("a star", refine_strength=0.5, **kw)
+    refined = arrays(out)[0].astype(float)
+    assert out.metadata[0]["refine_strength"] == 0.5 and "refine_strength" not in tiny_pipe("a star", **kw).metadata[0]
+    # the same as img2img of the saved picture at that strength with the refine pass's seed (up to the
+    # picture's rounding to 8 bits in between), and not the picture itself
+    by_hand = arrays(tiny_pipe("a star", image=Image.fromarray(plain.astype(np.uint8)), strength=0.5, seed=3 + REFINE_SEED_OFFSET,
+                               num_inference_steps=4))[0].astype(float)
+    assert np.abs(refined - by_hand).mean() < 0.2 * np.abs(refined - plain).mean()
+    # with an expert, the expert draws every refine step: a copy of the model changes nothing, another model does
+    same = tiny_pipe.with_component("expert", copy.deepcopy(tiny_pipe.model))
+    assert (arrays(same("a star", refine_strength=0.5, **kw))[0] == refined).all()
+    other = tiny_pipe.with_component("expert", _weak_copy(tiny_pipe, 5))
+    assert not (arrays(other("a star", refine_strength=0.5, **kw))[0] == refined).all()
+    assert (arrays(other("a star", **kw))[0] == plain).all()  # no refine pass: the expert is not used
+    for bad, match in [(0.0, "refine_strength must be a number in"), (1.5, "refine_strength must be a number in"),
+                       (True, "refine_strength must be a number in"), (0.1, "refine_strength 0.1 runs no step of 4")]:
+        with pytest.raises(WordpaintError, match=match):
+            tiny_pipe("a star", refine_strength=bad, **kw)
+
+
 def test_expert_errors(tiny_pipe):
     from wordpaint.models.registry import build_config, build_model
 

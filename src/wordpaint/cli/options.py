@@ -24,8 +24,9 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_guide_options(p: argparse.ArgumentParser) -> None:
-    """``--clip-guidance``, ``--autoguidance``, ``--expert-sigma``, ``--guidance-interval``, ``--prior-strength``: the
-    guides, experts and starts some models carry beside classifier-free guidance; each absent option keeps the model's default."""
+    """``--clip-guidance``, ``--autoguidance``, ``--expert-sigma``, ``--refine-strength``, ``--guidance-interval``,
+    ``--prior-strength``: the guides, experts, starts and refine passes some models carry beside classifier-free guidance;
+    each absent option keeps the model's default."""
     p.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
                    help="models with a guide (a noised wordpaint-clip): classifier guidance toward the prompt at this scale, "
                    "on top of --guidance; 0 turns it off (default: the model's)")
@@ -35,6 +36,9 @@ def add_guide_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expert-sigma", default=None, metavar="SIGMA|off",
                    help="models with an expert (a low-noise diffusion model): it denoises every step at noise level <= SIGMA in "
                    "place of the model (e.g. 0.2: the last step of the emoji model's 10); off: the model alone (default: the model's)")
+    p.add_argument("--refine-strength", default=None, metavar="S|off",
+                   help="run img2img on each finished picture at strength S in (0, 1] (SDXL's refiner: by the model's expert "
+                   "where it has one, else by the model itself); off: no refine pass (default: the model's)")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI|none",
                    help="guide only at noise levels LO <= sigma <= HI (e.g. 0.2,100000: every step but the last); none "
                    "guides every step; outside it each step runs the conditional model alone (default: the model's)")
@@ -70,6 +74,11 @@ def parse_interval(text: str | None):
 def parse_expert_sigma(text: str | None):
     """``--expert-sigma``: None (the model's default), 'off', or a noise level (checked by the pipeline)."""
     return parse_default_or_off(text, option="--expert-sigma", off="off", parse=float, expected="a noise level >= 0")
+
+
+def parse_refine_strength(text: str | None):
+    """``--refine-strength``: None (the model's default), 'off', or a number (checked by the pipeline)."""
+    return parse_default_or_off(text, option="--refine-strength", off="off", parse=float, expected="a number in (0, 1]")
 
 
 def parse_prior_strength(text: str | None):

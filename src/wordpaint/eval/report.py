@@ -293,6 +293,8 @@ def write_suite_report(pipe, suite: str, out: str | os.PathLike, *, model_name: 
                 **({"guidance_interval": list(pipe.defaults["guidance_interval"])} if pipe.defaults["guidance_interval"] else {}),
                 **({"autoguidance_scale": pipe.defaults["autoguidance_scale"]} if pipe.defaults["autoguidance_scale"] else {}),
                 **({"expert_sigma": pipe.defaults["expert_sigma"]} if pipe.defaults["expert_sigma"] is not None else {}),
+                **({"refine_strength": pipe.defaults["refine_strength"], "refined_by": "expert" if pipe.expert is not None else "model"}
+                   if pipe.defaults["refine_strength"] is not None else {}),
                 **({"clip_contrast_styles": pipe.defaults["clip_contrast_styles"]}
                    if pipe.defaults["clip_contrast_styles"] and pipe.defaults["clip_guidance_scale"] else {}),
                 **({"prior_strength": pipe.defaults["prior_strength"]} if pipe.defaults["prior_strength"] is not None else {})}

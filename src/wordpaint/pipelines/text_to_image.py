@@ -48,7 +48,7 @@ DETAIL_STRENGTH = 0.5
 DETAIL_MARGIN = 0.02  # canvas fractions around the box that the redrawn crop replaces (the plans' minimum gap)
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
             "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0,
-            "autoguidance_scale": 0.0, "expert_sigma": None, "clip_contrast_styles": None,
+            "autoguidance_scale": 0.0, "expert_sigma": None, "refine_strength": None, "clip_contrast_styles": None,
             "detail": False, "detail_strength": DETAIL_STRENGTH, "prior_strength": None}
 MAX_STEPS = 1000
 COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip", "prior": "latent_prior",
@@ -58,6 +58,7 @@ INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide", "pri
 # the diffusion components that stand in for the model (on some steps, or beside it) and so must read its inputs
 SAME_INPUT_KEYS = ("in_channels", "resolution", "cross_attention_dim", "layout_channels", "reference_image", "image_embed_dim")
 MAX_SEED = 2**63 - 1
+REFINE_SEED_OFFSET = 2**40  # the refine pass of the image with noise seed s draws its noise from s + this
 
 
 @dataclass
@@ -441,6 +442,7 @@ class TextToImagePipeline:
         clip_guidance_contrast: list[str] | list[list[str]] | None | str = "default",
         autoguidance_scale: float | str = "default",
         expert_sigma: float | None | str = "default",
+        refine_strength: float | None | str = "default",
         image=None,
         strength: float = 0.8,
         detail: bool | str = "default",
@@ -485,7 +487,10 @@ class TextToImagePipeline:
         only on low noise) hands every step at noise level <= that sigma to the expert instead of the
         model (eDiff-I's expert denoisers, Balaji et al. 2022, cut to two): the model lays out the
         picture, the expert draws its last details; no extra pass. None: the model alone;
-        ``"default"`` takes the folder's.
+        ``"default"`` takes the folder's. ``refine_strength`` s (SDXL's refiner) runs img2img on each
+        finished picture at strength s (re-encoded by a latent pipeline, fresh noise from seed +
+        ``REFINE_SEED_OFFSET``): every step by the ``expert`` where the pipeline has one, else by the
+        model (``num_inference_steps * s`` more steps); None: no refine pass; ``"default"`` takes the folder's.
         ``image`` (a PIL image, or one per prompt) starts from that picture instead of pure noise
         (img2img, SDEdit): it is noised to the level ``strength`` of the way up the schedule and
         denoised from there, so ``num_inference_steps * strength`` steps run (diffusers' convention);
@@ -526,6 +531,9 @@ class TextToImagePipeline:
         if autoguidance and regional_prompts:
             raise WordpaintError("autoguidance_scale does not combine with regional_prompts: set one of them")
         expert_sigma = check_expert_sigma(self.defaults["expert_sigma"] if expert_sigma == "default" else expert_sigma)
+        refine = self.defaults["refine_strength"] if refine_strength == "default" else refine_strength
+        if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, float)) or not 0 < refine <= 1):
+            raise WordpaintError(f"refine_strength must be a number in (0, 1] or None, got {refine!r}")
         if expert_sigma is not None and self.expert is None:
             raise WordpaintError("expert_sigma needs a pipeline with an expert (a low-noise diffusion model component, "
                                  "added with `wordpaint model replace --component expert`); this one has none")
@@ -595,6 +603,12 @@ class TextToImagePipeline:
         jobs = [(p, t, pl, lay, k) for k, (p, t, pl, lay) in enumerate(zip(prompts, texts, plans, layouts))
                 for _ in range(num_images_per_prompt)]
         sigmas = self.model.sigmas(steps, schedule)
+        refine_sigmas = None
+        if refine is not None:  # checked before any drawing
+            try:
+                refine_sigmas = strength_sigmas(sigmas, refine)
+            except WordpaintError as e:
+                raise WordpaintError(f"refine_{e}") from None
         if inits is not None:
             sigmas = strength_sigmas(sigmas, strength)
         elif prior_strength == 0:
@@ -616,11 +630,16 @@ class TextToImagePipeline:
                 f = self.vae_factor
                 regions = regions_for([pl for _, _, pl, _, _ in chunk], height=height // f, width=width // f)
             init = None if inits is None else inits[[k for *_, k in chunk]]
-            x = self.sample_batch([t for _, t, _, _, _ in chunk], seeds=seeds, sigmas=sigmas, height=height, width=width, layouts=lay,
-                                  regions=regions, init=init, from_prior=prior_strength is not None, show_progress=show_progress,
-                                  image_embeds=None if embeds is None else embeds[[k for *_, k in chunk]],
-                                  negative_prompts=None if negs is None else [negs[k] for *_, k in chunk],
-                                  clip_contrast=None if contrasts is None else [contrasts[k] for *_, k in chunk], **sampling)
+            batch = dict(height=height, width=width, layouts=lay, regions=regions, show_progress=show_progress,
+                         image_embeds=None if embeds is None else embeds[[k for *_, k in chunk]],
+                         negative_prompts=None if negs is None else [negs[k] for *_, k in chunk],
+                         clip_contrast=None if contrasts is None else [contrasts[k] for *_, k in chunk])
+            chunk_texts = [t for _, t, _, _, _ in chunk]
+            x = self.sample_batch(chunk_texts, seeds=seeds, sigmas=sigmas, init=init, from_prior=prior_strength is not None,
+                                  **batch, **sampling)
+            if refine is not None:  # img2img of the (B, C, H, W) finished pictures (re-encoded by a latent pipeline)
+                x = self.sample_batch(chunk_texts, seeds=[s + REFINE_SEED_OFFSET for s in seeds], sigmas=refine_sigmas, init=x,
+                                      **batch, **{**sampling, "expert_sigma": math.inf if self.expert is not None else None})
             if detail:
                 x = self._detail(x, [pl for _, _, pl, _, _ in chunk], seeds=seeds, steps=steps, schedule=schedule,
                                  strength=detail_strength, regional_prompts=regional_prompts, **sampling)
@@ -633,6 +652,7 @@ class TextToImagePipeline:
                      **({"clip_guidance_contrast": contrasts[k]} if contrasts is not None and contrasts[k] else {}),
                      **({"autoguidance_scale": autoguidance} if autoguidance else {}),
                      **({"expert_sigma": expert_sigma} if expert_sigma is not None else {}),
+                     **({"refine_strength": refine} if refine is not None else {}),
                      **({"init_image": True, "strength": strength} if inits is not None else {}),
                      **({"prior_strength": prior_strength} if prior_strength is not None else {}),
                      **({"reference": True} if has_ref[k] else {}),
