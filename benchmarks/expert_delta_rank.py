@@ -14,6 +14,7 @@ full expert's change over the base: 0 = the full expert, 1 = the base UNet. Prin
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ def main() -> None:
             state[k] = base_state[k] + approx
             params += n
             kept += float((approx.float() ** 2).sum())
-        trunc = load_model(component_folder(args.expert, "expert")).eval()
+        trunc = copy.deepcopy(expert)  # the expert's architecture, the truncated weights
         trunc.load_state_dict(state)
         with torch.no_grad():
             d_trunc = trunc.denoise(x, sigma, *inputs)

@@ -150,11 +150,9 @@ def run_report(args: argparse.Namespace) -> int:
         pipe.defaults["expert_sigma"] = expert_sigma
     if args.refine_strength is not None:
         from wordpaint.cli.options import parse_refine_strength
+        from wordpaint.pipelines.text_to_image import check_strength
 
-        refine = parse_refine_strength(args.refine_strength)
-        if refine is not None and (isinstance(refine, bool) or not 0 < refine <= 1):
-            raise WordpaintError(f"--refine-strength must be a number in (0, 1] or off, got {args.refine_strength!r}")
-        pipe.defaults["refine_strength"] = refine
+        pipe.defaults["refine_strength"] = check_strength("--refine-strength", parse_refine_strength(args.refine_strength), off="off")
     if args.guidance_interval is not None:
         from wordpaint.cli.options import parse_interval
         from wordpaint.pipelines.text_to_image import check_interval

@@ -109,6 +109,16 @@ def _same_inputs(name: str, other, model):
     return other.eval().requires_grad_(False)
 
 
+def check_strength(name: str, value: object, *, off: str | None = None) -> float | None:
+    """An img2img strength (``name`` in the error): a number in (0, 1]; where ``off`` names the
+    switched-off spelling ("None", or a CLI option's "off"), also None."""
+    if value is None and off is not None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise WordpaintError(f"{name} must be a number in (0, 1]{f' or {off}' if off else ''}, got {value!r}")
+    return float(value)
+
+
 def check_expert_sigma(value: object) -> float | None:
     """``None`` (no expert) or the noise level at or below which the expert denoises: a finite number >= 0."""
     if value is None:
@@ -408,7 +418,7 @@ class TextToImagePipeline:
         layouts = torch.stack([self._layout(pl, R, R) for pl in crop_plans])
         f = self.vae_factor
         regions = regions_for(crop_plans, height=R // f, width=R // f) if regional_prompts else None
-        sigmas = strength_sigmas(self.model.sigmas(steps, schedule), strength)
+        sigmas = strength_sigmas(self.model.sigmas(steps, schedule), strength, name="detail_strength")
         out = self.sample_batch([pl.prompt for pl in crop_plans], seeds=[seeds[c.image] + (c.obj + 1) * 1_000_003 for c in crops],
                                 sigmas=sigmas, height=R, width=R, layouts=layouts, regions=regions, init=pix, **sampling)
         x = x.clone()
@@ -531,9 +541,8 @@ class TextToImagePipeline:
         if autoguidance and regional_prompts:
             raise WordpaintError("autoguidance_scale does not combine with regional_prompts: set one of them")
         expert_sigma = check_expert_sigma(self.defaults["expert_sigma"] if expert_sigma == "default" else expert_sigma)
-        refine = self.defaults["refine_strength"] if refine_strength == "default" else refine_strength
-        if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, float)) or not 0 < refine <= 1):
-            raise WordpaintError(f"refine_strength must be a number in (0, 1] or None, got {refine!r}")
+        refine = check_strength("refine_strength", self.defaults["refine_strength"] if refine_strength == "default" else refine_strength,
+                                off="None")
         if expert_sigma is not None and self.expert is None:
             raise WordpaintError("expert_sigma needs a pipeline with an expert (a low-noise diffusion model component, "
                                  "added with `wordpaint model replace --component expert`); this one has none")
@@ -568,9 +577,8 @@ class TextToImagePipeline:
         if (regional_prompts or detail) and self.model.config.reference_image:
             raise WordpaintError("regional_prompts and detail work on a planned layout; this model's layout input is a reference picture")
         prior_strength = self.defaults["prior_strength"] if prior_strength == "default" else prior_strength
-        for name, value in (("strength", strength), ("detail_strength", detail_strength)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise WordpaintError(f"{name} must be a number in (0, 1], got {value!r}")
+        check_strength("strength", strength)
+        check_strength("detail_strength", detail_strength)
         if prior_strength is not None and (isinstance(prior_strength, bool) or not isinstance(prior_strength, (int, float))
                                            or not 0 <= prior_strength <= 1):
             raise WordpaintError(f"prior_strength must be a number in [0, 1] or None, got {prior_strength!r}")
@@ -603,18 +611,14 @@ class TextToImagePipeline:
         jobs = [(p, t, pl, lay, k) for k, (p, t, pl, lay) in enumerate(zip(prompts, texts, plans, layouts))
                 for _ in range(num_images_per_prompt)]
         sigmas = self.model.sigmas(steps, schedule)
-        refine_sigmas = None
-        if refine is not None:  # checked before any drawing
-            try:
-                refine_sigmas = strength_sigmas(sigmas, refine)
-            except WordpaintError as e:
-                raise WordpaintError(f"refine_{e}") from None
+        # checked before any drawing
+        refine_sigmas = None if refine is None else strength_sigmas(sigmas, refine, name="refine_strength")
         if inits is not None:
             sigmas = strength_sigmas(sigmas, strength)
         elif prior_strength == 0:
             sigmas = sigmas[-1:]  # no step: the draft itself, decoded
         elif prior_strength is not None:
-            sigmas = strength_sigmas(sigmas, prior_strength)
+            sigmas = strength_sigmas(sigmas, prior_strength, name="prior_strength")
         sampling = dict(guidance_scale=guidance, sampler=sampler, layout_guidance_scale=layout_guidance,
                         text_guidance_scale=text_guidance, guidance_interval=interval, clip_guidance_scale=clip_guidance,
                         autoguidance_scale=autoguidance, expert_sigma=expert_sigma)
@@ -933,14 +937,14 @@ def regions_for(plans: list, *, height: int, width: int, margin: float = 0.04) -
     return Regions(texts, index_t, weight, keep=1 - total.clamp(max=1))
 
 
-def strength_sigmas(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
+def strength_sigmas(sigmas: torch.Tensor, strength: float, *, name: str = "strength") -> torch.Tensor:
     """The tail of ``sigmas`` (steps+1,) an img2img chain of ``strength`` runs: its last
-    ``int(steps * strength)`` steps (diffusers' convention)."""
+    ``int(steps * strength)`` steps (diffusers' convention); ``name`` is the option the error names."""
     steps = len(sigmas) - 1
     run = min(int(steps * strength), steps)
     if run < 1:
-        raise WordpaintError(f"strength {strength} runs no step of {steps}: raise strength or num_inference_steps "
-                             f"(steps x strength must be >= 1)")
+        raise WordpaintError(f"{name} {strength} runs no step of {steps}: raise {name} or num_inference_steps "
+                             f"(steps x {name} must be >= 1)")
     return sigmas[steps - run :]
 
 
