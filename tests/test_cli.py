@@ -224,6 +224,20 @@ def test_diffusion_component_is_added_from_a_run_folder_and_used_by_generate(cap
     assert read_png_metadata(png)[key] == float(value)
 
 
+def test_model_replace_stores_named_components_as_int8(capsys, tiny_dir, tmp_path):
+    out = tmp_path / "int8"
+    code, printed, err = run(capsys, "model", "replace", str(tiny_dir), "--component", "expert", "--from", str(tiny_dir),
+                             "--out", str(out), "--dtype", "float16", "--int8", "diffusion,expert")
+    assert code == 0 and "int8: diffusion, expert" in printed, err
+    info = json.loads(run(capsys, "model", "info", str(out), "--json")[1])["components"]
+    fp32 = json.loads(run(capsys, "model", "info", str(tiny_dir), "--json")[1])["components"]["diffusion"]["megabytes"]
+    assert info["expert"]["megabytes"] < 0.45 * fp32 and info["diffusion"]["megabytes"] < 0.45 * fp32
+    assert run(capsys, "generate", "a star", "-o", str(tmp_path / "a.png"), "--model", str(out), "--expert-sigma", "0.5")[0] == 0
+    code, _, err = run(capsys, "model", "replace", str(tiny_dir), "--component", "diffusion", "--from", str(tiny_dir),
+                       "--out", str(tmp_path / "bad"), "--int8", "unet")
+    assert code == 2 and "unknown int8 component 'unet'" in err and not (tmp_path / "bad").exists()
+
+
 def test_expert_sigma_and_refine_strength_off_bad_and_recorded_by_the_report(capsys, tiny_dir, tmp_path):
     out = tmp_path / "with_expert"
     assert run(capsys, "model", "replace", str(tiny_dir), "--component", "expert", "--from", str(tiny_dir), "--out", str(out))[0] == 0

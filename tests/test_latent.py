@@ -363,6 +363,8 @@ def test_bundled_emoji_model_draws_64px():
     assert pipe.vae is not None and pipe.resolution == 64
     out = pipe("red heart in twemoji style", num_inference_steps=2, seed=0)
     assert out.images[0].size == (64, 64) and out.metadata[0]["seed"] == 0
+    # the UNet and its low-noise expert ship as int8 weights; the expert draws the steps at sigma <= 0.2
+    assert pipe.model.stored_int8 and pipe.expert.stored_int8 and out.metadata[0]["expert_sigma"] == 0.2
     # the bundled heart is red: more red than green or blue in the drawn pixels
     a = np.asarray(out.images[0]).astype(float)
     ink = a.sum(-1) < 700  # not white background

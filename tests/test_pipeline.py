@@ -49,6 +49,52 @@ def test_fp16_save_halves_the_file_and_still_loads(tiny_pipe, tmp_path, text_enc
     TextToImagePipeline.from_pretrained(tmp_path / "h", text_encoder=text_encoder)("a star", seed=0)
 
 
+def test_int8_weights_round_trip_within_half_a_step_per_channel():
+    from wordpaint.io import INT8_SCALE, dequantize_int8, quantize_int8
+
+    torch.manual_seed(0)
+    w = torch.randn(6, 3, 3, 3) * torch.tensor([1e-3, 1.0, 5.0, 0.0, 2.0, 0.1]).view(-1, 1, 1, 1)  # rows of very different size, one zero
+    state = {"conv.weight": w, "conv.bias": torch.randn(6), "table": torch.randn(4, 5)}
+    q = quantize_int8(state, names={"conv.weight", "conv.bias"})
+    assert q["conv.weight"].dtype == torch.int8 and q["conv.weight" + INT8_SCALE].shape == (6,)
+    assert q["conv.bias"].dtype == torch.float16 and q["table"].dtype == torch.float16  # a vector, and a tensor not named
+    back, any_int8 = dequantize_int8(q)
+    assert any_int8 and set(back) == set(state) and back["conv.weight"].dtype == torch.float32
+    step = w.reshape(6, -1).abs().amax(1) / 127  # each row's own quantisation step
+    err = (back["conv.weight"] - w).reshape(6, -1).abs().amax(1)
+    assert (err <= step / 2 + 1e-7).all() and (back["conv.weight"][3] == 0).all()
+    assert err[0] < 1e-5  # a small row keeps its own precision instead of the tensor's largest row's
+    # quantising what it gives back gives the same int8 values again (re-saving an int8 pipeline changes nothing)
+    assert torch.equal(quantize_int8(back, names={"conv.weight"})["conv.weight"], q["conv.weight"])
+    with pytest.raises(ModelLoadError, match="does not match an int8 tensor"):
+        dequantize_int8({"w" + INT8_SCALE: torch.ones(2)}, source="x.safetensors")
+    with pytest.raises(ModelLoadError, match="int8 tensor 'w' has no"):
+        dequantize_int8({"w": torch.zeros(2, 2, dtype=torch.int8)})
+
+
+def test_int8_components_quarter_the_file_draw_nearly_the_same_and_stay_int8(tiny_pipe, tmp_path, text_encoder):
+    tiny_pipe.save_pretrained(tmp_path / "h", dtype=torch.float16)
+    tiny_pipe.save_pretrained(tmp_path / "q", dtype=torch.float16, int8=("diffusion",))
+    s16 = (tmp_path / "h" / "diffusion" / "model.safetensors").stat().st_size
+    s8 = (tmp_path / "q" / "diffusion" / "model.safetensors").stat().st_size
+    assert s8 < 0.8 * s16  # the header (tensor names) is a large share of a tiny model's file; the emoji UNet's is 0.5
+    half = TextToImagePipeline.from_pretrained(tmp_path / "h", text_encoder=text_encoder)
+    q = TextToImagePipeline.from_pretrained(tmp_path / "q", text_encoder=text_encoder)
+    assert q.model.stored_int8 and not half.model.stored_int8
+    for k, v in half.model.state_dict().items():  # every weight within half an int8 step of its row
+        assert torch.allclose(q.model.state_dict()[k], v, atol=float(v.abs().max()) / 254 + 1e-4), k
+    a, b = arrays(half("a red star", seed=2)), arrays(q("a red star", seed=2))
+    assert np.abs(a[0].astype(int) - b[0].astype(int)).mean() < 8  # nearly the same picture, not bit for bit
+    # replacing another component keeps it int8 (the same bytes), even at float16
+    q.save_pretrained(tmp_path / "q2", dtype=torch.float16)
+    assert (tmp_path / "q2/diffusion/model.safetensors").read_bytes() == (tmp_path / "q/diffusion/model.safetensors").read_bytes()
+    with pytest.raises(WordpaintError, match="unknown int8 component 'unet'"):
+        tiny_pipe.save_pretrained(tmp_path / "bad", int8=("unet",))
+    with pytest.raises(WordpaintError, match="has no 'expert' component"):
+        tiny_pipe.save_pretrained(tmp_path / "bad", int8=("expert",))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_saved_weights_are_byte_identical_from_save_to_save(tiny_pipe, tmp_path):
     """safetensors writes its metadata in a random order (its issue #584); our files must not
     change bytes (and checksums) when the same weights are saved again."""

@@ -143,6 +143,52 @@ def load_safetensors(path: str | os.PathLike) -> dict:
         raise ModelLoadError(f"corrupt weights file {path}: {e}") from None
 
 
+# int8 weight storage: a matrix or kernel W (out, ...) is kept as int8 Q and a float32 scale
+# s (out,) with W ~= Q * s (symmetric, one scale per output channel, s = max|W[o]| / 127), under
+# the names "NAME" and "NAME" + INT8_SCALE. It is a storage format only: loading turns the
+# weights back into floats and every product still runs in float32 (int8 kernels are no faster
+# on these CPUs for a model this size, and the point is the file: a quarter of float32's bytes).
+INT8_SCALE = ":int8_scale"  # no PyTorch state-dict name holds a colon, so this never clashes
+
+
+def quantize_int8(state: dict, *, names: set[str] | None = None, rest=None) -> dict:
+    """``state`` with each floating tensor of two or more dimensions (of ``names``, where given:
+    e.g. the parameters, not the buffers) stored as int8 with per-output-channel scales (see
+    ``INT8_SCALE``); other floating tensors in ``rest`` (default float16), the others as they are."""
+    import torch
+
+    rest = torch.float16 if rest is None else rest
+    out = {}
+    for k, v in state.items():
+        if v.is_floating_point() and v.ndim >= 2 and (names is None or k in names):
+            flat = v.detach().float().reshape(v.shape[0], -1)  # (out, in * kh * kw)
+            scale = flat.abs().amax(dim=1).clamp_min(1e-30) / 127  # (out,); an all-zero row stays zero
+            out[k] = torch.round(flat / scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(v.shape)
+            out[k + INT8_SCALE] = scale
+        else:
+            out[k] = v.to(rest) if v.is_floating_point() else v
+    return out
+
+
+def dequantize_int8(state: dict, *, source: str = "weights") -> tuple[dict, bool]:
+    """(``state`` with every int8-stored tensor turned back into float32, whether it held any);
+    a scale without its tensor, or of the wrong shape or type, is a corrupt file."""
+    import torch
+
+    scales = {k[: -len(INT8_SCALE)]: v for k, v in state.items() if k.endswith(INT8_SCALE)}
+    out = {k: v for k, v in state.items() if not k.endswith(INT8_SCALE)}
+    for k, s in scales.items():
+        q = out.get(k)
+        if q is None or q.dtype != torch.int8 or q.ndim < 2 or s.shape != (q.shape[0],) or not s.is_floating_point():
+            raise ModelLoadError(f"corrupt weights file {source}: {k + INT8_SCALE} does not match an int8 tensor {k!r} of "
+                                 f"{s.shape[0] if s.ndim == 1 else '?'} output channels")
+        out[k] = q.float() * s.float().view(-1, *([1] * (q.ndim - 1)))
+    unscaled = [k for k, v in out.items() if v.dtype == torch.int8]
+    if unscaled:
+        raise ModelLoadError(f"corrupt weights file {source}: int8 tensor {unscaled[0]!r} has no {INT8_SCALE} scale")
+    return out, bool(scales)
+
+
 def cached_tensor(kind: str, key: str, compute: Callable[[], Any], *, what: str) -> Any:
     """``compute()`` (a tensor), kept in ``cache_root()/kind/KEY.safetensors`` so the next call with
     the same ``key`` reads it instead. ``key`` (a hex digest) must name everything the tensor

@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
                                                                 "or a pipeline folder holding it, e.g. the pipeline/ folder of an autoencoder or diffusion run")
     r.add_argument("--out", required=True, help="where to write the new pipeline folder (may be MODEL itself: written atomically)")
     r.add_argument("--dtype", default="float32", choices=DTYPES, help="weight precision of the written files (float16 halves them)")
+    r.add_argument("--int8", default="", metavar="COMPONENT[,COMPONENT...]",
+                   help="components to store as int8 weights with a scale per output channel (e.g. diffusion,expert: half of "
+                   "float16's bytes; loaded back as float32, measured in the README); components loaded from int8 stay int8")
     r.add_argument("--allow-new-latents", action="store_true", help="accept an autoencoder whose encoder differs (the diffusion model must then be retrained)")
     r.set_defaults(func=run_replace)
 
@@ -77,6 +80,8 @@ def run_replace(args: argparse.Namespace) -> int:
     pipe = _load_pipeline(args.model)
     new = pipe.with_component(args.component, load_model(component_folder(args.source, args.component)),
                               allow_new_latents=args.allow_new_latents)
-    new.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
-    print(f"wrote {args.out} ({args.component} from {args.source}, {args.dtype})")
+    int8 = tuple(n.strip() for n in args.int8.split(",") if n.strip())
+    new.save_pretrained(args.out, dtype=getattr(torch, args.dtype), int8=int8)
+    stored = [name for name, m in new.components().items() if m is not None and (name in int8 or getattr(m, "stored_int8", False))]
+    print(f"wrote {args.out} ({args.component} from {args.source}, {args.dtype}" + (f"; int8: {', '.join(stored)}" if stored else "") + ")")
     return 0

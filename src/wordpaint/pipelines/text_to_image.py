@@ -32,7 +32,8 @@ import torch
 import wordpaint
 from wordpaint.errors import ModelLoadError, WordpaintError, check_choice
 from wordpaint.images import save_png, to_pil
-from wordpaint.io import atomic_dir, load_safetensors, load_state_dict_strict, read_json, save_safetensors, write_json
+from wordpaint.io import (atomic_dir, dequantize_int8, load_safetensors, load_state_dict_strict, quantize_int8, read_json, save_safetensors,
+                          write_json)
 from wordpaint.models.config import module_device
 from wordpaint.models.registry import FAMILIES, build_model, family_of
 from wordpaint.sampling.samplers import SAMPLERS, SIGMA_SCHEDULES
@@ -222,10 +223,18 @@ class TextToImagePipeline:
             planner = defaults.get("planner")
         return cls(text_encoder=text_encoder, model=model, defaults=defaults, planner=planner, **optional)
 
-    def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
-        """Write the pipeline folder atomically (``dtype=torch.float16`` halves the file). A
-        planner that needs no options (rules, smollm2) is written as the folder's default, so a
-        layout model loads with the planner it was evaluated with."""
+    def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, int8: tuple[str, ...] = ()) -> Path:
+        """Write the pipeline folder atomically (``dtype=torch.float16`` halves the file). ``int8``
+        names components (folder names: "diffusion", "expert", ...) whose weights are stored as
+        int8 with per-channel scales (:func:`save_model`; half of float16's bytes again); a
+        component loaded from int8 weights is written as int8 again. A planner that needs no
+        options (rules, smollm2) is written as the folder's default, so a layout model loads with
+        the planner it was evaluated with."""
+        for name in int8:
+            check_choice("int8 component", name, COMPONENT_FAMILIES)
+            if self.components()[name] is None:
+                raise WordpaintError(f"int8: this pipeline has no {name!r} component (it has: "
+                                     f"{', '.join(k for k, v in self.components().items() if v is not None)})")
         path = Path(path)
         defaults = dict(self.defaults)
         if self.planner is not None and self.planner.name in ("rules", "smollm2"):
@@ -241,7 +250,7 @@ class TextToImagePipeline:
             write_json(tmp / "text_encoder" / "config.json", {**self.text_encoder.to_config_dict(), "wordpaint_version": wordpaint.__version__})
             for folder, module in self.components().items():
                 if module is not None:
-                    save_model(module, tmp / folder, dtype=dtype)
+                    save_model(module, tmp / folder, dtype=torch.int8 if folder in int8 or getattr(module, "stored_int8", False) else dtype)
         return path
 
     def components(self) -> dict:
@@ -1056,12 +1065,19 @@ def _check_same_latents(old, new) -> None:
 
 
 def save_model(model, folder: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> None:
-    """``config.json`` (config + family + version) and ``model.safetensors`` for one model."""
+    """``config.json`` (config + family + version) and ``model.safetensors`` for one model.
+    ``dtype=torch.int8`` stores the parameters' matrices and kernels as int8 with a scale per
+    output channel (:func:`wordpaint.io.quantize_int8`) and the rest as float16: about half of
+    float16's bytes; :func:`load_model` turns them back into float32."""
     folder = Path(folder)
     cfg = {"family": family_of(model.config), "wordpaint_version": wordpaint.__version__, **model.config.to_dict()}
     write_json(folder / "config.json", cfg)
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    save_safetensors(folder / "model.safetensors", state, metadata={"wordpaint_version": wordpaint.__version__, "family": cfg["family"]})
+    if dtype == torch.int8:
+        state = quantize_int8(model.state_dict(), names={n for n, _ in model.named_parameters()})
+    else:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    metadata = {"wordpaint_version": wordpaint.__version__, "family": cfg["family"], "weights": str(dtype).removeprefix("torch.")}
+    save_safetensors(folder / "model.safetensors", state, metadata=metadata)
 
 
 def load_config(folder: str | os.PathLike):
@@ -1103,6 +1119,9 @@ def load_model(folder: str | os.PathLike):
     folder = Path(folder)
     config = load_config(folder)
     model = build_model(config, empty=True)
-    state = load_safetensors(folder / "model.safetensors")
+    state, int8 = dequantize_int8(load_safetensors(folder / "model.safetensors"), source=str(folder / "model.safetensors"))
     load_state_dict_strict(model, state, source=str(folder / "model.safetensors"))
+    # save_pretrained writes it as int8 again unless told otherwise, so that replacing another
+    # component of an int8 pipeline does not quietly double this one's file
+    model.stored_int8 = int8
     return model.float().eval()

@@ -27,7 +27,7 @@ import torch
 
 import wordpaint
 from wordpaint.errors import WordpaintError, check_choice
-from wordpaint.io import atomic_dir, load_safetensors, load_state_dict_strict, read_json, save_safetensors, write_json
+from wordpaint.io import atomic_dir, dequantize_int8, load_safetensors, load_state_dict_strict, read_json, save_safetensors, write_json
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 REQUIRED = ("model", "batch_size", "max_steps", "lr")
@@ -197,7 +197,7 @@ def load_init_weights(model: torch.nn.Module, folder: str | os.PathLike, *, comp
     from wordpaint.pipelines.text_to_image import component_folder
 
     src = component_folder(folder, component) / "model.safetensors"
-    weights = load_safetensors(src)
+    weights, _ = dequantize_int8(load_safetensors(src), source=str(src))  # an int8-stored pipeline starts a run in float32
     for adapt in (widen_conv_in, widen_class_embedding, zero_new_class_embedding, zero_new_layout_residuals, keep_new_repa_head,
                   keep_new_decoder_layers, keep_new_discriminator):
         weights = adapt(weights, model)
