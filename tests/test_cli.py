@@ -232,6 +232,9 @@ def test_model_replace_stores_named_components_as_int8(capsys, tiny_dir, tmp_pat
     info = json.loads(run(capsys, "model", "info", str(out), "--json")[1])["components"]
     fp32 = json.loads(run(capsys, "model", "info", str(tiny_dir), "--json")[1])["components"]["diffusion"]["megabytes"]
     assert info["expert"]["megabytes"] < 0.45 * fp32 and info["diffusion"]["megabytes"] < 0.45 * fp32
+    assert info["expert"]["int8"] and info["diffusion"]["int8"]
+    assert not json.loads(run(capsys, "model", "info", str(tiny_dir), "--json")[1])["components"]["diffusion"]["int8"]
+    assert "(int8 weights)" in run(capsys, "model", "info", str(out))[1]
     assert run(capsys, "generate", "a star", "-o", str(tmp_path / "a.png"), "--model", str(out), "--expert-sigma", "0.5")[0] == 0
     code, _, err = run(capsys, "model", "replace", str(tiny_dir), "--component", "diffusion", "--from", str(tiny_dir),
                        "--out", str(tmp_path / "bad"), "--int8", "unet")

@@ -60,6 +60,7 @@ def run_info(args: argparse.Namespace) -> int:
             "family": family_of(model.config),
             "parameters": sum(p.numel() for p in model.parameters()),
             "megabytes": round(sum(f.stat().st_size for f in files.iterdir()) / 2**20, 2) if files.is_dir() else None,
+            "int8": bool(getattr(model, "stored_int8", False)),
             "config": model.config.to_dict(),
         }
     if args.json:
@@ -67,7 +68,7 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     print(f"{info['folder']}: {info['resolution']} px, text encoder {info['text_encoder']}")
     for name, c in info["components"].items():
-        print(f"  {name:<11} {c['family']:<12} {c['parameters'] / 1e6:7.2f} M parameters  {c['megabytes']} MB")
+        print(f"  {name:<11} {c['family']:<12} {c['parameters'] / 1e6:7.2f} M parameters  {c['megabytes']} MB" + ("  (int8 weights)" if c["int8"] else ""))
     print("  defaults:   " + ", ".join(f"{k}={v}" for k, v in info["defaults"].items()))
     return 0
 
