@@ -14,9 +14,12 @@ import tempfile
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from wordpaint.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @cache
@@ -151,7 +154,7 @@ def load_safetensors(path: str | os.PathLike) -> dict:
 INT8_SCALE = ":int8_scale"  # no PyTorch state-dict name holds a colon, so this never clashes
 
 
-def quantize_int8(state: dict, *, names: set[str] | None = None, rest=None) -> dict:
+def quantize_int8(state: dict, *, names: set[str] | None = None, rest: torch.dtype | None = None) -> dict:
     """``state`` with each floating tensor of two or more dimensions (of ``names``, where given:
     e.g. the parameters, not the buffers) stored as int8 with per-output-channel scales (see
     ``INT8_SCALE``); other floating tensors in ``rest`` (default float16), the others as they are."""

@@ -83,6 +83,6 @@ def run_replace(args: argparse.Namespace) -> int:
                               allow_new_latents=args.allow_new_latents)
     int8 = tuple(n.strip() for n in args.int8.split(",") if n.strip())
     new.save_pretrained(args.out, dtype=getattr(torch, args.dtype), int8=int8)
-    stored = [name for name, m in new.components().items() if m is not None and (name in int8 or getattr(m, "stored_int8", False))]
+    stored = new.int8_components(int8)
     print(f"wrote {args.out} ({args.component} from {args.source}, {args.dtype}" + (f"; int8: {', '.join(stored)}" if stored else "") + ")")
     return 0

@@ -250,8 +250,14 @@ class TextToImagePipeline:
             write_json(tmp / "text_encoder" / "config.json", {**self.text_encoder.to_config_dict(), "wordpaint_version": wordpaint.__version__})
             for folder, module in self.components().items():
                 if module is not None:
-                    save_model(module, tmp / folder, dtype=torch.int8 if folder in int8 or getattr(module, "stored_int8", False) else dtype)
+                    save_model(module, tmp / folder, dtype=torch.int8 if folder in self.int8_components(int8) else dtype)
         return path
+
+    def int8_components(self, also: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The components :meth:`save_pretrained` writes as int8 weights: those loaded from int8
+        files and those named in ``also``."""
+        return tuple(name for name, m in self.components().items()
+                     if m is not None and (name in also or getattr(m, "stored_int8", False)))
 
     def components(self) -> dict:
         """The model components by folder name ("diffusion", "autoencoder", "guide", "prior", "embed_prior",
