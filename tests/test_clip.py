@@ -120,6 +120,9 @@ def test_concept_accuracy_top1_and_top5_from_ranks():
     acc = concept_style_accuracy(OneHotClip(), images, ["c0", "c3", "c6"], ["twemoji", "twemoji", "noto"], vocab, names)
     assert acc["style_accuracy"] == pytest.approx(1 / 3)
     assert acc["style_confusion"] == {"noto": {"noto": 1, "twemoji": 0, "openmoji": 0}, "twemoji": {"noto": 2, "twemoji": 0, "openmoji": 0}}
+    assert "judged_styles" not in acc  # per image only when asked (training logs keep the counts)
+    per = concept_style_accuracy(OneHotClip(), images, ["c0", "c3", "c6"], ["twemoji", "twemoji", "noto"], vocab, names, per_image=True)
+    assert per["judged_styles"] == ["noto"] * 3 and per["style_confusion"] == acc["style_confusion"]
 
 
 def test_soften_blurs_deterministically():

@@ -296,24 +296,26 @@ def emoji_zero_shot(clip, corpus: Corpus, feats: torch.Tensor, *, blur: float = 
 
 
 def concept_style_accuracy(clip, image_embeds: torch.Tensor, concepts: list[str], styles: list[str], vocab: list[str],
-                           names: dict[str, str]) -> dict:
+                           names: dict[str, str], *, per_image: bool = False) -> dict:
     """Zero-shot concept accuracy over ``vocab`` (top-1, and top-5: the true concept among the
     five best-scoring names, a finer measure of progress while top-1 is rare) and style accuracy
     over the emoji styles, with the style confusion counts (``{true style: {judged style: n}}``, one
-    row per style present) that say which styles a model's pictures are taken for."""
+    row per style present) that say which styles a model's pictures are taken for; with
+    ``per_image``, also each image's judged style (``judged_styles``)."""
     from wordpaint.data.emoji import EMOJI_STYLES, short_caption
 
     text = {s: clip.embed_texts([short_caption(names[c], s) for c in vocab]) for s in EMOJI_STYLES}  # (V, E) per style
     col = {c: j for j, c in enumerate(vocab)}
-    rank, style_ok = [], []
+    rank, style_ok, judged_styles = [], [], []
     confusion = {s: dict.fromkeys(EMOJI_STYLES, 0) for s in EMOJI_STYLES if s in set(styles)}
     for e, c, s in zip(image_embeds, concepts, styles):
         scores = text[s] @ e  # (V,)
         rank.append(int((scores > scores[col[c]]).sum()))  # 0 = the true concept scores best
         judged = EMOJI_STYLES[int(torch.stack([text[t][col[c]] @ e for t in EMOJI_STYLES]).argmax())]
         style_ok.append(judged == s)
+        judged_styles.append(judged)
         confusion[s][judged] += 1
     rank = np.asarray(rank)
     return {"images": len(concepts), "concepts": len(vocab), "concept_accuracy": float(np.mean(rank == 0)),
             "concept_top5_accuracy": float(np.mean(rank < 5)), "style_accuracy": float(np.mean(style_ok)),
-            "style_confusion": confusion}
+            "style_confusion": confusion, **({"judged_styles": judged_styles} if per_image else {})}
