@@ -230,11 +230,13 @@ class TextToImagePipeline:
         component loaded from int8 weights is written as int8 again. A planner that needs no
         options (rules, smollm2) is written as the folder's default, so a layout model loads with
         the planner it was evaluated with."""
+        parts = self.components()
         for name in int8:
             check_choice("int8 component", name, COMPONENT_FAMILIES)
-            if self.components()[name] is None:
+            if parts[name] is None:
                 raise WordpaintError(f"int8: this pipeline has no {name!r} component (it has: "
-                                     f"{', '.join(k for k, v in self.components().items() if v is not None)})")
+                                     f"{', '.join(k for k, v in parts.items() if v is not None)})")
+        as_int8 = self.int8_components(int8)
         path = Path(path)
         defaults = dict(self.defaults)
         if self.planner is not None and self.planner.name in ("rules", "smollm2"):
@@ -248,9 +250,9 @@ class TextToImagePipeline:
                 "defaults": defaults,
             })
             write_json(tmp / "text_encoder" / "config.json", {**self.text_encoder.to_config_dict(), "wordpaint_version": wordpaint.__version__})
-            for folder, module in self.components().items():
+            for folder, module in parts.items():
                 if module is not None:
-                    save_model(module, tmp / folder, dtype=torch.int8 if folder in self.int8_components(int8) else dtype)
+                    save_model(module, tmp / folder, dtype=torch.int8 if folder in as_int8 else dtype)
         return path
 
     def int8_components(self, also: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -1127,7 +1129,7 @@ def load_model(folder: str | os.PathLike):
     model = build_model(config, empty=True)
     state, int8 = dequantize_int8(load_safetensors(folder / "model.safetensors"), source=str(folder / "model.safetensors"))
     load_state_dict_strict(model, state, source=str(folder / "model.safetensors"))
-    # save_pretrained writes it as int8 again unless told otherwise, so that replacing another
-    # component of an int8 pipeline does not quietly double this one's file
+    # save_pretrained writes it as int8 again, so that replacing another component of an int8
+    # pipeline does not quietly double this one's file
     model.stored_int8 = int8
     return model.float().eval()
