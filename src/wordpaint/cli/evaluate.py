@@ -148,6 +148,10 @@ def run_report(args: argparse.Namespace) -> int:
         if expert_sigma is not None and pipe.expert is None:
             raise WordpaintError("--expert-sigma needs a model with an expert (a low-noise diffusion model component)")
         pipe.defaults["expert_sigma"] = expert_sigma
+    if args.restore is not None:
+        if args.restore == "on" and pipe.restorer is None:
+            raise WordpaintError("--restore needs a model with a restorer (a text-conditioned pixel network component)")
+        pipe.defaults["restore"] = args.restore == "on"
     if args.refine_strength is not None:
         from wordpaint.cli.options import parse_refine_strength
         from wordpaint.pipelines.text_to_image import check_strength

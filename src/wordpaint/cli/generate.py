@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from wordpaint.cli.options import (add_guide_options, add_model_option, add_sampling_options, parse_interval,
-                                   parse_expert_sigma, parse_prior_strength, parse_refine_strength)
+                                   parse_expert_sigma, parse_prior_strength, parse_refine_strength,
+                                   parse_restore)
 from wordpaint.errors import WordpaintError
 
 
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                clip_guidance_scale="default" if args.clip_guidance is None else args.clip_guidance, prior_strength=parse_prior_strength(args.prior_strength),
                autoguidance_scale="default" if args.autoguidance is None else args.autoguidance,
                expert_sigma=parse_expert_sigma(args.expert_sigma), refine_strength=parse_refine_strength(args.refine_strength),
-               clip_guidance_contrast=args.clip_contrast,
+               clip_guidance_contrast=args.clip_contrast, restore=parse_restore(args.restore),
                negative_prompt=args.negative_prompt, seed=args.seed, num_images_per_prompt=args.n, height=args.size,
                width=args.size, **extra)
     for w in out.warnings:

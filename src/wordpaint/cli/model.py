@@ -22,12 +22,13 @@ def add_parser(sub) -> None:
                                  "with the emoji_ae_decoder recipe. A new autoencoder must encode as the old one did.")
     r.add_argument("model", help="pipeline folder or bundled name (shapes, emoji, fashion)")
     r.add_argument("--component", required=True, choices=("autoencoder", "diffusion", "guide", "prior", "embed_prior", "autoguide",
-                                                            "expert"),
+                                                            "expert", "restorer"),
                    help="which component to replace (guide: add or replace the noised wordpaint-clip used by --clip-guidance; "
                    "prior: add or replace the latent prior used by --prior-strength; embed_prior: add or replace the "
                    "text -> image-vector prior of an image-embedding model; autoguide: add or replace the weaker diffusion model "
                    "used by --autoguidance, e.g. from a shorter run of the same recipe; expert: add or replace the low-noise "
-                   "diffusion model used by --expert-sigma, e.g. from the emoji64_embed_lownoise_expert recipe)")
+                   "diffusion model used by --expert-sigma, e.g. from the emoji64_embed_lownoise_expert recipe; restorer: add or "
+                   "replace the text-conditioned pixel network used by --restore, e.g. from the emoji_restorer recipe)")
     r.add_argument("--from", dest="source", required=True, help="the new component's folder (config.json + model.safetensors), "
                                                                 "or a pipeline folder holding it, e.g. the pipeline/ folder of an autoencoder or diffusion run")
     r.add_argument("--out", required=True, help="where to write the new pipeline folder (may be MODEL itself: written atomically)")

@@ -25,7 +25,8 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 def add_guide_options(p: argparse.ArgumentParser) -> None:
     """``--clip-guidance``, ``--autoguidance``, ``--expert-sigma``, ``--refine-strength``, ``--guidance-interval``,
-    ``--prior-strength``: the guides, experts, starts and refine passes some models carry beside classifier-free guidance;
+    ``--prior-strength``, ``--restore``: the guides, experts, starts, refine passes and restorers some models carry beside
+    classifier-free guidance;
     each absent option keeps the model's default."""
     p.add_argument("--clip-guidance", type=float, default=None, metavar="SCALE",
                    help="models with a guide (a noised wordpaint-clip): classifier guidance toward the prompt at this scale, "
@@ -45,6 +46,9 @@ def add_guide_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-strength", default=None, metavar="S|off",
                    help="models with a prior (a text -> latent draft): start from the prompt's draft taken this far up the "
                    "noise schedule, in [0, 1] (0: the draft itself, no diffusion step); off starts from pure noise (default: the model's)")
+    p.add_argument("--restore", default=None, choices=("on", "off"),
+                   help="models with a restorer (a text-conditioned pixel network after the autoencoder's decoder): run the "
+                   "decoded pictures through it (on) or not (off) (default: the model's)")
 
 
 def parse_default_or_off(text: str | None, *, option: str, off: str, parse, expected: str):
@@ -79,6 +83,11 @@ def parse_expert_sigma(text: str | None):
 def parse_refine_strength(text: str | None):
     """``--refine-strength``: None (the model's default), 'off', or a number (checked by the pipeline)."""
     return parse_default_or_off(text, option="--refine-strength", off="off", parse=float, expected="a number in (0, 1]")
+
+
+def parse_restore(text: str | None):
+    """``--restore``: "default" (absent: the model's default), True (on) or False (off)."""
+    return "default" if text is None else text == "on"
 
 
 def parse_prior_strength(text: str | None):

@@ -297,7 +297,8 @@ def write_suite_report(pipe, suite: str, out: str | os.PathLike, *, model_name: 
                    if pipe.defaults["refine_strength"] is not None else {}),
                 **({"clip_contrast_styles": pipe.defaults["clip_contrast_styles"]}
                    if pipe.defaults["clip_contrast_styles"] and pipe.defaults["clip_guidance_scale"] else {}),
-                **({"prior_strength": pipe.defaults["prior_strength"]} if pipe.defaults["prior_strength"] is not None else {})}
+                **({"prior_strength": pipe.defaults["prior_strength"]} if pipe.defaults["prior_strength"] is not None else {}),
+                **({"restore": True} if pipe.defaults["restore"] else {})}
     doc = {"suite": suite, "model": model_name, **{k: v for k, v in res.items() if k != "markdown"}, "sampling": sampling,
            "versions": package_versions(), "seconds": round(time.perf_counter() - t0, 1)}
     write_json(out / "results.json", doc)

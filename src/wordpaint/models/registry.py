@@ -13,10 +13,12 @@ from wordpaint.models.diffusion import DiffusionConfig, DiffusionModel
 from wordpaint.models.embed_prior import EmbedPriorConfig, EmbedPriorModel
 from wordpaint.models.latent_prior import LatentPriorConfig, LatentPriorModel
 from wordpaint.models.noised_clip import NoisedClipConfig, NoisedClipModel
+from wordpaint.models.restorer import RestorerConfig, RestorerModel
 
 FAMILIES = {"diffusion": (DiffusionConfig, DiffusionModel), "clip": (ClipConfig, ClipModel),
             "autoencoder": (AutoencoderConfig, AutoencoderModel), "noised_clip": (NoisedClipConfig, NoisedClipModel),
-            "latent_prior": (LatentPriorConfig, LatentPriorModel), "embed_prior": (EmbedPriorConfig, EmbedPriorModel)}
+            "latent_prior": (LatentPriorConfig, LatentPriorModel), "embed_prior": (EmbedPriorConfig, EmbedPriorModel),
+            "restorer": (RestorerConfig, RestorerModel)}
 
 
 def unet_levels(channels: tuple[int, ...], cross_attention: tuple[bool, ...], **kw) -> dict:
@@ -51,6 +53,9 @@ PRESETS["tiny_prior"] = ("latent_prior", dict(hidden_dim=16, num_layers=1, laten
 # text -> image vector for an image-embedding UNet (emoji64_embed); tiny_embed_prior for tests (32 px folders)
 PRESETS["emoji_embed_prior"] = ("embed_prior", dict(hidden_dim=1024, num_layers=2, resolution=64))
 PRESETS["tiny_embed_prior"] = ("embed_prior", dict(hidden_dim=16, num_layers=1, resolution=32))
+# text-conditioned pixel restorer after the emoji autoencoder's decoder; tiny_restorer for tests (32 px folders)
+PRESETS["emoji_restorer"] = ("restorer", dict(resolution=64, block_out_channels=(32, 64)))
+PRESETS["tiny_restorer"] = ("restorer", dict(resolution=32, block_out_channels=(4, 8), norm_num_groups=4, text_embed_dim=8, crop_size=16))
 
 
 def build_config(*, family: str = "diffusion", preset: str | None = None, **overrides):

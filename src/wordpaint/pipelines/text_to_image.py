@@ -14,6 +14,8 @@ Folder format (diffusers-style, round-trips exactly with save_pretrained / from_
     autoguide/                (optional) a weaker diffusion model of the same inputs (autoguidance_scale)
     expert/                   (optional) a low-noise expert: a diffusion model of the same inputs that
                               denoises the steps at or below expert_sigma (eDiff-I's expert denoisers)
+    restorer/                 (optional, latent models) a text-conditioned pixel network run on the
+                              decoded pictures (``restore``): puts back what the prompt's style implies
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ DETAIL_MARGIN = 0.02  # canvas fractions around the box that the redrawn crop re
 DEFAULTS = {"sampler": "dpmpp_2m", "num_inference_steps": 10, "guidance_scale": 3.0, "sigma_schedule": "trailing",
             "guidance_interval": None, "layout_guidance_scale": None, "text_guidance_scale": None, "clip_guidance_scale": 0.0,
             "autoguidance_scale": 0.0, "expert_sigma": None, "refine_strength": None, "clip_contrast_styles": None,
-            "detail": False, "detail_strength": DETAIL_STRENGTH, "prior_strength": None}
+            "detail": False, "detail_strength": DETAIL_STRENGTH, "prior_strength": None, "restore": False}
 MAX_STEPS = 1000
 COMPONENT_FAMILIES = {"diffusion": "diffusion", "autoencoder": "autoencoder", "guide": "noised_clip", "prior": "latent_prior",
-                      "embed_prior": "embed_prior", "autoguide": "diffusion", "expert": "diffusion"}  # folder -> model family
+                      "embed_prior": "embed_prior", "autoguide": "diffusion", "expert": "diffusion",
+                      "restorer": "restorer"}  # folder -> model family
 INDEX_KEYS = {"diffusion": "model", "autoencoder": "vae", "guide": "guide", "prior": "prior", "embed_prior": "embed_prior",
-              "autoguide": "autoguide", "expert": "expert"}  # folder -> model_index.json key = constructor argument = attribute
+              "autoguide": "autoguide", "expert": "expert", "restorer": "restorer"}  # folder -> model_index.json key = constructor argument = attribute
 # the diffusion components that stand in for the model (on some steps, or beside it) and so must read its inputs
 SAME_INPUT_KEYS = ("in_channels", "resolution", "cross_attention_dim", "layout_channels", "reference_image", "image_embed_dim")
 MAX_SEED = 2**63 - 1
@@ -144,7 +147,7 @@ class TextToImagePipeline:
     autoencoder's latents and the pipeline decodes them (latent diffusion)."""
 
     def __init__(self, *, text_encoder: TextEncoder, model, vae=None, defaults: dict | None = None, planner=None, guide=None,
-                 prior=None, embed_prior=None, autoguide=None, expert=None):
+                 prior=None, embed_prior=None, autoguide=None, expert=None, restorer=None):
         from wordpaint.text.planners import get_planner
 
         self.text_encoder = text_encoder
@@ -173,6 +176,13 @@ class TextToImagePipeline:
         # with the model's own inputs, so it must read exactly those
         self.autoguide = _same_inputs("autoguide", autoguide, model)
         self.expert = _same_inputs("expert", expert, model)
+        # optional restorer (restore): a pixel network on the decoded pictures, reading the pooled prompt
+        self.restorer = restorer.eval().requires_grad_(False) if restorer is not None else None
+        if restorer is not None:
+            if vae is None:
+                raise ModelLoadError("a restorer works on the pictures an autoencoder decodes; this pipeline has no autoencoder")
+            if restorer.config.text_dim != text_encoder.dim:
+                raise ModelLoadError(f"the restorer reads pooled text of width {restorer.config.text_dim}, the text encoder gives {text_encoder.dim}")
         if vae is not None:
             if model.config.in_channels != vae.config.latent_channels:
                 raise ModelLoadError(f"the diffusion model takes {model.config.in_channels} channels, the autoencoder's latents have {vae.config.latent_channels}")
@@ -263,15 +273,16 @@ class TextToImagePipeline:
 
     def components(self) -> dict:
         """The model components by folder name ("diffusion", "autoencoder", "guide", "prior", "embed_prior",
-        "autoguide", "expert"; None where absent)."""
+        "autoguide", "expert", "restorer"; None where absent)."""
         return {folder: getattr(self, key) for folder, key in INDEX_KEYS.items()}  # index key = attribute name
 
     def with_component(self, name: str, model, *, allow_new_latents: bool = False) -> "TextToImagePipeline":
         """A copy of this pipeline with component ``name`` ("diffusion", "autoencoder", "guide",
-        "prior", "embed_prior", "autoguide" or "expert") replaced (or, for the optional ones, added) by
-        ``model``: e.g. a fine-tuned decoder from a ``train_encoder=false`` run, a noised
+        "prior", "embed_prior", "autoguide", "expert" or "restorer") replaced (or, for the optional ones,
+        added) by ``model``: e.g. a fine-tuned decoder from a ``train_encoder=false`` run, a noised
         wordpaint-clip for ``clip_guidance_scale``, a latent prior for ``prior_strength``, a
-        weaker diffusion model for ``autoguidance_scale``, or a low-noise expert for ``expert_sigma``.
+        weaker diffusion model for ``autoguidance_scale``, a low-noise expert for ``expert_sigma``,
+        or a restorer for ``restore``.
 
         A latent diffusion model was trained on its autoencoder's latents, so a new autoencoder
         must encode exactly as the old one did (same encoder weights and ``scaling_factor``):
@@ -475,6 +486,7 @@ class TextToImagePipeline:
         detail: bool | str = "default",
         detail_strength: float | str = "default",
         prior_strength: float | None | str = "default",
+        restore: bool | str = "default",
         reference=None,
         image_embed: torch.Tensor | None | str = "prior",
         negative_prompt: str | list[str] | None = None,
@@ -518,6 +530,9 @@ class TextToImagePipeline:
         finished picture at strength s (re-encoded by a latent pipeline, fresh noise from seed +
         ``REFINE_SEED_OFFSET``): every step by the ``expert`` where the pipeline has one, else by the
         model (``num_inference_steps * s`` more steps); None: no refine pass; ``"default"`` takes the folder's.
+        ``restore`` (a pipeline with a ``restorer``, :mod:`wordpaint.models.restorer`) runs the finished,
+        decoded pictures through it, conditioned on each prompt: a small pixel network trained to undo
+        the autoencoder's round-trip losses given the text; ``"default"`` takes the folder's.
         ``image`` (a PIL image, or one per prompt) starts from that picture instead of pure noise
         (img2img, SDEdit): it is noised to the level ``strength`` of the way up the schedule and
         denoised from there, so ``num_inference_steps * strength`` steps run (diffusers' convention);
@@ -558,6 +573,12 @@ class TextToImagePipeline:
         if autoguidance and regional_prompts:
             raise WordpaintError("autoguidance_scale does not combine with regional_prompts: set one of them")
         expert_sigma = check_expert_sigma(self.defaults["expert_sigma"] if expert_sigma == "default" else expert_sigma)
+        restore = self.defaults["restore"] if restore == "default" else restore
+        if not isinstance(restore, bool):
+            raise WordpaintError(f"restore must be True or False, got {restore!r}")
+        if restore and self.restorer is None:
+            raise WordpaintError("restore needs a pipeline with a restorer (a text-conditioned pixel network component, "
+                                 "added with `wordpaint model replace --component restorer`); this one has none")
         refine = check_strength("refine_strength", self.defaults["refine_strength"] if refine_strength == "default" else refine_strength,
                                 off="None")
         if expert_sigma is not None and self.expert is None:
@@ -664,6 +685,8 @@ class TextToImagePipeline:
             if detail:
                 x = self._detail(x, [pl for _, _, pl, _, _ in chunk], seeds=seeds, steps=steps, schedule=schedule,
                                  strength=detail_strength, regional_prompts=regional_prompts, **sampling)
+            if restore:  # last: a refine pass re-encodes its input, which would undo the restorer's work
+                x = self.restorer.restore(x, self.text_encoder.encode(chunk_texts).pooled)
             images += to_pil(x)
             for (p, t, pl, _, k), s in zip(chunk, seeds):
                 m = {"prompt": p, "seed": s, "num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
@@ -674,6 +697,7 @@ class TextToImagePipeline:
                      **({"autoguidance_scale": autoguidance} if autoguidance else {}),
                      **({"expert_sigma": expert_sigma} if expert_sigma is not None else {}),
                      **({"refine_strength": refine} if refine is not None else {}),
+                     **({"restore": True} if restore else {}),
                      **({"init_image": True, "strength": strength} if inits is not None else {}),
                      **({"prior_strength": prior_strength} if prior_strength is not None else {}),
                      **({"reference": True} if has_ref[k] else {}),

@@ -251,11 +251,13 @@ class StepBatches(torch.utils.data.Dataset):
         self.stream, self.bs, self.rank, self.world = task.stream, batch_size, task.rank, task.world
         self.layouts = bool(getattr(task, "layouts", False))
         self.object_maps = bool(getattr(task.config, "object_loss_weight", 0.0))
-        self.text = isinstance(task, (TextToImageTask, GuideTask))  # tasks that read captions (PriorTask is a GuideTask)
+        self.text = isinstance(task, (TextToImageTask, GuideTask, RestorerTask))  # tasks that read captions (PriorTask is a GuideTask)
         self.repa_targets = getattr(task, "repa_targets", None)
         self.image_embeds = getattr(task, "image_embeds", None)
         self.decoder_inputs = getattr(task, "decoder_inputs", None)  # (N, K, C, h, w) for a decoder trained on sampled latents
+        self.decoded = getattr(task, "decoded", None)  # (N, 2, 3, H, W) a restorer's inputs: clean and noisy round trips
         self.embed_drop, self.seed = getattr(task.config, "image_embed_drop_prob", 0.0), getattr(task, "seed", 0)
+        self.config = task.config
 
     def __len__(self) -> int:
         return 2**62
@@ -270,6 +272,8 @@ class StepBatches(torch.utils.data.Dataset):
             rows = self.stream.batch_rows(step, self.bs, **where)
             pick = torch.randint(self.decoder_inputs.shape[1], (len(rows),), generator=gen)
             return {"pixel_values": images, "decoder_input": self.decoder_inputs[rows, pick].float()}
+        if self.decoded is not None:
+            return self._restorer_batch(step, images, captions, where)
         if not self.text:
             return {"pixel_values": images}
         out = {"pixel_values": images, "captions": captions}
@@ -282,6 +286,19 @@ class StepBatches(torch.utils.data.Dataset):
         if self.image_embeds is not None:
             out["image_embed"] = self._image_embed(step, captions, where)
         return out
+
+    def _restorer_batch(self, step: int, images: torch.Tensor, captions: list[str], where: dict) -> dict:
+        """A restorer's batch: each picture's clean or (with the config's noisy_share) noisy round
+        trip as ``decoded``, and the picture as ``pixel_values``, both cut to one random
+        crop_size crop (B, 3, c, c); a pure function of (seed, step, rank)."""
+        cfg = self.config
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step * self.world + self.rank + 15_485_863)
+        rows = self.stream.batch_rows(step, self.bs, **where)
+        noisy = (torch.rand(len(rows), generator=gen) < cfg.noisy_share).long()
+        c, side = cfg.crop_size, images.shape[-1]
+        oy, ox = torch.randint(0, side - c + 1, (2,), generator=gen).tolist()
+        crop = (..., slice(oy, oy + c), slice(ox, ox + c))
+        return {"pixel_values": images[crop], "decoded": self.decoded[rows, noisy][crop].float(), "captions": captions}
 
     def _image_embed(self, step: int, captions: list[str], where: dict) -> torch.Tensor:
         """(B, D) the examples' image vectors, zeroed where the caption was dropped (the
@@ -461,6 +478,17 @@ def image_folder_stream(data: dict, config, device: torch.device, *, seed: int, 
     return vae, stream
 
 
+@torch.no_grad()
+def pooled_texts(text_encoder, texts: list[str], *, show_progress: bool = False) -> torch.Tensor:
+    """(N, text_dim) pooled text features of ``texts`` on the CPU, 256 texts at a time: the frozen
+    text tower run once per distinct caption, not on every batch (it would take half of each step)."""
+    from tqdm.auto import trange
+
+    chunks = [text_encoder.encode(texts[i : i + 256]).pooled.cpu()
+              for i in trange(0, len(texts), 256, desc="caption features", leave=False, disable=not show_progress)]
+    return torch.cat(chunks)
+
+
 def _image_folder_data(recipe: dict, what: str) -> dict:
     """The recipe's ``data`` section, which must name an image folder (``what`` recipe trains on one)."""
     data = recipe.get("data", {})
@@ -588,14 +616,8 @@ class GuideTask:
             # the short prompt form ("fox in twemoji style") where a row has one, else its text
             self.eval_text = self._pooled([caption_alternatives(r)[-1] for r in rows], False)
 
-    @torch.no_grad()
     def _pooled(self, texts: list[str], show_progress: bool) -> torch.Tensor:
-        """(N, text_dim) pooled text features on the CPU, 256 texts at a time."""
-        from tqdm.auto import trange
-
-        chunks = [self.text_encoder.encode(texts[i : i + 256]).pooled.cpu()
-                  for i in trange(0, len(texts), 256, desc="caption features", leave=False, disable=not show_progress)]
-        return torch.cat(chunks)
+        return pooled_texts(self.text_encoder, texts, show_progress=show_progress)
 
     def to_device(self, cpu: dict) -> dict:
         """Latents (or pixels) as ``x0``, pooled captions, and caption ids (equal caption, equal id)."""
@@ -715,6 +737,109 @@ class EmbedPriorTask(GuideTask):
     @staticmethod
     def describe(rec: dict) -> str:
         return " ".join(f"{k} cos={rec[k + '_cos']:.3f} recall@1={rec[k + '_recall1']:.3f}" for k in ("train", "heldout") if k + "_cos" in rec)
+
+
+@torch.no_grad()
+def round_trips(vae, x: torch.Tensor, *, latent_noise: float = 0.0, seed: int = 0, show_progress: bool = False) -> torch.Tensor:
+    """(N, 2, 3, H, W) float16 on the CPU: the autoencoder's round trip of each (N, 3, H, W) picture
+    in [-1, 1] from its latent, and from its latent plus Gaussian noise of a std drawn per picture
+    uniformly in [0, ``latent_noise``] (scaled latent units; drawn from ``seed``): a restorer's
+    training inputs. Decoded 16 at a time on a CPU (fastest there), 256 on a GPU."""
+    from tqdm.auto import trange
+
+    from wordpaint.models.config import module_device
+
+    device = module_device(vae)
+    n = 16 if device.type == "cpu" else 256
+    gen = torch.Generator().manual_seed(seed + 86_028_121)
+    out = torch.empty(len(x), 2, *x.shape[1:], dtype=torch.float16)
+    for i in trange(0, len(x), n, desc="round trips", leave=False, disable=not show_progress):
+        z = vae.encode(x[i : i + n]).cpu()  # (b, C_z, h, w) scaled
+        level = torch.rand(len(z), 1, 1, 1, generator=gen) * latent_noise
+        noisy = z + level * torch.randn(z.shape, generator=gen)
+        out[i : i + n, 0] = vae.decode(z).cpu().half()
+        out[i : i + n, 1] = vae.decode(noisy).cpu().half()
+    return out
+
+
+class RestorerTask:
+    """Training a restorer (:mod:`wordpaint.models.restorer`): an image folder's pictures as the
+    targets, their round trips through the frozen autoencoder ``data.autoencoder`` (clean and from a
+    noisy latent, decoded once up front) as the inputs, each with its pooled caption. The quick
+    evaluation is PSNR (dB) of the round trip and of the restored round trip against the picture on
+    the folder's held-out rows (split ``heldout``/``test``), per style or kind."""
+
+    def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
+        from wordpaint.data.imagefolder import ImageFolderStream, caption_alternatives, load_imagefolder, model_inputs
+        from wordpaint.pipelines.text_to_image import load_model
+        from wordpaint.text.encoder import TextEncoder, TextEncoderConfig
+
+        data = _image_folder_data(recipe, "a restorer")
+        if not data.get("autoencoder"):
+            raise WordpaintError("a restorer learns to mend an autoencoder's round trips: name the autoencoder with "
+                                 "data.autoencoder (or --autoencoder DIR)")
+        self.recipe, self.config, self.device = recipe, config, accelerator.device
+        self.rank, self.world, self.seed = accelerator.process_index, accelerator.num_processes, recipe.get("seed", 0)
+        self.vae = load_model(data["autoencoder"]).to(self.device)
+        if self.vae.config.resolution != config.resolution:
+            raise WordpaintError(f"the autoencoder draws {self.vae.config.resolution} px pictures, the restorer's resolution is {config.resolution}")
+        self.text_encoder = TextEncoder(TextEncoderConfig(**recipe.get("text_encoder", {}))).to(self.device)
+        if self.text_encoder.dim != config.text_dim:
+            raise WordpaintError(f"the text encoder gives pooled text of width {self.text_encoder.dim}, the restorer reads {config.text_dim}")
+        kinds = tuple(data["kinds"]) if data.get("kinds") else None
+        self.stream = ImageFolderStream(data["folder"], size=config.resolution, seed=self.seed, kinds=kinds,
+                                        splits=tuple(data.get("splits", ["train"])), show_progress=show_progress)
+        self.decoded = round_trips(self.vae, self.stream.data, latent_noise=config.latent_noise, seed=self.seed,
+                                   show_progress=show_progress)
+        captions = sorted({c for alts in self.stream.captions for c in alts})
+        self.caption_index = {c: i for i, c in enumerate(captions)}
+        self.caption_features = pooled_texts(self.text_encoder, captions, show_progress=show_progress)
+        rows, images, _ = load_imagefolder(data["folder"], size=config.resolution, splits=("heldout", "test"), kinds=kinds)
+        self.eval_images = model_inputs(images)  # (M, 3, H, W) in [-1, 1]
+        self.eval_round_trips = round_trips(self.vae, self.eval_images)[:, 0].float()
+        self.eval_text = pooled_texts(self.text_encoder, [caption_alternatives(r)[-1] for r in rows])
+        self.eval_groups = [r.get("style", r.get("kind", "image")) for r in rows]
+        self.can_evaluate = True
+
+    def to_device(self, cpu: dict) -> dict:
+        ids = torch.tensor([self.caption_index[c] for c in cpu["captions"]])
+        return {"decoded": cpu["decoded"].to(self.device), "pixel_values": cpu["pixel_values"].to(self.device),
+                "text_features": self.caption_features[ids].to(self.device)}
+
+    def _restore(self, module, idx) -> torch.Tensor:
+        module.eval()
+        return module.restore(self.eval_round_trips[idx].to(self.device), self.eval_text[idx].to(self.device)).cpu()
+
+    def sample_grid(self, module):
+        """Rows of 16 held-out pictures: real, round trip, restored round trip."""
+        from wordpaint.images import make_grid, to_pil
+
+        idx = list(range(0, len(self.eval_images), max(1, len(self.eval_images) // 16)))[:16]
+        return make_grid(to_pil(self.eval_images[idx]) + to_pil(self.eval_round_trips[idx]) + to_pil(self._restore(module, idx)),
+                         cols=16, scale=2)
+
+    def evaluate(self, module) -> dict:
+        """Mean PSNR (dB, uint8 pictures) of the round trip and of the restored round trip, overall
+        and per group (style, or kind)."""
+        from wordpaint.eval.metrics import psnr_by_group
+        from wordpaint.images import to_uint8
+
+        real = list(to_uint8(self.eval_images))
+        out = {}
+        for name, x in (("round_trip", self.eval_round_trips), ("restored", self._restore(module, list(range(len(real)))))):
+            out.update({f"{k}_{name}": v for k, v in psnr_by_group(real, list(to_uint8(x)), self.eval_groups).items()})
+        return out
+
+    @staticmethod
+    def describe(rec: dict) -> str:
+        return " ".join(f"{k}={v:.2f}" for k, v in rec.items() if k.startswith("psnr") and k.endswith("_restored")) + \
+            f" (round trip {rec.get('psnr_round_trip', float('nan')):.2f})"
+
+    def export(self, module, path: Path) -> None:
+        from wordpaint.pipelines.text_to_image import save_model
+
+        with atomic_dir(path) as tmp:
+            save_model(module.eval(), tmp)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -864,7 +989,8 @@ def train(recipe_name: str, out: str | os.PathLike, *, resume: bool = False, max
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", {**recipe, "wordpaint_version": wordpaint.__version__, "resolved_model_config": config.to_dict(), "parameters": n_params})
     # what is trained decides the batches, the sample grid, the quick evaluation and the export
-    task_cls = {"autoencoder": AutoencoderTask, "guide": GuideTask, "prior": PriorTask, "embed_prior": EmbedPriorTask}.get(component, TextToImageTask)
+    task_cls = {"autoencoder": AutoencoderTask, "guide": GuideTask, "prior": PriorTask, "embed_prior": EmbedPriorTask,
+                "restorer": RestorerTask}.get(component, TextToImageTask)
     task = task_cls(recipe, config, accelerator, show_progress=show_progress)
 
     def log(rec: dict) -> None:
