@@ -6,7 +6,8 @@ the autoencoder's round trip of the real picture is taken for Noto?
 
 Draws the emoji suite's seen cells exactly as ``wordpaint eval report --suite emoji`` does (same
 cells, order, seed and samples per cell, so its totals are the report's), then judges, for every
-Twemoji cell, its real picture, the autoencoder's round trip of it and its generated pictures
+Twemoji cell, its real picture, the autoencoder's round trip of it (through the restorer too where the
+pipeline restores by default) and its generated pictures
 (wordpaint-clip zero-shot, 3-way style with the cell's concept, as the report judges), and counts
 the pictures taken for Noto per category; last, how many of the generated ones taken for Noto are
 of cells whose round trip is taken for Noto too.
@@ -55,7 +56,10 @@ def main() -> None:
     concepts = [seen[i][0]["concept"] for i in tw]
     x = model_inputs([seen[i][1] for i in tw])  # (N, 3, 64, 64) in [-1, 1]
     with torch.no_grad():
-        recon = to_pil(torch.cat([pipe.vae.reconstruct(x[j : j + 128]) for j in range(0, len(x), 128)]))
+        recon = torch.cat([pipe.vae.reconstruct(x[j : j + 128]) for j in range(0, len(x), 128)])
+        if pipe.defaults["restore"]:  # the round trip as the pipeline delivers it: restored, given the cell's prompt
+            recon = pipe.restorer.restore(recon, pipe.text_encoder.encode([short_caption(names[c], "twemoji") for c in concepts]).pooled)
+        recon = to_pil(recon)
     clip = WordpaintClip.from_pretrained(None)
 
     def judged(pictures: list, cell_concepts: list[str]) -> list[str]:
@@ -76,6 +80,7 @@ def main() -> None:
                       "generated_taken_for_noto": sum(per_cell[j] for j in idx), "generated": n * k})
     rt_noto = [recon_j[j] == "noto" for j in range(len(tw))]
     out = {"model": args.model, "data": args.data, "seed": args.seed, "samples_per_cell": k, "twemoji_cells": len(tw),
+           "restore": bool(pipe.defaults["restore"]),
            "judge": "bundled wordpaint-clip", "by_category": table,
            "totals": {"real_taken_for_noto": real_j.count("noto"), "round_trip_taken_for_noto": sum(rt_noto),
                       "generated_taken_for_noto": sum(per_cell), "generated": len(gen_j)},

@@ -788,7 +788,8 @@ class RestorerTask:
             raise WordpaintError(f"the text encoder gives pooled text of width {self.text_encoder.dim}, the restorer reads {config.text_dim}")
         kinds = tuple(data["kinds"]) if data.get("kinds") else None
         self.stream = ImageFolderStream(data["folder"], size=config.resolution, seed=self.seed, kinds=kinds,
-                                        splits=tuple(data.get("splits", ["train"])), show_progress=show_progress)
+                                        splits=tuple(data.get("splits", ["train"])), style_repeats=data.get("style_repeats"),
+                                        show_progress=show_progress)
         self.decoded = round_trips(self.vae, self.stream.data, latent_noise=config.latent_noise, seed=self.seed,
                                    show_progress=show_progress)
         captions = sorted({c for alts in self.stream.captions for c in alts})
