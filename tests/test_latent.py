@@ -365,6 +365,10 @@ def test_bundled_emoji_model_draws_64px():
     assert out.images[0].size == (64, 64) and out.metadata[0]["seed"] == 0
     # the UNet and its low-noise expert ship as int8 weights; the expert draws the steps at sigma <= 0.2
     assert pipe.model.stored_int8 and pipe.expert.stored_int8 and out.metadata[0]["expert_sigma"] == 0.2
+    # its restorer runs on the decoded pictures by default (fp16, not int8), and changes them
+    assert pipe.restorer is not None and not getattr(pipe.restorer, "stored_int8", False) and out.metadata[0]["restore"] is True
+    plain = pipe("red heart in twemoji style", num_inference_steps=2, seed=0, restore=False)
+    assert "restore" not in plain.metadata[0] and not np.array_equal(np.asarray(plain.images[0]), np.asarray(out.images[0]))
     # the bundled heart is red: more red than green or blue in the drawn pixels
     a = np.asarray(out.images[0]).astype(float)
     ink = a.sum(-1) < 700  # not white background
