@@ -129,7 +129,15 @@ def test_restorer_batches_are_crops_and_a_pure_function_of_the_step():
     assert len(corners) > 1  # the crop moves with the step
 
 
-def test_restorer_recipe_needs_an_autoencoder(latent_runs, tmp_path):
-    folder, _, _ = latent_runs
+def test_restorer_recipe_needs_an_autoencoder_and_held_out_rows(latent_runs, tmp_path):
+    import shutil
+
+    folder, ae, _ = latent_runs
     with pytest.raises(WordpaintError, match="data.autoencoder"):
         train("tiny_restorer", tmp_path / "r", data=folder, show_progress=False)
+    train_only = tmp_path / "train_only"
+    shutil.copytree(folder, train_only)
+    rows = [json.loads(l) for l in (train_only / "metadata.jsonl").read_text().splitlines()]
+    (train_only / "metadata.jsonl").write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows))
+    with pytest.raises(WordpaintError, match="held-out rows \\(split heldout or test\\); .* has none"):
+        train("tiny_restorer", tmp_path / "r2", data=train_only, autoencoder=ae, show_progress=False)

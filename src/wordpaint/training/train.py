@@ -795,7 +795,13 @@ class RestorerTask:
         captions = sorted({c for alts in self.stream.captions for c in alts})
         self.caption_index = {c: i for i, c in enumerate(captions)}
         self.caption_features = pooled_texts(self.text_encoder, captions, show_progress=show_progress)
-        rows, images, _ = load_imagefolder(data["folder"], size=config.resolution, splits=("heldout", "test"), kinds=kinds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the stream above has already warned about every skipped line and file
+            try:
+                rows, images, _ = load_imagefolder(data["folder"], size=config.resolution, splits=("heldout", "test"), kinds=kinds)
+            except WordpaintError:
+                raise WordpaintError(f"a restorer's quick evaluation reads the folder's held-out rows (split heldout or test); "
+                                     f"{data['folder']} has none") from None
         self.eval_images = model_inputs(images)  # (M, 3, H, W) in [-1, 1]
         self.eval_round_trips = round_trips(self.vae, self.eval_images)[:, 0].float()
         self.eval_text = pooled_texts(self.text_encoder, [caption_alternatives(r)[-1] for r in rows])
