@@ -251,7 +251,7 @@ class StepBatches(torch.utils.data.Dataset):
         self.stream, self.bs, self.rank, self.world = task.stream, batch_size, task.rank, task.world
         self.layouts = bool(getattr(task, "layouts", False))
         self.object_maps = bool(getattr(task.config, "object_loss_weight", 0.0))
-        self.text = isinstance(task, (TextToImageTask, GuideTask, RestorerTask))  # tasks that read captions (PriorTask is a GuideTask)
+        self.text = isinstance(task, (TextToImageTask, GuideTask))  # tasks that read captions (PriorTask is a GuideTask; a restorer's batch is made apart)
         self.repa_targets = getattr(task, "repa_targets", None)
         self.image_embeds = getattr(task, "image_embeds", None)
         self.decoder_inputs = getattr(task, "decoder_inputs", None)  # (N, K, C, h, w) for a decoder trained on sampled latents
@@ -803,7 +803,9 @@ class RestorerTask:
                 raise WordpaintError(f"a restorer's quick evaluation reads the folder's held-out rows (split heldout or test); "
                                      f"{data['folder']} has none") from None
         self.eval_images = model_inputs(images)  # (M, 3, H, W) in [-1, 1]
-        self.eval_round_trips = round_trips(self.vae, self.eval_images)[:, 0].float()
+        with torch.no_grad():  # clean round trips only: a noisy copy would be decoded and thrown away
+            self.eval_round_trips = torch.cat([self.vae.reconstruct(self.eval_images[i : i + 16]).cpu()
+                                               for i in range(0, len(self.eval_images), 16)])
         self.eval_text = pooled_texts(self.text_encoder, [caption_alternatives(r)[-1] for r in rows])
         self.eval_groups = [r.get("style", r.get("kind", "image")) for r in rows]
         self.can_evaluate = True
