@@ -489,6 +489,21 @@ def pooled_texts(text_encoder, texts: list[str], *, show_progress: bool = False)
     return torch.cat(chunks)
 
 
+def caption_table(text_encoder, captions: list[list[str]], *, show_progress: bool = False) -> tuple[dict[str, int], torch.Tensor]:
+    """(caption -> row index, (N_captions, text_dim) pooled features) of every distinct caption in
+    ``captions`` (each training row's alternatives), sorted: a batch looks its captions up."""
+    distinct = sorted({c for alts in captions for c in alts})
+    return {c: i for i, c in enumerate(distinct)}, pooled_texts(text_encoder, distinct, show_progress=show_progress)
+
+
+def export_component(module, path: Path) -> None:
+    """``module``, in eval mode, written atomically as a component folder (config.json + model.safetensors)."""
+    from wordpaint.pipelines.text_to_image import save_model
+
+    with atomic_dir(path) as tmp:
+        save_model(module.eval(), tmp)
+
+
 def _image_folder_data(recipe: dict, what: str) -> dict:
     """The recipe's ``data`` section, which must name an image folder (``what`` recipe trains on one)."""
     data = recipe.get("data", {})
@@ -603,9 +618,7 @@ class GuideTask:
                                                     show_progress=show_progress, what=self.WHAT)
         # the frozen text tower runs once per distinct caption, not on every batch (it would take
         # half of each step): (N_captions, text_dim) pooled features and a caption -> row index
-        captions = sorted({c for alts in self.stream.captions for c in alts})
-        self.caption_index = {c: i for i, c in enumerate(captions)}
-        self.caption_features = self._pooled(captions, show_progress)
+        self.caption_index, self.caption_features = caption_table(self.text_encoder, self.stream.captions, show_progress=show_progress)
         rows, images, _ = load_imagefolder(data["folder"], size=data.get("size", 64), splits=("heldout",),
                                            kinds=tuple(data["kinds"]) if data.get("kinds") else None)
         self.can_evaluate = len(rows) > 1
@@ -645,10 +658,7 @@ class GuideTask:
         return f"held-out recall@1 of {rec['n']}: " + " ".join(f"{k.split('_')[1]}={v:.3f}" for k, v in rec.items() if k != "n")
 
     def export(self, module, path: Path) -> None:
-        from wordpaint.pipelines.text_to_image import save_model
-
-        with atomic_dir(path) as tmp:
-            save_model(module.eval(), tmp)
+        export_component(module, path)
 
 
 class PriorTask(GuideTask):
@@ -792,9 +802,7 @@ class RestorerTask:
                                         show_progress=show_progress)
         self.decoded = round_trips(self.vae, self.stream.data, latent_noise=config.latent_noise, seed=self.seed,
                                    show_progress=show_progress)
-        captions = sorted({c for alts in self.stream.captions for c in alts})
-        self.caption_index = {c: i for i, c in enumerate(captions)}
-        self.caption_features = pooled_texts(self.text_encoder, captions, show_progress=show_progress)
+        self.caption_index, self.caption_features = caption_table(self.text_encoder, self.stream.captions, show_progress=show_progress)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the stream above has already warned about every skipped line and file
             try:
@@ -845,10 +853,7 @@ class RestorerTask:
             f" (round trip {rec.get('psnr_round_trip', float('nan')):.2f})"
 
     def export(self, module, path: Path) -> None:
-        from wordpaint.pipelines.text_to_image import save_model
-
-        with atomic_dir(path) as tmp:
-            save_model(module.eval(), tmp)
+        export_component(module, path)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
