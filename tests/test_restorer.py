@@ -15,7 +15,7 @@ from wordpaint.images import read_png_metadata
 from wordpaint.models.registry import build_config, build_model
 from wordpaint.models.restorer import RestorerModel
 from wordpaint.pipelines.text_to_image import load_model
-from wordpaint.training.train import StepBatches, train
+from wordpaint.training.train import StepBatches, load_recipe, train
 from helpers import fit
 
 
@@ -141,3 +141,67 @@ def test_restorer_recipe_needs_an_autoencoder_and_held_out_rows(latent_runs, tmp
     (train_only / "metadata.jsonl").write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows))
     with pytest.raises(WordpaintError, match="held-out rows \\(split heldout or test\\); .* has none"):
         train("tiny_restorer", tmp_path / "r2", data=train_only, autoencoder=ae, show_progress=False)
+
+
+def test_sampled_inputs_replace_a_share_of_the_round_trips_and_leave_other_batches_exact():
+    """sampled_share: a picture that has decoded sampled latents is shown one of them instead of its
+    round trip with that probability; pictures without keep their round trips; the draws come after
+    the old ones, so the crop and the clean / noisy pick are those of a recipe without them."""
+    class Stream:
+        images = None
+
+        def batch(self, step, bs, rank=0, world_size=1):
+            return torch.zeros(2, 3, 8, 8), ["a", "b"]
+
+        def batch_rows(self, step, bs, rank=0, world_size=1):
+            return [0, 1]
+
+    def task(sampled: bool = True, **kw):
+        class Task:
+            stream, rank, world, seed = Stream(), 0, 1, 0
+            config = build_config(family="restorer", preset="tiny_restorer", resolution=8, crop_size=4, noisy_share=0.5, **kw)
+            decoded = torch.stack([torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)], dim=1).half()  # clean = 0, noisy = 1
+            if sampled:
+                sampled_decoded = torch.stack([torch.full((2, 3, 8, 8), 2.0), torch.full((2, 3, 8, 8), 3.0)], dim=1).half()  # K = 2
+                has_sampled = torch.tensor([True, False])  # the second picture (an icon, say) has none
+        return Task()
+
+    plain = StepBatches(task(sampled=False), 2)
+    never, always, half = (StepBatches(task(sampled_share=s), 2) for s in (0.0, 1.0, 0.5))
+    for s in range(10):
+        assert torch.equal(never[s]["decoded"], plain[s]["decoded"])
+    firsts = torch.stack([always[s]["decoded"][0, 0, 0, 0] for s in range(40)])
+    assert set(firsts.tolist()) == {2.0, 3.0}  # both of its K sampled latents, never its round trips
+    assert all(always[s]["decoded"][1, 0, 0, 0].item() in (0.0, 1.0) for s in range(40))  # no sampled latents: round trips
+    mixed = torch.stack([half[s]["decoded"][0, 0, 0, 0] for s in range(60)])
+    assert 0.2 < (mixed >= 2).float().mean() < 0.8
+    assert torch.equal(half[5]["decoded"], StepBatches(task(sampled_share=0.5), 2)[5]["decoded"])  # a pure function of the step
+
+
+def test_restorer_recipe_on_sampled_latents_and_its_errors(latent_runs, tmp_path):
+    from wordpaint.training.decoder_inputs import load_decoder_inputs, main as make_inputs, save_decoder_inputs
+
+    folder, ae, ld = latent_runs
+    pairs = tmp_path / "pairs.safetensors"
+    make_inputs(["--model", str(ld), "--data", str(folder), "--per-image", "1", "--strengths", "0.5", "--out", str(pairs)])
+    latents, names, _ = load_decoder_inputs(pairs)
+    few = tmp_path / "few.safetensors"  # sampled latents for three pictures: the others train on round trips alone
+    save_decoder_inputs(few, latents[:3], torch.full((3, 1), 0.5), names[:3], settings={})
+    recipe = load_recipe("tiny_restorer")
+    recipe["model"]["overrides"] = {"sampled_share": 1.0}
+    recipe["max_steps"], recipe["eval_every"] = 2, 2
+    (tmp_path / "sampled.json").write_text(json.dumps(recipe))
+    run = train(str(tmp_path / "sampled.json"), tmp_path / "r", data=folder, autoencoder=ae, decoder_inputs=few, show_progress=False)
+    assert load_model(run).config.sampled_share == 1.0
+    with pytest.raises(WordpaintError, match="go together"):  # a share without the file
+        train(str(tmp_path / "sampled.json"), tmp_path / "e1", data=folder, autoencoder=ae, show_progress=False)
+    with pytest.raises(WordpaintError, match="go together"):  # the file without a share
+        train("tiny_restorer", tmp_path / "e2", data=folder, autoencoder=ae, decoder_inputs=pairs, show_progress=False)
+    save_decoder_inputs(tmp_path / "other.safetensors", latents[:2], torch.full((2, 1), 0.5), ["x.png", "y.png"], settings={})
+    with pytest.raises(WordpaintError, match="none of the training pictures"):
+        train(str(tmp_path / "sampled.json"), tmp_path / "e3", data=folder, autoencoder=ae,
+              decoder_inputs=tmp_path / "other.safetensors", show_progress=False)
+    save_decoder_inputs(tmp_path / "wide.safetensors", torch.zeros(3, 1, 8, 16, 16), torch.full((3, 1), 0.5), names[:3], settings={})
+    with pytest.raises(WordpaintError, match="latents; the autoencoder's are"):
+        train(str(tmp_path / "sampled.json"), tmp_path / "e4", data=folder, autoencoder=ae,
+              decoder_inputs=tmp_path / "wide.safetensors", show_progress=False)

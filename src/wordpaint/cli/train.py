@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", default=None, help="image folder for an imagefolder recipe (e.g. the emoji corpus from `wordpaint data build emoji`)")
     p.add_argument("--autoencoder", default=None, help="autoencoder folder for a latent diffusion recipe (the pipeline/ folder of an autoencoder run)")
     p.add_argument("--decoder-inputs", default=None, metavar="FILE",
-                   help="sampled latents for a decoder recipe with decoder_input_share (python -m wordpaint.training.decoder_inputs)")
+                   help="sampled latents for a decoder recipe with decoder_input_share or a restorer recipe with sampled_share "
+                        "(python -m wordpaint.training.decoder_inputs)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes that render batches ahead (recipe num_workers; default 0); use them on a GPU")
     p.add_argument("--mixed-precision", default=None, choices=("no", "bf16", "fp16"), help="accelerate autocast (recipe mixed_precision; default no): bf16 on a GPU, no on a CPU")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from wordpaint.errors import WordpaintError
-from wordpaint.models.config import ConfigMixin, init_device, module_device
+from wordpaint.models.config import ConfigMixin, check_number, init_device, module_device
 
 
 @dataclass
@@ -79,16 +79,16 @@ class AutoencoderConfig(ConfigMixin):
     @classmethod
     def from_dict(cls, d: dict) -> "AutoencoderConfig":
         cfg = super().from_dict(d)
-        _check_number("decoder_noise", cfg.decoder_noise, "a number in [0, 10]", lambda v: 0 <= v <= 10)
+        check_number("decoder_noise", cfg.decoder_noise, "a number in [0, 10]", lambda v: 0 <= v <= 10)
         n = cfg.decoder_extra_layers
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 8:
             raise ValueError(f"decoder_extra_layers must be an integer in [0, 8], got {n!r}")
-        _check_number("decoder_noise_clean", cfg.decoder_noise_clean, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+        check_number("decoder_noise_clean", cfg.decoder_noise_clean, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
         if cfg.decoder_noise_clean and not cfg.decoder_noise:
             raise ValueError("decoder_noise_clean is the share of pictures decoded without decoder_noise: set decoder_noise too")
-        _check_number("decoder_input_share", cfg.decoder_input_share, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
-        _check_number("adversarial_weight", cfg.adversarial_weight, "a number in [0, 10]", lambda v: 0 <= v <= 10)
-        _check_number("gradient_weight", cfg.gradient_weight, "a number in [0, 10]", lambda v: 0 <= v <= 10)
+        check_number("decoder_input_share", cfg.decoder_input_share, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+        check_number("adversarial_weight", cfg.adversarial_weight, "a number in [0, 10]", lambda v: 0 <= v <= 10)
+        check_number("gradient_weight", cfg.gradient_weight, "a number in [0, 10]", lambda v: 0 <= v <= 10)
         for name in ("decoder_noise", "decoder_input_share", "adversarial_weight"):  # each changes what the decoder alone learns
             if getattr(cfg, name) and cfg.train_encoder:
                 raise ValueError(f"{name} trains the decoder alone: set train_encoder to false")
@@ -108,13 +108,6 @@ class AutoencoderConfig(ConfigMixin):
     @property
     def latent_resolution(self) -> int:
         return self.resolution // self.downsample_factor
-
-
-def _check_number(name: str, value: object, what: str, in_range) -> None:
-    """Raise ``ValueError("NAME must be WHAT, got VALUE")`` unless ``value`` is a real number (not a
-    bool) for which ``in_range(value)`` holds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(value):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 def gradient_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,13 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def check_number(name: str, value: object, what: str, in_range) -> None:
+    """Raise ``ValueError("NAME must be WHAT, got VALUE")`` unless ``value`` is a real number (not a
+    bool) for which ``in_range(value)`` holds: a config field's range check, one message everywhere."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(value):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
 class ConfigMixin:
     """``to_dict`` (tuples as lists, JSON-ready) and ``from_dict`` (lists back to tuples; unknown
     keys are an error naming the accepted ones). Mixed into each model's config dataclass."""

@@ -9,7 +9,8 @@ the style implies: flat fills for Twemoji, shading for Noto, outlines for OpenMo
 
 What it learns: real pictures only. Input: the autoencoder's round trip of a training picture,
 from its latent or (``latent_noise``) from its latent plus Gaussian noise of a random level (a
-sampled latent is slightly wrong, the same way); target: the picture itself; loss: L1 + MSE on
+sampled latent is slightly wrong, the same way) or (``sampled_share``) from a latent the diffusion
+model's sampler returned for it; target: the picture itself; loss: L1 + MSE on
 pixels, on random ``crop_size`` crops (the network is convolutional; the text is global).
 Conditioned on the picture's caption. It never sees the evaluation's judge.
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from wordpaint.models.config import ConfigMixin, init_device
+from wordpaint.models.config import ConfigMixin, check_number, init_device
 from wordpaint.models.latent_prior import check_sizes
 
 
@@ -48,6 +49,13 @@ class RestorerConfig(ConfigMixin):
     # clean latent. Fixed per picture when the training inputs are made (two decodes per picture)
     latent_noise: float = 0.3
     noisy_share: float = 0.5
+    # ... and this share of the pictures that have them (the recipe's data.decoder_inputs file, made
+    # by python -m wordpaint.training.decoder_inputs) is decoded instead from a latent the diffusion
+    # model's own sampler returned for that picture (SDEdit from its noised latent, at the
+    # pipeline's settings), so the restorer also learns to undo what the sampler does to a picture
+    # of that style (the emoji model's last step turns ~1 in 4 Twemoji pictures Noto-like), not
+    # only what the autoencoder does. 0 = round trips only.
+    sampled_share: float = 0.0
     crop_size: int = 32  # training crops (pixels); the full picture at sampling time
     mse_weight: float = 1.0  # loss = L1 + mse_weight * MSE
     extra: dict = field(default_factory=dict)
@@ -68,10 +76,9 @@ class RestorerConfig(ConfigMixin):
         if cfg.resolution % 2 ** (len(ch) - 1) or cfg.crop_size % 2 ** (len(ch) - 1) or cfg.crop_size > cfg.resolution:
             raise ValueError(f"restorer resolution ({cfg.resolution}) and crop_size ({cfg.crop_size}) must be multiples of "
                              f"{2 ** (len(ch) - 1)} (one halving per level after the first), crop_size <= resolution")
-        for name, lo, hi in (("latent_noise", 0.0, 10.0), ("noisy_share", 0.0, 1.0), ("mse_weight", 0.0, 10.0)):
-            v = getattr(cfg, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-                raise ValueError(f"restorer {name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+        for name, lo, hi in (("latent_noise", 0.0, 10.0), ("noisy_share", 0.0, 1.0), ("sampled_share", 0.0, 1.0),
+                             ("mse_weight", 0.0, 10.0)):
+            check_number(f"restorer {name}", getattr(cfg, name), f"a number in [{lo:g}, {hi:g}]", lambda v: lo <= v <= hi)
         return cfg
 
 

@@ -36,7 +36,7 @@ def sampled_latents(pipe, images: torch.Tensor, prompts: list[str], *, strengths
                     per_image: int = 2, seed: int = 0, batch_size: int = 64, show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """((N, K, C, h, w) sampled latents, (N, K) strengths) for ``images`` (N, 3, H, W) in [-1, 1]
     and their ``prompts``: the pipeline's sampler at its default settings (steps, guidance, guide,
-    image vector from its embedding prior) run from each picture's latent noised to the strength's
+    image vector from its embedding prior, low-noise expert at its expert_sigma) run from each picture's latent noised to the strength's
     sigma. Picture i's k-th latent uses strength ``strengths[(i + k) % len(strengths)]`` (every
     strength equally often), seed ``seed + k * N + i``: a pure function of the arguments."""
     from tqdm.auto import tqdm
@@ -66,7 +66,8 @@ def sampled_latents(pipe, images: torch.Tensor, prompts: list[str], *, strengths
             z = pipe.sample_batch(ps, seeds=[seed + k * n + i for i, k in chunk], sigmas=sigmas, guidance_scale=d["guidance_scale"],
                                   sampler=d["sampler"], height=h, width=h, init=images[[i for i, _ in chunk]],
                                   guidance_interval=d.get("guidance_interval"), clip_guidance_scale=(d.get("clip_guidance_scale") or 0.0)
-                                  if pipe.guide is not None else 0.0, image_embeds=embeds, decode=False)
+                                  if pipe.guide is not None else 0.0, image_embeds=embeds, decode=False,
+                                  expert_sigma=d.get("expert_sigma") if pipe.expert is not None else None)
             for (i, k), zi in zip(chunk, z):
                 out[i, k], used[i, k] = zi.half(), s
             bar.update(len(chunk))
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     latents, used = sampled_latents(pipe, model_inputs(images), prompts, strengths=strengths, per_image=args.per_image, seed=args.seed)
     settings = {"model": args.model, "strengths": list(strengths), "per_image": args.per_image, "seed": args.seed,
                 "sampling": {k: pipe.defaults.get(k) for k in ("sampler", "num_inference_steps", "sigma_schedule", "guidance_scale",
-                                                               "clip_guidance_scale", "guidance_interval")}, "image_embed": "prior"}
+                                                               "clip_guidance_scale", "guidance_interval", "expert_sigma")}, "image_embed": "prior"}
     save_decoder_inputs(args.out, latents, used, [r["file_name"] for r in rows], settings=settings)
     print(f"wrote {len(rows)} x {args.per_image} sampled latents to {args.out}")
 

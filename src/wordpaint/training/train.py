@@ -256,6 +256,8 @@ class StepBatches(torch.utils.data.Dataset):
         self.image_embeds = getattr(task, "image_embeds", None)
         self.decoder_inputs = getattr(task, "decoder_inputs", None)  # (N, K, C, h, w) for a decoder trained on sampled latents
         self.decoded = getattr(task, "decoded", None)  # (N, 2, 3, H, W) a restorer's inputs: clean and noisy round trips
+        # (N, K, 3, H, W) and (N,): a restorer's decoded sampled latents, and which pictures have them
+        self.sampled_decoded, self.has_sampled = getattr(task, "sampled_decoded", None), getattr(task, "has_sampled", None)
         self.embed_drop, self.seed = getattr(task.config, "image_embed_drop_prob", 0.0), getattr(task, "seed", 0)
         self.config = task.config
 
@@ -289,8 +291,9 @@ class StepBatches(torch.utils.data.Dataset):
 
     def _restorer_batch(self, step: int, images: torch.Tensor, captions: list[str], where: dict) -> dict:
         """A restorer's batch: each picture's clean or (with the config's noisy_share) noisy round
-        trip as ``decoded``, and the picture as ``pixel_values``, both cut to one random
-        crop_size crop (B, 3, c, c); a pure function of (seed, step, rank)."""
+        trip, or (with sampled_share, where it has them) one of its decoded sampled latents, as
+        ``decoded``, and the picture as ``pixel_values``, both cut to one random crop_size crop
+        (B, 3, c, c); a pure function of (seed, step, rank)."""
         cfg = self.config
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step * self.world + self.rank + 15_485_863)
         rows = self.stream.batch_rows(step, self.bs, **where)
@@ -298,7 +301,13 @@ class StepBatches(torch.utils.data.Dataset):
         c, side = cfg.crop_size, images.shape[-1]
         oy, ox = torch.randint(0, side - c + 1, (2,), generator=gen).tolist()
         crop = (..., slice(oy, oy + c), slice(ox, ox + c))
-        return {"pixel_values": images[crop], "decoded": self.decoded[rows, noisy][crop].float(), "captions": captions}
+        decoded = self.decoded[rows, noisy]  # (B, 3, H, W)
+        if self.sampled_decoded is not None:  # drawn last: a recipe without sampled inputs keeps its batches exactly
+            rows_t = torch.as_tensor(rows)
+            take = (torch.rand(len(rows), generator=gen) < cfg.sampled_share) & self.has_sampled[rows_t]
+            pick = torch.randint(self.sampled_decoded.shape[1], (len(rows),), generator=gen)
+            decoded = torch.where(take.view(-1, 1, 1, 1), self.sampled_decoded[rows_t, pick], decoded)
+        return {"pixel_values": images[crop], "decoded": decoded[crop].float(), "captions": captions}
 
     def _image_embed(self, step: int, captions: list[str], where: dict) -> torch.Tensor:
         """(B, D) the examples' image vectors, zeroed where the caption was dropped (the
@@ -775,7 +784,9 @@ def round_trips(vae, x: torch.Tensor, *, latent_noise: float = 0.0, seed: int = 
 class RestorerTask:
     """Training a restorer (:mod:`wordpaint.models.restorer`): an image folder's pictures as the
     targets, their round trips through the frozen autoencoder ``data.autoencoder`` (clean and from a
-    noisy latent, decoded once up front) as the inputs, each with its pooled caption. The quick
+    noisy latent, decoded once up front) as the inputs, with ``sampled_share`` also latents the
+    diffusion model's sampler returned for them (``data.decoder_inputs``, decoded once up front),
+    each with its pooled caption. The quick
     evaluation is PSNR (dB) of the round trip and of the restored round trip against the picture on
     the folder's held-out rows (split ``heldout``/``test``), per style or kind."""
 
@@ -802,6 +813,7 @@ class RestorerTask:
                                         show_progress=show_progress)
         self.decoded = round_trips(self.vae, self.stream.data, latent_noise=config.latent_noise, seed=self.seed,
                                    show_progress=show_progress)
+        self.sampled_decoded, self.has_sampled = self._sampled_decodes(data, config, show_progress=show_progress)
         self.caption_index, self.caption_features = caption_table(self.text_encoder, self.stream.captions, show_progress=show_progress)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the stream above has already warned about every skipped line and file
@@ -817,6 +829,43 @@ class RestorerTask:
         self.eval_text = pooled_texts(self.text_encoder, [caption_alternatives(r)[-1] for r in rows])
         self.eval_groups = [r.get("style", r.get("kind", "image")) for r in rows]
         self.can_evaluate = True
+
+    def _sampled_decodes(self, data: dict, config, *, show_progress: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """((N, K, 3, H, W) float16 decodes of each training picture's K sampled latents from
+        ``data.decoder_inputs``, zeros for a picture the file has none for; (N,) bool: which have
+        them) in the stream's row order, for a recipe with ``sampled_share``; (None, None) without."""
+        from tqdm.auto import trange
+
+        from wordpaint.training.decoder_inputs import load_decoder_inputs
+
+        path, share = data.get("decoder_inputs"), config.sampled_share
+        if not path and not share:
+            return None, None
+        if not path or not share:
+            raise WordpaintError("data.decoder_inputs (--decoder-inputs FILE) and the restorer's sampled_share go together: the "
+                                 "file gives the sampled latents, the share how many pictures are decoded from them")
+        latents, names, _ = load_decoder_inputs(path)  # (M, K, C, h, w) scaled
+        where = {n: i for i, n in enumerate(names)}
+        found = [(j, where[r["file_name"]]) for j, r in enumerate(self.stream.rows) if r["file_name"] in where]
+        if not found:
+            raise WordpaintError(f"decoder inputs file {path} has sampled latents for none of the training pictures of "
+                                 f"{data['folder']}: remake it for this folder")
+        want = (self.vae.config.latent_channels, self.vae.config.latent_resolution, self.vae.config.latent_resolution)
+        if tuple(latents.shape[2:]) != want:
+            raise WordpaintError(f"decoder inputs file {path} holds {tuple(latents.shape[2:])} latents; the autoencoder's are {want}")
+        k, side = latents.shape[1], config.resolution
+        rows, src = torch.tensor([j for j, _ in found]), torch.tensor([i for _, i in found])
+        flat = latents[src].flatten(0, 1)  # (F * K, C, h, w): picture-major
+        out = torch.empty(len(flat), 3, side, side, dtype=torch.float16)
+        n = 16 if self.device.type == "cpu" else 256  # as round_trips decodes
+        with torch.no_grad():
+            for i in trange(0, len(flat), n, desc="sampled decodes", leave=False, disable=not show_progress):
+                out[i : i + n] = self.vae.decode(flat[i : i + n].float().to(self.device)).cpu().half()
+        decoded = torch.zeros(len(self.stream.rows), k, 3, side, side, dtype=torch.float16)
+        decoded[rows] = out.view(len(found), k, 3, side, side)
+        has = torch.zeros(len(self.stream.rows), dtype=torch.bool)
+        has[rows] = True
+        return decoded, has
 
     def to_device(self, cpu: dict) -> dict:
         ids = torch.tensor([self.caption_index[c] for c in cpu["captions"]])
