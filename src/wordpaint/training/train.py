@@ -786,9 +786,9 @@ class RestorerTask:
     targets, their round trips through the frozen autoencoder ``data.autoencoder`` (clean and from a
     noisy latent, decoded once up front) as the inputs, with ``sampled_share`` also latents the
     diffusion model's sampler returned for them (``data.decoder_inputs``, decoded once up front),
-    each with its pooled caption. The quick
-    evaluation is PSNR (dB) of the round trip and of the restored round trip against the picture on
-    the folder's held-out rows (split ``heldout``/``test``), per style or kind."""
+    each with its pooled caption. The quick evaluation is PSNR (dB) of the round trip and of the
+    restored round trip against the picture on the folder's held-out rows (split
+    ``heldout``/``test``), per style or kind."""
 
     def __init__(self, recipe: dict, config, accelerator, *, show_progress: bool = True):
         from wordpaint.data.imagefolder import ImageFolderStream, caption_alternatives, load_imagefolder, model_inputs
