@@ -205,3 +205,27 @@ def test_restorer_recipe_on_sampled_latents_and_its_errors(latent_runs, tmp_path
     with pytest.raises(WordpaintError, match="latents; the autoencoder's are"):
         train(str(tmp_path / "sampled.json"), tmp_path / "e4", data=folder, autoencoder=ae,
               decoder_inputs=tmp_path / "wide.safetensors", show_progress=False)
+
+
+def test_sampled_latents_draw_with_the_pipelines_expert_at_its_expert_sigma(latent_runs):
+    """The restorer's (and a decoder's) sampled latents are what the pipeline draws: a pipeline whose
+    defaults hand its last steps to an expert makes different latents than the same pipeline without."""
+    import copy
+
+    from wordpaint.data.imagefolder import ImageFolderStream
+    from wordpaint.training.decoder_inputs import sampled_latents
+
+    folder, _, ld = latent_runs
+    pipe = TextToImagePipeline.from_pretrained(ld)
+    images = ImageFolderStream(folder, size=32, show_progress=False).data[:2]  # (2, 3, 32, 32) in [-1, 1]
+    kw = dict(strengths=(0.5,), per_image=1, show_progress=False)
+    plain, _ = sampled_latents(pipe, images, ["a", "b"], **kw)
+    expert = copy.deepcopy(pipe.model)
+    with torch.no_grad():
+        for p in expert.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    with_expert = TextToImagePipeline(text_encoder=pipe.text_encoder, model=pipe.model, vae=pipe.vae, expert=expert)
+    with_expert.defaults.update(pipe.defaults)
+    assert torch.equal(sampled_latents(with_expert, images, ["a", "b"], **kw)[0], plain)  # expert_sigma None: unused
+    with_expert.defaults["expert_sigma"] = 100.0  # above every level: the expert draws every step
+    assert not torch.equal(sampled_latents(with_expert, images, ["a", "b"], **kw)[0], plain)

@@ -36,9 +36,10 @@ def sampled_latents(pipe, images: torch.Tensor, prompts: list[str], *, strengths
                     per_image: int = 2, seed: int = 0, batch_size: int = 64, show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """((N, K, C, h, w) sampled latents, (N, K) strengths) for ``images`` (N, 3, H, W) in [-1, 1]
     and their ``prompts``: the pipeline's sampler at its default settings (steps, guidance, guide,
-    image vector from its embedding prior, low-noise expert at its expert_sigma) run from each picture's latent noised to the strength's
-    sigma. Picture i's k-th latent uses strength ``strengths[(i + k) % len(strengths)]`` (every
-    strength equally often), seed ``seed + k * N + i``: a pure function of the arguments."""
+    image vector from its embedding prior, low-noise expert at its expert_sigma) run from each
+    picture's latent noised to the strength's sigma. Picture i's k-th latent uses strength
+    ``strengths[(i + k) % len(strengths)]`` (every strength equally often), seed
+    ``seed + k * N + i``: a pure function of the arguments."""
     from tqdm.auto import tqdm
 
     from wordpaint.pipelines.text_to_image import strength_sigmas
