@@ -107,6 +107,27 @@ def load_decoder_inputs(path: str | os.PathLike) -> tuple[torch.Tensor, list[str
     return latents, names, settings
 
 
+def latents_for_rows(path: str | os.PathLike | None, share: float, *, option: str, file_names: list[str],
+                     latent_shape: tuple[int, int, int]) -> tuple[list[int], torch.Tensor] | None:
+    """For a recipe that trains on sampled latents (a decoder's ``decoder_input_share``, a restorer's
+    ``sampled_share``, named by ``option``): None when neither the file (``data.decoder_inputs``) nor
+    the share is set; else (the positions in ``file_names`` the file holds latents for, their
+    (F, K, C, h, w) latents in that order). Clear errors for one without the other, a missing or
+    corrupt file, and latents that are not ``latent_shape`` (C, h, w)."""
+    if not path and not share:
+        return None
+    if not path or not share:
+        raise WordpaintError(f"data.decoder_inputs (--decoder-inputs FILE) and {option} go together: the file gives the "
+                             "sampled latents, the share how many pictures are decoded from them")
+    latents, names, _ = load_decoder_inputs(path)
+    where = {n: i for i, n in enumerate(names)}
+    found = [j for j, n in enumerate(file_names) if n in where]
+    if found and tuple(latents.shape[2:]) != tuple(latent_shape):
+        raise WordpaintError(f"decoder inputs file {path} holds {tuple(latents.shape[2:])} latents; the autoencoder's are "
+                             f"{tuple(latent_shape)}")
+    return found, latents[[where[file_names[j]] for j in found]]
+
+
 def main(argv: list[str] | None = None) -> None:
     from wordpaint import TextToImagePipeline
     from wordpaint.data.emoji import short_caption

@@ -548,24 +548,21 @@ class AutoencoderTask:
     def _decoder_inputs(self, data: dict, config) -> torch.Tensor | None:
         """(N, K, C, h, w) the sampled latents of ``data.decoder_inputs``, in the stream's row order,
         for a recipe with ``decoder_input_share``; None without (each needs the other)."""
-        from wordpaint.training.decoder_inputs import load_decoder_inputs
+        from wordpaint.training.decoder_inputs import latents_for_rows
 
-        path, share = data.get("decoder_inputs"), getattr(config, "decoder_input_share", 0.0)
-        if not path and not share:
+        names = [r["file_name"] for r in self.stream.rows]
+        got = latents_for_rows(data.get("decoder_inputs"), getattr(config, "decoder_input_share", 0.0),
+                               option="the autoencoder's decoder_input_share", file_names=names,
+                               latent_shape=(config.latent_channels, config.latent_resolution, config.latent_resolution))
+        if got is None:
             return None
-        if not path or not share:
-            raise WordpaintError("data.decoder_inputs and the autoencoder's decoder_input_share go together: "
-                                 "the file gives the sampled latents, the share how many pictures are decoded from them")
-        latents, names, _ = load_decoder_inputs(path)
-        where = {n: i for i, n in enumerate(names)}
-        missing = [r["file_name"] for r in self.stream.rows if r["file_name"] not in where]
-        if missing:
-            raise WordpaintError(f"decoder inputs file {path} has no sampled latents for {len(missing)} of the {len(self.stream.rows)} "
-                                 f"training pictures (first: {', '.join(missing[:3])}); remake it for this folder and these kinds")
-        want = (config.latent_channels, config.latent_resolution, config.latent_resolution)
-        if tuple(latents.shape[2:]) != want:
-            raise WordpaintError(f"decoder inputs file {path} holds {tuple(latents.shape[2:])} latents; this autoencoder's are {want}")
-        return latents[[where[r["file_name"]] for r in self.stream.rows]]
+        found, latents = got
+        if len(found) < len(names):
+            have = set(found)
+            missing = [n for j, n in enumerate(names) if j not in have]
+            raise WordpaintError(f"decoder inputs file {data['decoder_inputs']} has no sampled latents for {len(missing)} of the "
+                                 f"{len(names)} training pictures (first: {', '.join(missing[:3])}); remake it for this folder and these kinds")
+        return latents  # every row found, so in row order
 
     def to_device(self, cpu: dict) -> dict:
         return _to_device(cpu, self.device)
@@ -759,6 +756,12 @@ class EmbedPriorTask(GuideTask):
 
 
 @torch.no_grad()
+def decode_chunk(device: torch.device) -> int:
+    """Pictures per autoencoder decode call: 16 on a CPU (fastest there: larger batches run slower
+    per picture), 256 on a GPU."""
+    return 16 if device.type == "cpu" else 256
+
+
 def round_trips(vae, x: torch.Tensor, *, latent_noise: float = 0.0, seed: int = 0, show_progress: bool = False) -> torch.Tensor:
     """(N, 2, 3, H, W) float16 on the CPU: the autoencoder's round trip of each (N, 3, H, W) picture
     in [-1, 1] from its latent, and from its latent plus Gaussian noise of a std drawn per picture
@@ -768,8 +771,7 @@ def round_trips(vae, x: torch.Tensor, *, latent_noise: float = 0.0, seed: int = 
 
     from wordpaint.models.config import module_device
 
-    device = module_device(vae)
-    n = 16 if device.type == "cpu" else 256
+    n = decode_chunk(module_device(vae))
     gen = torch.Generator().manual_seed(seed + 86_028_121)
     out = torch.empty(len(x), 2, *x.shape[1:], dtype=torch.float16)
     for i in trange(0, len(x), n, desc="round trips", leave=False, disable=not show_progress):
@@ -836,31 +838,25 @@ class RestorerTask:
         them) in the stream's row order, for a recipe with ``sampled_share``; (None, None) without."""
         from tqdm.auto import trange
 
-        from wordpaint.training.decoder_inputs import load_decoder_inputs
+        from wordpaint.training.decoder_inputs import latents_for_rows
 
-        path, share = data.get("decoder_inputs"), config.sampled_share
-        if not path and not share:
-            return None, None
-        if not path or not share:
-            raise WordpaintError("data.decoder_inputs (--decoder-inputs FILE) and the restorer's sampled_share go together: the "
-                                 "file gives the sampled latents, the share how many pictures are decoded from them")
-        latents, names, _ = load_decoder_inputs(path)  # (M, K, C, h, w) scaled
-        where = {n: i for i, n in enumerate(names)}
-        found = [(j, where[r["file_name"]]) for j, r in enumerate(self.stream.rows) if r["file_name"] in where]
-        if not found:
-            raise WordpaintError(f"decoder inputs file {path} has sampled latents for none of the training pictures of "
-                                 f"{data['folder']}: remake it for this folder")
         want = (self.vae.config.latent_channels, self.vae.config.latent_resolution, self.vae.config.latent_resolution)
-        if tuple(latents.shape[2:]) != want:
-            raise WordpaintError(f"decoder inputs file {path} holds {tuple(latents.shape[2:])} latents; the autoencoder's are {want}")
+        got = latents_for_rows(data.get("decoder_inputs"), config.sampled_share, option="the restorer's sampled_share",
+                               file_names=[r["file_name"] for r in self.stream.rows], latent_shape=want)
+        if got is None:
+            return None, None
+        found, latents = got  # (F,) row positions, (F, K, C, h, w) scaled latents
+        if not found:
+            raise WordpaintError(f"decoder inputs file {data['decoder_inputs']} has sampled latents for none of the training "
+                                 f"pictures of {data['folder']}: remake it for this folder")
         k, side = latents.shape[1], config.resolution
-        rows, src = torch.tensor([j for j, _ in found]), torch.tensor([i for _, i in found])
-        flat = latents[src].flatten(0, 1)  # (F * K, C, h, w): picture-major
+        flat = latents.flatten(0, 1)  # (F * K, C, h, w): picture-major
         out = torch.empty(len(flat), 3, side, side, dtype=torch.float16)
-        n = 16 if self.device.type == "cpu" else 256  # as round_trips decodes
+        n = decode_chunk(self.device)
         with torch.no_grad():
             for i in trange(0, len(flat), n, desc="sampled decodes", leave=False, disable=not show_progress):
                 out[i : i + n] = self.vae.decode(flat[i : i + n].float().to(self.device)).cpu().half()
+        rows = torch.tensor(found)
         decoded = torch.zeros(len(self.stream.rows), k, 3, side, side, dtype=torch.float16)
         decoded[rows] = out.view(len(found), k, 3, side, side)
         has = torch.zeros(len(self.stream.rows), dtype=torch.bool)
