@@ -162,8 +162,9 @@ def test_sampled_inputs_replace_a_share_of_the_round_trips_and_leave_other_batch
             config = build_config(family="restorer", preset="tiny_restorer", resolution=8, crop_size=4, noisy_share=0.5, **kw)
             decoded = torch.stack([torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)], dim=1).half()  # clean = 0, noisy = 1
             if sampled:
-                sampled_decoded = torch.stack([torch.full((2, 3, 8, 8), 2.0), torch.full((2, 3, 8, 8), 3.0)], dim=1).half()  # K = 2
-                has_sampled = torch.tensor([True, False])  # the second picture (an icon, say) has none
+                # K = 2 for the first picture only; the second (an icon, say) has none
+                sampled_decoded = torch.stack([torch.full((1, 3, 8, 8), 2.0), torch.full((1, 3, 8, 8), 3.0)], dim=1).half()
+                sampled_slot = torch.tensor([0, -1])
         return Task()
 
     plain = StepBatches(task(sampled=False), 2)

@@ -256,8 +256,9 @@ class StepBatches(torch.utils.data.Dataset):
         self.image_embeds = getattr(task, "image_embeds", None)
         self.decoder_inputs = getattr(task, "decoder_inputs", None)  # (N, K, C, h, w) for a decoder trained on sampled latents
         self.decoded = getattr(task, "decoded", None)  # (N, 2, 3, H, W) a restorer's inputs: clean and noisy round trips
-        # (N, K, 3, H, W) and (N,): a restorer's decoded sampled latents, and which pictures have them
-        self.sampled_decoded, self.has_sampled = getattr(task, "sampled_decoded", None), getattr(task, "has_sampled", None)
+        # (F, K, 3, H, W) and (N,): a restorer's decoded sampled latents of the F pictures that have
+        # them, and each picture's row among them (-1: none, e.g. an icon)
+        self.sampled_decoded, self.sampled_slot = getattr(task, "sampled_decoded", None), getattr(task, "sampled_slot", None)
         self.embed_drop, self.seed = getattr(task.config, "image_embed_drop_prob", 0.0), getattr(task, "seed", 0)
         self.config = task.config
 
@@ -303,10 +304,10 @@ class StepBatches(torch.utils.data.Dataset):
         crop = (..., slice(oy, oy + c), slice(ox, ox + c))
         decoded = self.decoded[rows, noisy]  # (B, 3, H, W)
         if self.sampled_decoded is not None:  # drawn last: a recipe without sampled inputs keeps its batches exactly
-            rows_t = torch.as_tensor(rows)
-            take = (torch.rand(len(rows), generator=gen) < cfg.sampled_share) & self.has_sampled[rows_t]
+            slot = self.sampled_slot[torch.as_tensor(rows)]  # (B,)
+            take = (torch.rand(len(rows), generator=gen) < cfg.sampled_share) & (slot >= 0)
             pick = torch.randint(self.sampled_decoded.shape[1], (len(rows),), generator=gen)
-            decoded = torch.where(take.view(-1, 1, 1, 1), self.sampled_decoded[rows_t, pick], decoded)
+            decoded = torch.where(take.view(-1, 1, 1, 1), self.sampled_decoded[slot.clamp(min=0), pick], decoded)
         return {"pixel_values": images[crop], "decoded": decoded[crop].float(), "captions": captions}
 
     def _image_embed(self, step: int, captions: list[str], where: dict) -> torch.Tensor:
@@ -815,7 +816,7 @@ class RestorerTask:
                                         show_progress=show_progress)
         self.decoded = round_trips(self.vae, self.stream.data, latent_noise=config.latent_noise, seed=self.seed,
                                    show_progress=show_progress)
-        self.sampled_decoded, self.has_sampled = self._sampled_decodes(data, config, show_progress=show_progress)
+        self.sampled_decoded, self.sampled_slot = self._sampled_decodes(data, config, show_progress=show_progress)
         self.caption_index, self.caption_features = caption_table(self.text_encoder, self.stream.captions, show_progress=show_progress)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the stream above has already warned about every skipped line and file
@@ -826,16 +827,19 @@ class RestorerTask:
                                      f"{data['folder']} has none") from None
         self.eval_images = model_inputs(images)  # (M, 3, H, W) in [-1, 1]
         with torch.no_grad():  # clean round trips only: a noisy copy would be decoded and thrown away
-            self.eval_round_trips = torch.cat([self.vae.reconstruct(self.eval_images[i : i + 16]).cpu()
-                                               for i in range(0, len(self.eval_images), 16)])
+            n = decode_chunk(self.device)
+            self.eval_round_trips = torch.cat([self.vae.reconstruct(self.eval_images[i : i + n].to(self.device)).cpu()
+                                               for i in range(0, len(self.eval_images), n)])
         self.eval_text = pooled_texts(self.text_encoder, [caption_alternatives(r)[-1] for r in rows])
         self.eval_groups = [r.get("style", r.get("kind", "image")) for r in rows]
         self.can_evaluate = True
 
     def _sampled_decodes(self, data: dict, config, *, show_progress: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """((N, K, 3, H, W) float16 decodes of each training picture's K sampled latents from
-        ``data.decoder_inputs``, zeros for a picture the file has none for; (N,) bool: which have
-        them) in the stream's row order, for a recipe with ``sampled_share``; (None, None) without."""
+        """((F, K, 3, H, W) float16 decodes of the K sampled latents from ``data.decoder_inputs`` of
+        the F training pictures the file has them for; (N,) long: each of the stream's rows' index
+        among those F, -1 where it has none) for a recipe with ``sampled_share``; (None, None)
+        without. Only the F are kept: the icons of the emoji folder have none, and zeros for them
+        held ~340 MB."""
         from tqdm.auto import trange
 
         from wordpaint.training.decoder_inputs import latents_for_rows
@@ -856,12 +860,9 @@ class RestorerTask:
         with torch.no_grad():
             for i in trange(0, len(flat), n, desc="sampled decodes", leave=False, disable=not show_progress):
                 out[i : i + n] = self.vae.decode(flat[i : i + n].float().to(self.device)).cpu().half()
-        rows = torch.tensor(found)
-        decoded = torch.zeros(len(self.stream.rows), k, 3, side, side, dtype=torch.float16)
-        decoded[rows] = out.view(len(found), k, 3, side, side)
-        has = torch.zeros(len(self.stream.rows), dtype=torch.bool)
-        has[rows] = True
-        return decoded, has
+        slot = torch.full((len(self.stream.rows),), -1, dtype=torch.long)
+        slot[torch.tensor(found)] = torch.arange(len(found))
+        return out.view(len(found), k, 3, side, side), slot
 
     def to_device(self, cpu: dict) -> dict:
         ids = torch.tensor([self.caption_index[c] for c in cpu["captions"]])
