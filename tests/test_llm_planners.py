@@ -204,8 +204,12 @@ def test_openai_planner_needs_a_url_and_reports_a_dead_server(monkeypatch):
         OpenAIPlanner(url=f"http://127.0.0.1:{port}/v1", timeout=5).plan("a star")
 
 
-def test_openai_planner_says_when_the_server_hangs_up():
-    """A server that accepts the request and closes without a reply (as a crashed one does)."""
+@pytest.mark.parametrize("reset", [False, True])
+def test_openai_planner_says_when_the_server_hangs_up(reset):
+    """A server that accepts the request and closes without a reply (as a crashed one does):
+    cleanly, or with a reset (SO_LINGER 0, as a close with the request unread may be), which the
+    client sees as ConnectionResetError while sending or while awaiting the reply."""
+    import struct
     import threading
 
     srv = socket.socket()
@@ -214,7 +218,10 @@ def test_openai_planner_says_when_the_server_hangs_up():
 
     def hang_up():
         conn, _ = srv.accept()
-        conn.recv(65536)
+        if reset:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            conn.recv(65536)
         conn.close()
 
     t = threading.Thread(target=hang_up, daemon=True)

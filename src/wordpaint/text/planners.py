@@ -717,7 +717,6 @@ class OpenAIPlanner:
         self.cache_id = f"{self.url}|{self.model}"
 
     def _request(self, prompt: str, seed: int, style: str) -> str:
-        import http.client
         import json
         import urllib.error
         import urllib.request
@@ -740,11 +739,14 @@ class OpenAIPlanner:
                 reply = json.loads(r.read())
         except urllib.error.HTTPError as e:
             raise PlannerError(f"planner server {self.url} answered HTTP {e.code}: {e.read()[:200]!r}") from None
-        except http.client.RemoteDisconnected:
-            # connected, then the server hung up without a reply: it most likely crashed on the request
-            raise PlannerError(f"planner server {self.url} closed the connection without answering (did it crash? "
-                               f"see its log; or use --planner smollm2 / rules, which need no server)") from None
         except (urllib.error.URLError, TimeoutError, OSError) as e:
+            if isinstance(getattr(e, "reason", e), ConnectionResetError):
+                # connected, then the server hung up without a reply (a clean close is http.client's
+                # RemoteDisconnected, a close with our request unread a reset: both ConnectionResetError,
+                # raw while the reply is awaited, inside URLError while the request is sent): it most
+                # likely crashed on the request
+                raise PlannerError(f"planner server {self.url} closed the connection without answering (did it crash? "
+                                   f"see its log; or use --planner smollm2 / rules, which need no server)") from None
             raise PlannerError(f"cannot reach planner server {self.url} ({e}); is it running? "
                                f"(or use --planner smollm2 / rules, which need no server)") from None
         except json.JSONDecodeError:
