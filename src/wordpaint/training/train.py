@@ -756,18 +756,18 @@ class EmbedPriorTask(GuideTask):
         return " ".join(f"{k} cos={rec[k + '_cos']:.3f} recall@1={rec[k + '_recall1']:.3f}" for k in ("train", "heldout") if k + "_cos" in rec)
 
 
-@torch.no_grad()
 def decode_chunk(device: torch.device) -> int:
     """Pictures per autoencoder decode call: 16 on a CPU (fastest there: larger batches run slower
     per picture), 256 on a GPU."""
     return 16 if device.type == "cpu" else 256
 
 
+@torch.no_grad()
 def round_trips(vae, x: torch.Tensor, *, latent_noise: float = 0.0, seed: int = 0, show_progress: bool = False) -> torch.Tensor:
     """(N, 2, 3, H, W) float16 on the CPU: the autoencoder's round trip of each (N, 3, H, W) picture
     in [-1, 1] from its latent, and from its latent plus Gaussian noise of a std drawn per picture
     uniformly in [0, ``latent_noise``] (scaled latent units; drawn from ``seed``): a restorer's
-    training inputs. Decoded 16 at a time on a CPU (fastest there), 256 on a GPU."""
+    training inputs. Decoded :func:`decode_chunk` pictures at a time."""
     from tqdm.auto import trange
 
     from wordpaint.models.config import module_device
