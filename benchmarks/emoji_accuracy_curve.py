@@ -8,7 +8,8 @@ guide, prior, UNet legs, expert, restorer; minutes as recorded in the README and
 legs 4-6 on a slower machine). Two whole recipes from scratch are drawn apart: the 86-min one of
 session 33 (its pipeline was not kept; judged by ``clip_v2``, the judge of its day) and the 2-hour
 one of session 53 (``emoji64_embed_2h``: autoencoder 30.5 + image-vector UNet 75.2 + its image
-vectors 3.4, which that run read from a cache + prior 5; judged by ``clip_v3``).
+vectors 3.4, which that run read from a cache + prior 5; judged by ``clip_v3``), and the same
+recipe with a quarter-size UNet on more steps (``emoji64_embed_2h_small``, session 54).
 
     python benchmarks/emoji_accuracy_curve.py --out benchmarks/results/emoji_embed/accuracy_curve
 
@@ -50,10 +51,13 @@ CHAIN = [
     ("+ low-noise expert (int8)", 19.6, "int8/report_expert02"),
     ("+ restorer (round trips and sampled latents, two legs)", 9.9 + 33.2 + 24.1, "restorer_sampled/leg2/report"),
 ]
+# emoji64_embed_2h_small's run, its image vectors included (process start to exit, session 54)
+SMALL_UNET_MIN = 66.8
 # whole recipes from scratch: (label, minutes, report folder)
 RECIPES = [
     ("86-min recipe (clip_v2)", 30.5 + 50 + 5, "scratch_full/report_embed_prior"),  # autoencoder + UNet + prior
     ("2-h recipe (clip_v3)", 30.5 + 75.2 + 3.4 + 5, "recipe_2h/report_seed0"),  # emoji64_embed_2h, session 53
+    ("2-h recipe, quarter-size UNet (clip_v3)", 30.5 + SMALL_UNET_MIN + 5, "recipe_2h_small/report_seed0"),  # session 54
 ]
 
 
@@ -100,7 +104,7 @@ def main() -> None:
     for key, name, style in (("seen_concept", "seen concept", "o-"), ("seen_style", "seen style", "s-"),
                              ("heldout_concept", "held-out concept", "^--")):
         ax.plot(xs, [p[key] for p in points], style, label=name, markersize=4)
-    for r, marker in zip(recipes, ("kx", "k+")):
+    for r, marker in zip(recipes, ("kx", "k+", "k1")):
         ax.plot([r["minutes"]] * 2, [r["seen_concept"], r["seen_style"]], marker, markersize=8, label=f"{r['label']}: concept, style")
     ax.axhline(0.6, color="tab:blue", lw=0.8, ls=":")
     ax.axhline(0.9, color="tab:orange", lw=0.8, ls=":")
