@@ -826,10 +826,10 @@ class RestorerTask:
                 raise WordpaintError(f"a restorer's quick evaluation reads the folder's held-out rows (split heldout or test); "
                                      f"{data['folder']} has none") from None
         self.eval_images = model_inputs(images)  # (M, 3, H, W) in [-1, 1]
-        with torch.no_grad():  # clean round trips only: a noisy copy would be decoded and thrown away
-            n = decode_chunk(self.device)
-            self.eval_round_trips = torch.cat([self.vae.reconstruct(self.eval_images[i : i + n].to(self.device)).cpu()
-                                               for i in range(0, len(self.eval_images), n)])
+        # clean round trips only (reconstruct is no_grad): a noisy copy would be decoded and thrown away
+        n = decode_chunk(self.device)
+        self.eval_round_trips = torch.cat([self.vae.reconstruct(self.eval_images[i : i + n].to(self.device)).cpu()
+                                           for i in range(0, len(self.eval_images), n)])
         self.eval_text = pooled_texts(self.text_encoder, [caption_alternatives(r)[-1] for r in rows])
         self.eval_groups = [r.get("style", r.get("kind", "image")) for r in rows]
         self.can_evaluate = True
